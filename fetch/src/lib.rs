@@ -1,0 +1,18 @@
+//! sluice's read path.
+//!
+//! [`ClusterView`] keeps the cluster's topics, partition heads and the hot
+//! offset index in memory, loaded once and then fed by one prefix watch on
+//! the metadata store (and by the node's own commits, so a producer can read
+//! its writes at once). [`Reader`] turns (topic, partition, offset) into
+//! byte-range reads of segment objects, verifies each range's checksum and
+//! patches the base offsets that were assigned at commit. Long-polls wait on
+//! per-partition high-watermark notifications, never on timers.
+
+pub mod error;
+pub mod metrics;
+pub mod reader;
+pub mod view;
+
+pub use error::{FetchError, FetchResult};
+pub use reader::{ReadChunk, Reader};
+pub use view::{ClusterView, PartitionSnapshot};

@@ -1,0 +1,410 @@
+//! The node's in-memory view of the cluster's topics, partition heads and
+//! offset index, loaded once and then kept current by one prefix watch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use futures::StreamExt;
+use sluice_metadata::model::{Catalog, ChunkCommit, HeadState, IndexEntry, Topic};
+use sluice_metadata::{KeyValue, MetaResult, Revision, WatchEvent};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::metrics;
+
+/// Longest pause between attempts to re-establish a failed watch.
+const REWATCH_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// A partition's state as seen by this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionSnapshot {
+    /// Next offset to be written.
+    pub high_watermark: i64,
+    /// First offset still readable.
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug)]
+struct Partition {
+    head: HeadState,
+    entries: BTreeMap<i64, IndexEntry>,
+    high_watermark: watch::Sender<i64>,
+}
+
+impl Default for Partition {
+    fn default() -> Self {
+        Self {
+            head: HeadState::default(),
+            entries: BTreeMap::new(),
+            high_watermark: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Partition {
+    fn set_head(&mut self, head: HeadState) {
+        if head.mod_revision >= self.head.mod_revision {
+            self.head = head;
+            self.high_watermark.send_if_modified(|hw| {
+                std::mem::replace(hw, head.head.next_offset) != head.head.next_offset
+            });
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    revision: Revision,
+    topics: HashMap<String, Topic>,
+    partitions: HashMap<(String, i32), Partition>,
+}
+
+impl State {
+    fn partition_mut(&mut self, topic_id: &str, partition: i32) -> &mut Partition {
+        self.partitions
+            .entry((topic_id.to_string(), partition))
+            .or_default()
+    }
+}
+
+/// The cluster as this node sees it; see the crate docs.
+#[derive(Debug)]
+pub struct ClusterView {
+    catalog: Catalog,
+    state: RwLock<State>,
+}
+
+enum KeyKind<'k> {
+    Topic,
+    Head(&'k str, i32),
+    Index(&'k str, i32, i64),
+    Other,
+}
+
+impl ClusterView {
+    /// Load the view and start the watch that keeps it current. The watch
+    /// task ends when the last reference to the view is dropped.
+    pub async fn start(catalog: Catalog) -> MetaResult<Arc<Self>> {
+        let view = Arc::new(Self {
+            catalog,
+            state: RwLock::new(State::default()),
+        });
+        view.reload().await?;
+        let weak = Arc::downgrade(&view);
+        tokio::spawn(async move { watch_loop(weak).await });
+        Ok(view)
+    }
+
+    /// The catalog the view reads.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Re-read everything under the cluster root.
+    async fn reload(&self) -> MetaResult<Revision> {
+        let range = self.catalog.store().range(self.catalog.root()).await?;
+        let mut state = self.write();
+        let old = std::mem::take(&mut state.partitions);
+        state.topics.clear();
+        state.revision = range.revision;
+        for kv in &range.kvs {
+            self.apply_put(&mut state, kv);
+        }
+        // keep the notification channels of partitions that still exist so
+        // that long-polls in progress are woken
+        for (key, old_partition) in old {
+            if let Some(partition) = state.partitions.get_mut(&key) {
+                old_partition
+                    .high_watermark
+                    .send_replace(partition.head.head.next_offset);
+                partition.high_watermark = old_partition.high_watermark;
+            }
+        }
+        Ok(range.revision)
+    }
+
+    fn classify<'k>(&self, key: &'k str) -> KeyKind<'k> {
+        let Some(rest) = key.strip_prefix(self.catalog.root()) else {
+            return KeyKind::Other;
+        };
+        if rest.starts_with("topics/") {
+            return KeyKind::Topic;
+        }
+        let mut parts = rest.split('/');
+        let kind = parts.next();
+        let topic_id = parts.next();
+        let partition = parts.next().and_then(|p| p.parse::<i32>().ok());
+        match (kind, topic_id, partition) {
+            (Some("heads"), Some(topic_id), Some(partition)) => KeyKind::Head(topic_id, partition),
+            (Some("index"), Some(topic_id), Some(partition)) => {
+                match parts.next().and_then(|b| b.parse::<i64>().ok()) {
+                    Some(base) => KeyKind::Index(topic_id, partition, base),
+                    None => KeyKind::Other,
+                }
+            }
+            _ => KeyKind::Other,
+        }
+    }
+
+    fn apply_put(&self, state: &mut State, kv: &KeyValue) {
+        match self.classify(&kv.key) {
+            KeyKind::Topic => match self.catalog.decode_topic(kv) {
+                Ok(topic) => {
+                    state.topics.insert(topic.record.name.clone(), topic);
+                }
+                Err(error) => warn!(key = kv.key, %error, "ignoring undecodable topic"),
+            },
+            KeyKind::Head(topic_id, partition) => match self.catalog.decode_head(kv) {
+                Ok(head) => state.partition_mut(topic_id, partition).set_head(head),
+                Err(error) => warn!(key = kv.key, %error, "ignoring undecodable head"),
+            },
+            KeyKind::Index(topic_id, partition, base) => {
+                match self.catalog.decode_index_entry(kv) {
+                    Ok(entry) if entry.base_offset == base => {
+                        state
+                            .partition_mut(topic_id, partition)
+                            .entries
+                            .insert(base, entry);
+                    }
+                    Ok(_) => warn!(
+                        key = kv.key,
+                        "index entry base offset does not match its key"
+                    ),
+                    Err(error) => warn!(key = kv.key, %error, "ignoring undecodable index entry"),
+                }
+            }
+            KeyKind::Other => {}
+        }
+    }
+
+    fn apply_delete(&self, state: &mut State, kv: &KeyValue) {
+        match self.classify(&kv.key) {
+            KeyKind::Topic => {
+                let name = kv
+                    .key
+                    .strip_prefix(&self.catalog.topics_prefix())
+                    .unwrap_or_default();
+                if let Some(topic) = state.topics.remove(name) {
+                    let id = topic.record.id;
+                    state.partitions.retain(|(topic_id, _), _| *topic_id != id);
+                }
+            }
+            KeyKind::Head(topic_id, partition) => {
+                state.partitions.remove(&(topic_id.to_string(), partition));
+            }
+            KeyKind::Index(topic_id, partition, base) => {
+                if let Some(p) = state.partitions.get_mut(&(topic_id.to_string(), partition)) {
+                    p.entries.remove(&base);
+                }
+            }
+            KeyKind::Other => {}
+        }
+    }
+
+    fn apply_events(&self, events: &[WatchEvent]) {
+        let mut state = self.write();
+        for event in events {
+            match event {
+                WatchEvent::Put(kv) => {
+                    state.revision = state.revision.max(kv.mod_revision);
+                    self.apply_put(&mut state, kv);
+                }
+                WatchEvent::Delete(kv) => {
+                    state.revision = state.revision.max(kv.mod_revision);
+                    self.apply_delete(&mut state, kv);
+                }
+            }
+        }
+    }
+
+    /// Apply this node's own successful commit at once (the watch delivers
+    /// the same keys later; applying them twice is harmless).
+    pub fn apply_commit(&self, chunks: &[ChunkCommit], base_offsets: &[i64], heads: &[HeadState]) {
+        let mut state = self.write();
+        for ((chunk, base), head) in chunks.iter().zip(base_offsets).zip(heads) {
+            // a topic deleted meanwhile must not be resurrected
+            if !state.topics.values().any(|t| t.record.id == chunk.topic_id) {
+                continue;
+            }
+            let partition = state.partition_mut(&chunk.topic_id, chunk.partition);
+            partition.entries.insert(
+                *base,
+                IndexEntry {
+                    base_offset: *base,
+                    offset_count: chunk.offset_count,
+                    batch_count: chunk.batch_count,
+                    segment: chunk.segment.clone(),
+                    start: chunk.start,
+                    len: chunk.len,
+                    crc: chunk.crc,
+                    max_timestamp: chunk.max_timestamp,
+                },
+            );
+            partition.set_head(*head);
+        }
+    }
+
+    /// A topic by name.
+    pub fn topic(&self, name: &str) -> Option<Topic> {
+        self.read().topics.get(name).cloned()
+    }
+
+    /// A topic by id.
+    pub fn topic_by_id(&self, topic_id: &str) -> Option<Topic> {
+        self.read()
+            .topics
+            .values()
+            .find(|t| t.record.id == topic_id)
+            .cloned()
+    }
+
+    /// Every topic, sorted by name.
+    pub fn topics(&self) -> Vec<Topic> {
+        let mut topics: Vec<_> = self.read().topics.values().cloned().collect();
+        topics.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        topics
+    }
+
+    /// Record a topic this node has just created or changed, ahead of the watch.
+    pub fn upsert_topic(&self, topic: Topic) {
+        let mut state = self.write();
+        let newer = state
+            .topics
+            .get(&topic.record.name)
+            .is_none_or(|t| t.mod_revision <= topic.mod_revision);
+        if newer {
+            state.topics.insert(topic.record.name.clone(), topic);
+        }
+    }
+
+    /// Forget a topic this node has just deleted, ahead of the watch.
+    pub fn remove_topic(&self, name: &str) {
+        let mut state = self.write();
+        if let Some(topic) = state.topics.remove(name) {
+            let id = topic.record.id;
+            state.partitions.retain(|(topic_id, _), _| *topic_id != id);
+        }
+    }
+
+    /// The head of a partition as last seen (absent = empty partition).
+    pub fn head(&self, topic_id: &str, partition: i32) -> HeadState {
+        self.read()
+            .partitions
+            .get(&(topic_id.to_string(), partition))
+            .map(|p| p.head)
+            .unwrap_or_default()
+    }
+
+    /// High watermark and log start of a partition.
+    pub fn snapshot(&self, topic_id: &str, partition: i32) -> PartitionSnapshot {
+        let head = self.head(topic_id, partition);
+        PartitionSnapshot {
+            high_watermark: head.head.next_offset,
+            log_start_offset: head.head.log_start_offset,
+        }
+    }
+
+    /// Index entries from the one holding `offset` on, at most `max_entries`.
+    pub fn entries_from(
+        &self,
+        topic_id: &str,
+        partition: i32,
+        offset: i64,
+        max_entries: usize,
+    ) -> Vec<IndexEntry> {
+        let state = self.read();
+        let Some(p) = state.partitions.get(&(topic_id.to_string(), partition)) else {
+            return Vec::new();
+        };
+        let start = p
+            .entries
+            .range(..=offset)
+            .next_back()
+            .filter(|(_, e)| e.end_offset() > offset)
+            .map(|(base, _)| *base)
+            .unwrap_or(offset);
+        p.entries
+            .range(start..)
+            .take(max_entries)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// A receiver of the partition's high watermark, for long-polls.
+    pub fn subscribe(&self, topic_id: &str, partition: i32) -> watch::Receiver<i64> {
+        if let Some(p) = self
+            .read()
+            .partitions
+            .get(&(topic_id.to_string(), partition))
+        {
+            return p.high_watermark.subscribe();
+        }
+        self.write()
+            .partition_mut(topic_id, partition)
+            .high_watermark
+            .subscribe()
+    }
+
+    /// Revision of the newest change applied.
+    pub fn revision(&self) -> Revision {
+        self.read().revision
+    }
+}
+
+async fn watch_loop(view: std::sync::Weak<ClusterView>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let Some(strong) = view.upgrade() else { return };
+        let start = strong.revision() + 1;
+        let prefix = strong.catalog.root().to_string();
+        let stream = strong.catalog.store().watch_prefix(&prefix, start).await;
+        drop(strong);
+        let mut stream = match stream {
+            Ok(stream) => stream,
+            Err(error) => {
+                warn!(%error, "cluster view watch failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(REWATCH_BACKOFF_MAX);
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                // wake up now and then to notice that the view was dropped
+                () = tokio::time::sleep(Duration::from_secs(5)) => {
+                    if view.strong_count() == 0 { return; }
+                    continue;
+                }
+            };
+            let Some(strong) = view.upgrade() else { return };
+            match next {
+                Some(Ok(events)) => strong.apply_events(&events),
+                Some(Err(error)) => {
+                    warn!(%error, "cluster view watch ended; reloading");
+                    metrics::VIEW_RELOADS.inc();
+                    if let Err(error) = strong.reload().await {
+                        warn!(%error, "cluster view reload failed");
+                        tokio::time::sleep(backoff).await;
+                    }
+                    break;
+                }
+                None => {
+                    debug!("cluster view watch closed; re-watching");
+                    break;
+                }
+            }
+        }
+    }
+}

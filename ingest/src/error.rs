@@ -1,0 +1,153 @@
+//! Errors of the front doors and the write path, in two layers: the detailed
+//! [`IngestError`] and the coarse [`ErrorKind`] that says whether to retry
+//! and maps once to HTTP statuses (and later Kafka error codes).
+
+use sluice_fetch::FetchError;
+use sluice_metadata::model::ModelError;
+use sluice_metadata::MetaError;
+
+/// What kind of failure, as a client needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed or invalid; do not retry it unchanged.
+    InvalidInput,
+    /// The topic or partition does not exist.
+    NotFound,
+    /// The thing to create exists already.
+    AlreadyExists,
+    /// A record or request is larger than allowed.
+    TooLarge,
+    /// An offset outside the partition's range.
+    OutOfRange,
+    /// A dependency (object store, metadata store) failed or the node is
+    /// shutting down; retrying later may succeed.
+    Unavailable,
+    /// Stored data failed verification; it is never served.
+    Corrupt,
+}
+
+impl ErrorKind {
+    /// The HTTP status for this kind.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidInput => 400,
+            ErrorKind::NotFound => 404,
+            ErrorKind::AlreadyExists => 409,
+            ErrorKind::TooLarge => 413,
+            ErrorKind::OutOfRange => 416,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Corrupt => 500,
+        }
+    }
+
+    /// Whether a retry of the same request may succeed.
+    pub fn is_retriable(self) -> bool {
+        self == ErrorKind::Unavailable
+    }
+}
+
+/// A failure of the write path or a front door.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IngestError {
+    /// No such topic.
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    /// No such partition.
+    #[error("topic {topic:?} has no partition {partition}")]
+    UnknownPartition {
+        /// Topic name.
+        topic: String,
+        /// Partition asked for.
+        partition: i32,
+    },
+    /// The topic exists already.
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    /// The request is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// Too large.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Offset out of range.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// The object store failed.
+    #[error("object store unavailable: {0}")]
+    Store(String),
+    /// The metadata store failed.
+    #[error("metadata store unavailable: {0}")]
+    Meta(String),
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    ShuttingDown,
+    /// Stored data is corrupt.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+/// Result alias of the write path.
+pub type IngestResult<T> = Result<T, IngestError>;
+
+impl IngestError {
+    /// The coarse kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            IngestError::UnknownTopic(_) | IngestError::UnknownPartition { .. } => {
+                ErrorKind::NotFound
+            }
+            IngestError::TopicExists(_) => ErrorKind::AlreadyExists,
+            IngestError::Invalid(_) => ErrorKind::InvalidInput,
+            IngestError::TooLarge(_) => ErrorKind::TooLarge,
+            IngestError::OutOfRange(_) => ErrorKind::OutOfRange,
+            IngestError::Store(_) | IngestError::Meta(_) | IngestError::ShuttingDown => {
+                ErrorKind::Unavailable
+            }
+            IngestError::Corrupt(_) => ErrorKind::Corrupt,
+        }
+    }
+}
+
+impl From<MetaError> for IngestError {
+    fn from(error: MetaError) -> Self {
+        match error {
+            MetaError::Invalid(reason) => IngestError::Invalid(reason),
+            MetaError::Corrupt { .. } => IngestError::Corrupt(error.to_string()),
+            other => IngestError::Meta(other.to_string()),
+        }
+    }
+}
+
+impl From<ModelError> for IngestError {
+    fn from(error: ModelError) -> Self {
+        match error {
+            ModelError::Meta(meta) => meta.into(),
+            ModelError::TopicExists(name) => IngestError::TopicExists(name),
+            ModelError::UnknownTopic(name) => IngestError::UnknownTopic(name),
+            ModelError::Invalid(reason) => IngestError::Invalid(reason),
+            ModelError::Concurrent(_) => IngestError::Meta(error.to_string()),
+        }
+    }
+}
+
+impl From<object_store::Error> for IngestError {
+    fn from(error: object_store::Error) -> Self {
+        IngestError::Store(error.to_string())
+    }
+}
+
+impl From<FetchError> for IngestError {
+    fn from(error: FetchError) -> Self {
+        match error {
+            FetchError::UnknownTopic(name) => IngestError::UnknownTopic(name),
+            FetchError::UnknownPartition { topic, partition } => {
+                IngestError::UnknownPartition { topic, partition }
+            }
+            FetchError::OffsetOutOfRange { .. } => IngestError::OutOfRange(error.to_string()),
+            FetchError::Corrupt { .. } => IngestError::Corrupt(error.to_string()),
+            FetchError::Store(store) => store.into(),
+            FetchError::Meta(meta) => meta.into(),
+            FetchError::Model(model) => model.into(),
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The HTTP front door (axum): Confluent REST Proxy v3 compatible topic
+//! administration and produce, an NDJSON read endpoint with long-poll,
+//! health and Prometheus metrics. Every error is JSON:
+//! `{"error_code": <http status>, "message": "..."}`.
+
+mod read;
+mod records;
+mod topics;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use sluice_fetch::Reader;
+use sluice_metadata::model::Catalog;
+
+use crate::error::IngestError;
+use crate::produce::Producer;
+
+/// Largest request body accepted (a records stream or batch).
+pub const REQUEST_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// What the HTTP handlers share.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    /// Produces records.
+    pub producer: Arc<Producer>,
+    /// Reads records.
+    pub reader: Reader,
+    /// Topic administration.
+    pub catalog: Catalog,
+    /// The cluster id (Kafka's and the v3 API's).
+    pub cluster_id: String,
+    /// Whether the node is ready to serve (false while shutting down).
+    pub ready: Arc<AtomicBool>,
+}
+
+/// An error answered as JSON with its HTTP status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with an explicit status.
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            message: message.into(),
+        }
+    }
+
+    /// A 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, message)
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.status.as_u16()
+    }
+
+    /// The JSON body of this error.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error_code": self.status.as_u16(), "message": self.message})
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        ApiError::new(error.kind().http_status(), error.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+/// The router of every HTTP endpoint.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/v3/clusters", get(topics::list_clusters))
+        .route("/v3/clusters/{cluster_id}", get(topics::get_cluster))
+        .route(
+            "/v3/clusters/{cluster_id}/topics",
+            get(topics::list_topics).post(topics::create_topic),
+        )
+        .route(
+            "/v3/clusters/{cluster_id}/topics/{topic}",
+            get(topics::get_topic).delete(topics::delete_topic),
+        )
+        .route(
+            "/v3/clusters/{cluster_id}/topics/{topic}/configs",
+            get(topics::list_topic_configs),
+        )
+        .route(
+            "/v3/clusters/{cluster_id}/topics/{topic}/records",
+            post(records::produce_records),
+        )
+        .route(
+            "/v3/clusters/{cluster_id}/topics/{topic}/records-batch",
+            post(records::produce_batch),
+        )
+        .route(
+            "/v3/clusters/{cluster_id}/topics/{topic}/records:batch",
+            post(records::produce_batch),
+        )
+        .route(
+            "/v1/topics/{topic}/partitions/{partition}/records",
+            get(read::read_records),
+        )
+        .route(
+            "/v1/topics/{topic}/partitions/{partition}/offsets",
+            get(read::offsets),
+        )
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(404, "no such endpoint")
+}
+
+async fn live() -> impl IntoResponse {
+    Json(json!({"status": "live"}))
+}
+
+async fn ready(State(state): State<HttpState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        ApiError::new(503, "node is not ready").into_response()
+    }
+}
+
+async fn metrics() -> Response {
+    use prometheus::Encoder;
+    let encoder = prometheus::TextEncoder::new();
+    let mut out = Vec::new();
+    if let Err(error) = encoder.encode(&prometheus::gather(), &mut out) {
+        return ApiError::new(500, format!("metrics encoding failed: {error}")).into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, encoder.format_type().to_string())],
+        out,
+    )
+        .into_response()
+}
+
+/// Check the cluster id of a v3 path.
+pub(crate) fn check_cluster(state: &HttpState, cluster_id: &str) -> Result<(), ApiError> {
+    if cluster_id == state.cluster_id {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            404,
+            format!("unknown cluster {cluster_id:?}"),
+        ))
+    }
+}
+
+/// The base URL of this node as the client addressed it, for `metadata.self` links.
+pub(crate) fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    format!("http://{host}")
+}
+
+/// Read a request body of at most [`REQUEST_BYTES_MAX`] bytes; larger is a 413.
+pub(crate) async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, REQUEST_BYTES_MAX)
+        .await
+        .map_err(|error| {
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::new(
+                    413,
+                    format!("request body exceeds {REQUEST_BYTES_MAX} bytes"),
+                )
+            } else {
+                ApiError::bad_request(format!("could not read request body: {error}"))
+            }
+        })
+}

@@ -1,0 +1,19 @@
+//! sluice's front doors and write path.
+//!
+//! - [`writer`]: the node's segment buffer, upload and commit pipeline.
+//! - [`produce`]: value records (HTTP) into RecordBatch v2, partitioning.
+//! - [`http`]: the HTTP API (Confluent REST v3 produce and topics, NDJSON reads).
+//! - [`node`]: wiring of one `sluice serve` process.
+//!
+//! A produce is acknowledged only after its segment object is stored and its
+//! offsets are committed in the metadata store.
+
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod node;
+pub mod produce;
+pub mod writer;
+
+pub use error::{ErrorKind, IngestError, IngestResult};
+pub use node::{run, NodeConfig};

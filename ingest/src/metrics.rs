@@ -1,0 +1,77 @@
+//! Prometheus metrics of the write path (registered in the default registry).
+
+use std::sync::LazyLock;
+
+use prometheus::{register_histogram, register_int_counter, Histogram, IntCounter};
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    // Fails only on a duplicate or malformed name: a programming error.
+    register_int_counter!(name, help).expect("metric names are unique and valid")
+}
+
+/// Records accepted for produce (acknowledged or not).
+pub static PRODUCE_RECORDS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "sluice_produce_records_total",
+        "records acknowledged to producers",
+    )
+});
+/// Batch bytes acknowledged.
+pub static PRODUCE_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "sluice_produce_bytes_total",
+        "record batch bytes acknowledged to producers",
+    )
+});
+/// Segment flushes (sealed buffers).
+pub static FLUSHES: LazyLock<IntCounter> =
+    LazyLock::new(|| counter("sluice_flushes_total", "segment buffers flushed"));
+/// Object PUTs issued.
+pub static OBJECT_PUTS: LazyLock<IntCounter> =
+    LazyLock::new(|| counter("sluice_object_puts_total", "segment object PUTs issued"));
+/// Failed object PUTs.
+pub static OBJECT_PUT_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "sluice_object_put_failures_total",
+        "segment object PUTs that failed",
+    )
+});
+/// Commit transactions sent to the metadata store.
+pub static COMMIT_TXNS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "sluice_commit_txns_total",
+        "commit transactions sent to the metadata store",
+    )
+});
+/// Commit transactions that lost a compare-and-swap race.
+pub static COMMIT_CONFLICTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "sluice_commit_conflicts_total",
+        "commit transactions that lost a compare-and-swap",
+    )
+});
+/// Flushes whose upload or commit failed.
+pub static FLUSH_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "sluice_flush_failures_total",
+        "flushes whose upload or commit failed",
+    )
+});
+/// Produce latency from enqueue to acknowledgement.
+pub static PRODUCE_LATENCY: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "sluice_produce_latency_seconds",
+        "time from accepting a batch to acknowledging it",
+        vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0]
+    )
+    .expect("metric names are unique and valid")
+});
+/// Segment object sizes.
+pub static SEGMENT_BYTES: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "sluice_segment_bytes",
+        "size of flushed segment objects",
+        prometheus::exponential_buckets(1024.0, 4.0, 10).unwrap_or_default()
+    )
+    .expect("metric names are unique and valid")
+});

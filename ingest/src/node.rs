@@ -1,0 +1,140 @@
+//! One `sluice serve` process: opens the object store and the metadata
+//! store, loads the cluster view, starts the write pipeline and the HTTP
+//! listener, and on shutdown stops accepting, flushes and commits what was
+//! accepted, then returns.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use sluice_fetch::{ClusterView, Reader};
+use sluice_metadata::embedded::EmbeddedStore;
+use sluice_metadata::etcd::EtcdStore;
+use sluice_metadata::model::Catalog;
+use sluice_metadata::MetaStore;
+use sluice_segment::store::{open_store, StoreOptions};
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::http::{self, HttpState};
+use crate::produce::Producer;
+use crate::writer::{Writer, WriterConfig};
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Local directory: embedded metadata, default object store, node id.
+    pub data_dir: PathBuf,
+    /// Object store URL; `None` = `file://<data_dir>/objects`.
+    pub store_url: Option<String>,
+    /// How to reach the object store.
+    pub store_options: StoreOptions,
+    /// etcd endpoints; empty = the embedded store under the data directory.
+    pub etcd_endpoints: Vec<String>,
+    /// Cluster name: the metadata key namespace `/sluice/<cluster>/`.
+    pub cluster: String,
+    /// HTTP listen address.
+    pub http_addr: SocketAddr,
+    /// Node id; `None` = remembered in the data directory or allocated.
+    pub node_id: Option<i32>,
+    /// Write path settings.
+    pub writer: WriterConfig,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Startup failed.
+    #[error("{0}")]
+    Startup(String),
+}
+
+fn startup<E: std::fmt::Display>(context: &'static str) -> impl FnOnce(E) -> NodeError {
+    move |error| NodeError::Startup(format!("{context}: {error}"))
+}
+
+async fn node_id(config: &NodeConfig, catalog: &Catalog) -> Result<i32, NodeError> {
+    if let Some(id) = config.node_id {
+        return Ok(id);
+    }
+    let path = config.data_dir.join("node-id");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Ok(id) = text.trim().parse() {
+            return Ok(id);
+        }
+    }
+    let id = catalog
+        .allocate_node_id()
+        .await
+        .map_err(startup("allocating a node id"))?;
+    std::fs::write(&path, format!("{id}\n")).map_err(startup("remembering the node id"))?;
+    Ok(id)
+}
+
+/// Run a node until `shutdown` resolves, then drain and return.
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(startup("creating the data directory"))?;
+    let data_dir =
+        std::fs::canonicalize(&config.data_dir).map_err(startup("resolving the data directory"))?;
+    let store_url = match &config.store_url {
+        Some(url) => url.clone(),
+        None => format!("file://{}", data_dir.join("objects").display()),
+    };
+    let objects = open_store(&store_url, &config.store_options)
+        .map_err(startup("opening the object store"))?;
+    let meta: Arc<dyn MetaStore> = if config.etcd_endpoints.is_empty() {
+        Arc::new(
+            EmbeddedStore::open(data_dir.join("meta"))
+                .map_err(startup("opening the embedded metadata store"))?,
+        )
+    } else {
+        Arc::new(
+            EtcdStore::connect(config.etcd_endpoints.clone(), Default::default())
+                .await
+                .map_err(startup("connecting to etcd"))?,
+        )
+    };
+    let catalog = Catalog::new(meta, &config.cluster);
+    let cluster_id = catalog
+        .ensure_cluster_id()
+        .await
+        .map_err(startup("reading the cluster id"))?;
+    let node_id = node_id(&config, &catalog).await?;
+    let view = ClusterView::start(catalog.clone())
+        .await
+        .map_err(startup("loading the cluster view"))?;
+    let (writer, writer_tasks) =
+        Writer::start(config.writer.clone(), objects.clone(), view.clone());
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = HttpState {
+        producer: Arc::new(Producer::new(view.clone(), writer)),
+        reader: Reader::new(objects, view),
+        catalog,
+        cluster_id: cluster_id.clone(),
+        ready: ready.clone(),
+    };
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .map_err(startup("binding the HTTP address"))?;
+    let local = listener
+        .local_addr()
+        .map_err(startup("reading the HTTP address"))?;
+    info!(node_id, cluster_id, http = %local, store = store_url, "sluice node serving");
+    ready.store(true, Ordering::Release);
+    let not_ready = ready.clone();
+    let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        not_ready.store(false, Ordering::Release);
+        info!("shutting down: draining requests, flushing the buffer");
+    });
+    let served = server.await;
+    // every accepted append is flushed and committed (or failed) before exit
+    writer_tasks.shutdown().await;
+    info!("sluice node stopped");
+    served.map_err(startup("serving HTTP"))
+}

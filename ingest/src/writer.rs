@@ -1,0 +1,593 @@
+//! The node's write path: one open segment buffer holding every partition
+//! the node received, flushed at `segment_max_bytes` or `flush_interval`,
+//! uploaded as one object with `PutMode::Create`, then committed in one
+//! metadata transaction per flush (split only to respect the store's
+//! operations limit). Producers are answered only after the commit.
+//!
+//! Three tasks form a pipeline, each stage bounded:
+//! buffer (accepts appends, seals segments) -> uploader (PUTs, at most
+//! `uploads_in_flight_max` at once, results kept in seal order) -> committer
+//! (CAS commits in seal order, so one producer's batches keep their order).
+//! Memory is bounded by `buffer_max_bytes`: an append waits for budget,
+//! which is returned when its flush is answered.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+use rand::Rng;
+use sluice_fetch::ClusterView;
+use sluice_metadata::model::{ChunkCommit, CommitOutcome, HeadState, Topic};
+use sluice_segment::format::BatchSlot;
+use sluice_segment::{BatchSummary, SegmentBuilder, SegmentFooter, SegmentId};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use crate::error::{IngestError, IngestResult};
+use crate::metrics;
+
+/// Settings of the write path.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Longest time a batch waits in the open buffer.
+    pub flush_interval: Duration,
+    /// Buffer size that triggers a flush.
+    pub segment_max_bytes: usize,
+    /// Batch bytes accepted but not yet answered, across all stages.
+    pub buffer_max_bytes: usize,
+    /// Segment uploads running at once.
+    pub uploads_in_flight_max: usize,
+    /// Commit attempts of one flush before it fails (conflicts are retried).
+    pub commit_attempts_max: u32,
+    /// Operations one metadata transaction may hold (etcd's `--max-txn-ops`).
+    pub txn_ops_max: usize,
+    /// Appends queued ahead of the buffer task.
+    pub queue_max: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval: Duration::from_millis(250),
+            segment_max_bytes: 8 * 1024 * 1024,
+            buffer_max_bytes: 64 * 1024 * 1024,
+            uploads_in_flight_max: 4,
+            commit_attempts_max: 64,
+            txn_ops_max: 128,
+            queue_max: 4096,
+        }
+    }
+}
+
+/// An append waiting for its commit.
+#[derive(Debug)]
+pub struct Pending {
+    receiver: oneshot::Receiver<IngestResult<i64>>,
+}
+
+impl Pending {
+    /// Wait for the commit; returns the base offset of the appended batches.
+    pub async fn wait(self) -> IngestResult<i64> {
+        self.receiver
+            .await
+            .unwrap_or(Err(IngestError::ShuttingDown))
+    }
+}
+
+struct Append {
+    topic: Topic,
+    partition: i32,
+    batches: Bytes,
+    summary: BatchSummary,
+    reply: oneshot::Sender<IngestResult<i64>>,
+    permit: OwnedSemaphorePermit,
+    accepted_at: Instant,
+}
+
+enum Command {
+    Append(Append),
+    Close,
+}
+
+struct Waiter {
+    slot: BatchSlot,
+    reply: oneshot::Sender<IngestResult<i64>>,
+    _permit: OwnedSemaphorePermit,
+    accepted_at: Instant,
+    records: u32,
+    bytes: usize,
+}
+
+struct OpenSegment {
+    builder: SegmentBuilder,
+    topics: Vec<Topic>,
+    waiters: Vec<Waiter>,
+    deadline: tokio::time::Instant,
+}
+
+struct Sealed {
+    id: SegmentId,
+    object: Bytes,
+    footer: SegmentFooter,
+    /// The topic of each footer chunk.
+    topics: Vec<Topic>,
+    waiters: Vec<Waiter>,
+}
+
+/// A handle for appending to the node's segment buffer; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    commands: mpsc::Sender<Command>,
+    budget: Arc<Semaphore>,
+    buffer_max_bytes: usize,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("buffer_max_bytes", &self.buffer_max_bytes)
+            .finish()
+    }
+}
+
+/// Owns the writer's tasks; [`WriterTasks::shutdown`] flushes and stops them.
+#[derive(Debug)]
+pub struct WriterTasks {
+    commands: mpsc::Sender<Command>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl WriterTasks {
+    /// Seal the open buffer, finish every upload and commit, answer every
+    /// waiter, then stop. Appends after this are refused.
+    pub async fn shutdown(self) {
+        // a full queue still drains: the buffer task keeps receiving
+        let _ = self.commands.send(Command::Close).await;
+        for handle in self.handles {
+            if let Err(error) = handle.await {
+                warn!(%error, "writer task failed");
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// Start the pipeline writing to `store` and committing through `view`'s catalog.
+    pub fn start(
+        config: WriterConfig,
+        store: Arc<dyn ObjectStore>,
+        view: Arc<ClusterView>,
+    ) -> (Writer, WriterTasks) {
+        let (commands, command_rx) = mpsc::channel(config.queue_max.max(1));
+        let (sealed_tx, sealed_rx) = mpsc::channel(1);
+        let (uploaded_tx, uploaded_rx) = mpsc::channel(config.uploads_in_flight_max.max(1));
+        let handles = vec![
+            tokio::spawn(buffer_loop(config.clone(), command_rx, sealed_tx)),
+            tokio::spawn(upload_loop(config.clone(), store, sealed_rx, uploaded_tx)),
+            tokio::spawn(commit_loop(config.clone(), view, uploaded_rx)),
+        ];
+        let writer = Writer {
+            commands: commands.clone(),
+            budget: Arc::new(Semaphore::new(config.buffer_max_bytes)),
+            buffer_max_bytes: config.buffer_max_bytes,
+        };
+        (writer, WriterTasks { commands, handles })
+    }
+
+    /// Append validated batches (`summary` from `batch::validate`) for one
+    /// partition. Waits for buffer budget; appends are kept in call order.
+    pub async fn submit(
+        &self,
+        topic: &Topic,
+        partition: i32,
+        batches: Bytes,
+        summary: BatchSummary,
+    ) -> IngestResult<Pending> {
+        if batches.len() > self.buffer_max_bytes {
+            return Err(IngestError::TooLarge(format!(
+                "{} bytes exceed the node's buffer of {} bytes",
+                batches.len(),
+                self.buffer_max_bytes
+            )));
+        }
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(batches.len().max(1) as u32)
+            .await
+            .map_err(|_| IngestError::ShuttingDown)?;
+        let (reply, receiver) = oneshot::channel();
+        let append = Append {
+            topic: topic.clone(),
+            partition,
+            batches,
+            summary,
+            reply,
+            permit,
+            accepted_at: Instant::now(),
+        };
+        self.commands
+            .send(Command::Append(append))
+            .await
+            .map_err(|_| IngestError::ShuttingDown)?;
+        Ok(Pending { receiver })
+    }
+}
+
+async fn buffer_loop(
+    config: WriterConfig,
+    mut commands: mpsc::Receiver<Command>,
+    sealed: mpsc::Sender<Sealed>,
+) {
+    let mut open: Option<OpenSegment> = None;
+    loop {
+        let deadline = open.as_ref().map(|o| o.deadline);
+        let command = tokio::select! {
+            command = commands.recv() => command,
+            () = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                seal(&mut open, &sealed).await;
+                continue;
+            }
+        };
+        match command {
+            Some(Command::Append(append)) => {
+                let segment = open.get_or_insert_with(|| OpenSegment {
+                    builder: SegmentBuilder::new(),
+                    topics: Vec::new(),
+                    waiters: Vec::new(),
+                    deadline: tokio::time::Instant::now() + config.flush_interval,
+                });
+                let records = append.summary.offset_count;
+                let bytes = append.batches.len();
+                let slot = segment.builder.add(
+                    &append.topic.record.id,
+                    append.partition,
+                    append.batches,
+                    append.summary,
+                );
+                if slot.chunk == segment.topics.len() {
+                    segment.topics.push(append.topic);
+                }
+                segment.waiters.push(Waiter {
+                    slot,
+                    reply: append.reply,
+                    _permit: append.permit,
+                    accepted_at: append.accepted_at,
+                    records,
+                    bytes,
+                });
+                if segment.builder.body_bytes() >= config.segment_max_bytes {
+                    seal(&mut open, &sealed).await;
+                }
+            }
+            Some(Command::Close) | None => {
+                seal(&mut open, &sealed).await;
+                commands.close();
+                // answer appends that raced with the close
+                while let Some(command) = commands.recv().await {
+                    if let Command::Append(append) = command {
+                        let _ = append.reply.send(Err(IngestError::ShuttingDown));
+                    }
+                }
+                return;
+            }
+        }
+    }
+}
+
+async fn seal(open: &mut Option<OpenSegment>, sealed: &mpsc::Sender<Sealed>) {
+    let Some(segment) = open.take() else { return };
+    if segment.builder.is_empty() {
+        return;
+    }
+    let (object, footer) = segment.builder.finish();
+    debug_assert_eq!(footer.chunks.len(), segment.topics.len());
+    metrics::FLUSHES.inc();
+    metrics::SEGMENT_BYTES.observe(object.len() as f64);
+    let batch = Sealed {
+        id: SegmentId::generate(),
+        object,
+        footer,
+        topics: segment.topics,
+        waiters: segment.waiters,
+    };
+    if let Err(mpsc::error::SendError(batch)) = sealed.send(batch).await {
+        fail_all(batch.waiters, &IngestError::ShuttingDown);
+    }
+}
+
+fn fail_all(waiters: Vec<Waiter>, error: &IngestError) {
+    metrics::FLUSH_FAILURES.inc();
+    for waiter in waiters {
+        let _ = waiter.reply.send(Err(error.clone()));
+    }
+}
+
+async fn upload(store: Arc<dyn ObjectStore>, segment: Sealed) -> (Sealed, IngestResult<()>) {
+    metrics::OBJECT_PUTS.inc();
+    let options = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    let payload = PutPayload::from_bytes(segment.object.clone());
+    let result = store
+        .put_opts(&segment.id.path(), payload, options)
+        .await
+        .map(|_| ())
+        .map_err(|error| {
+            metrics::OBJECT_PUT_FAILURES.inc();
+            warn!(segment = %segment.id, %error, "segment upload failed");
+            IngestError::from(error)
+        });
+    (segment, result)
+}
+
+async fn upload_loop(
+    config: WriterConfig,
+    store: Arc<dyn ObjectStore>,
+    mut sealed: mpsc::Receiver<Sealed>,
+    uploaded: mpsc::Sender<(Sealed, IngestResult<()>)>,
+) {
+    let mut in_flight = FuturesOrdered::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        tokio::select! {
+            next = sealed.recv(), if open && in_flight.len() < config.uploads_in_flight_max.max(1) => match next {
+                Some(segment) => in_flight.push_back(upload(store.clone(), segment)),
+                None => open = false,
+            },
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Err(mpsc::error::SendError((segment, _))) = uploaded.send(done).await {
+                    fail_all(segment.waiters, &IngestError::ShuttingDown);
+                }
+            }
+        }
+    }
+}
+
+async fn commit_loop(
+    config: WriterConfig,
+    view: Arc<ClusterView>,
+    mut uploaded: mpsc::Receiver<(Sealed, IngestResult<()>)>,
+) {
+    while let Some((segment, result)) = uploaded.recv().await {
+        if let Err(error) = result {
+            fail_all(segment.waiters, &error);
+            continue;
+        }
+        commit_segment(&config, &view, segment).await;
+    }
+}
+
+/// Commit one uploaded segment and answer its waiters.
+async fn commit_segment(config: &WriterConfig, view: &ClusterView, segment: Sealed) {
+    let chunks: Vec<ChunkCommit> = segment
+        .footer
+        .chunks
+        .iter()
+        .zip(&segment.topics)
+        .map(|(chunk, topic)| ChunkCommit {
+            topic_name: topic.record.name.clone(),
+            topic_create_revision: topic.create_revision,
+            topic_id: chunk.topic_id.clone(),
+            partition: chunk.partition,
+            segment: segment.id.to_string(),
+            start: chunk.start,
+            len: chunk.len,
+            crc: chunk.crc,
+            offset_count: chunk.offset_count,
+            batch_count: chunk.batch_count,
+            max_timestamp: chunk.max_timestamp,
+        })
+        .collect();
+    // per chunk: its base offset, or why it failed
+    let mut outcomes: Vec<IngestResult<i64>> = vec![Err(IngestError::ShuttingDown); chunks.len()];
+    let per_txn = (config.txn_ops_max / 2).max(1);
+    let indices: Vec<usize> = (0..chunks.len()).collect();
+    for group in indices.chunks(per_txn) {
+        commit_group(config, view, &chunks, group, &mut outcomes).await;
+    }
+    for waiter in segment.waiters {
+        let result = match &outcomes[waiter.slot.chunk] {
+            Ok(base) => {
+                metrics::PRODUCE_RECORDS.inc_by(u64::from(waiter.records));
+                metrics::PRODUCE_BYTES.inc_by(waiter.bytes as u64);
+                Ok(base + i64::from(waiter.slot.offset_delta))
+            }
+            Err(error) => Err(error.clone()),
+        };
+        metrics::PRODUCE_LATENCY.observe(waiter.accepted_at.elapsed().as_secs_f64());
+        let _ = waiter.reply.send(result);
+    }
+}
+
+async fn commit_group(
+    config: &WriterConfig,
+    view: &ClusterView,
+    chunks: &[ChunkCommit],
+    group: &[usize],
+    outcomes: &mut [IngestResult<i64>],
+) {
+    let mut live: Vec<usize> = group.to_vec();
+    let mut expected: Vec<HeadState> = live
+        .iter()
+        .map(|&i| view.head(&chunks[i].topic_id, chunks[i].partition))
+        .collect();
+    for attempt in 0..config.commit_attempts_max {
+        if live.is_empty() {
+            return;
+        }
+        let batch: Vec<ChunkCommit> = live.iter().map(|&i| chunks[i].clone()).collect();
+        metrics::COMMIT_TXNS.inc();
+        match view.catalog().try_commit(&batch, &expected).await {
+            Ok(CommitOutcome::Committed {
+                base_offsets,
+                heads,
+                ..
+            }) => {
+                view.apply_commit(&batch, &base_offsets, &heads);
+                for (&i, base) in live.iter().zip(base_offsets) {
+                    outcomes[i] = Ok(base);
+                }
+                return;
+            }
+            Ok(CommitOutcome::Conflict {
+                heads,
+                missing_topics,
+            }) => {
+                metrics::COMMIT_CONFLICTS.inc();
+                debug!(attempt, "commit conflict; retrying with current heads");
+                let mut still = Vec::with_capacity(live.len());
+                let mut still_expected = Vec::with_capacity(live.len());
+                for (&i, head) in live.iter().zip(heads) {
+                    if missing_topics.contains(&chunks[i].topic_name) {
+                        outcomes[i] = Err(IngestError::UnknownTopic(chunks[i].topic_name.clone()));
+                    } else {
+                        still.push(i);
+                        still_expected.push(head);
+                    }
+                }
+                live = still;
+                expected = still_expected;
+                if attempt >= 4 {
+                    let jitter = rand::rng().random_range(0..(2 << attempt.min(6)));
+                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                }
+            }
+            Err(error) => {
+                // Not retried: a failed transaction may still have been
+                // applied, and a retry could commit the data twice.
+                warn!(%error, "commit failed");
+                let error = IngestError::from(error);
+                for &i in &live {
+                    outcomes[i] = Err(error.clone());
+                }
+                return;
+            }
+        }
+    }
+    for &i in &live {
+        outcomes[i] = Err(IngestError::Meta(format!(
+            "commit lost {} compare-and-swap races in a row",
+            config.commit_attempts_max
+        )));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use object_store::memory::InMemory;
+    use sluice_fetch::Reader;
+    use sluice_metadata::embedded::EmbeddedStore;
+    use sluice_metadata::model::Catalog;
+    use sluice_segment::batch::{self, NewRecord};
+
+    use super::*;
+
+    fn records(tag: &str, n: usize) -> (Bytes, BatchSummary) {
+        let records: Vec<NewRecord> = (0..n)
+            .map(|i| NewRecord {
+                key: Some(Bytes::from(format!("{tag}-{i}"))),
+                value: Some(Bytes::from(vec![i as u8; 10])),
+                headers: vec![],
+                timestamp_ms: 1_000 + i as i64,
+            })
+            .collect();
+        let bytes = batch::encode(&records).unwrap();
+        let summary = batch::validate(&bytes).unwrap();
+        (bytes, summary)
+    }
+
+    #[tokio::test]
+    async fn appends_are_committed_densely_and_read_back() {
+        let catalog = Catalog::new(Arc::new(EmbeddedStore::in_memory()), "t");
+        let topic = catalog
+            .create_topic("orders", 2, BTreeMap::new())
+            .await
+            .unwrap();
+        let view = ClusterView::start(catalog).await.unwrap();
+        view.upsert_topic(topic.clone());
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let config = WriterConfig {
+            flush_interval: Duration::from_millis(20),
+            ..WriterConfig::default()
+        };
+        let (writer, tasks) = Writer::start(config, store.clone(), view.clone());
+        let mut pending = Vec::new();
+        for (tag, partition, n) in [("a", 0, 3), ("b", 1, 2), ("c", 0, 4)] {
+            let (bytes, summary) = records(tag, n);
+            pending.push(
+                writer
+                    .submit(&topic, partition, bytes, summary)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut bases = Vec::new();
+        for p in pending {
+            bases.push(p.wait().await.unwrap());
+        }
+        assert_eq!(bases, vec![0, 0, 3]);
+        assert_eq!(view.snapshot(&topic.record.id, 0).high_watermark, 7);
+        assert_eq!(view.snapshot(&topic.record.id, 1).high_watermark, 2);
+        let reader = Reader::new(store, view.clone());
+        let chunks = reader.read(&topic.record.id, 0, 0, 1 << 20).await.unwrap();
+        let decoded: Vec<_> = chunks
+            .into_iter()
+            .flat_map(|c| batch::decode(c.batches).unwrap())
+            .collect();
+        let keys: Vec<_> = decoded
+            .iter()
+            .map(|r| String::from_utf8_lossy(r.key.as_ref().unwrap()).into_owned())
+            .collect();
+        assert_eq!(keys, vec!["a-0", "a-1", "a-2", "c-0", "c-1", "c-2", "c-3"]);
+        assert_eq!(
+            decoded.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            (0..7).collect::<Vec<_>>()
+        );
+        // shutdown flushes what is still buffered; later appends are refused
+        let (bytes, summary) = records("d", 1);
+        let last = writer
+            .submit(&topic, 1, bytes.clone(), summary)
+            .await
+            .unwrap();
+        tasks.shutdown().await;
+        assert_eq!(last.wait().await.unwrap(), 2);
+        assert!(matches!(
+            writer.submit(&topic, 1, bytes, summary).await,
+            Err(IngestError::ShuttingDown)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_deleted_topic_fails_its_appends() {
+        let catalog = Catalog::new(Arc::new(EmbeddedStore::in_memory()), "t");
+        let topic = catalog
+            .create_topic("gone", 1, BTreeMap::new())
+            .await
+            .unwrap();
+        let view = ClusterView::start(catalog.clone()).await.unwrap();
+        catalog.delete_topic("gone").await.unwrap();
+        let (writer, tasks) =
+            Writer::start(WriterConfig::default(), Arc::new(InMemory::new()), view);
+        let (bytes, summary) = records("x", 1);
+        let pending = writer.submit(&topic, 0, bytes, summary).await.unwrap();
+        tasks.shutdown().await;
+        assert!(matches!(
+            pending.wait().await,
+            Err(IngestError::UnknownTopic(_))
+        ));
+    }
+}

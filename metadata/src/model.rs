@@ -1,0 +1,776 @@
+//! The data model sluice keeps in the metadata store, all under
+//! `/sluice/<cluster>/`:
+//!
+//! ```text
+//! cluster                          cluster id (created once)
+//! node-id-counter                  last allocated node id
+//! topics/<name>                    TopicRecord (JSON): id, partitions, configs
+//! heads/<topic-id>/<p>             Head (JSON): next offset, log start
+//! index/<topic-id>/<p>/<base>      IndexEntry (JSON): object, byte range, offsets
+//! ```
+//!
+//! A missing head means an empty partition (next offset 0), so creating a
+//! topic is one put whatever its partition count. Index keys carry the base
+//! offset zero-padded to 20 digits so key order is offset order.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::store::{
+    CmpOp, Compare, KeyValue, MetaError, MetaStore, Revision, Txn, TxnOp, TxnOpResponse,
+};
+
+/// Longest topic name Kafka accepts.
+pub const TOPIC_NAME_MAX_LEN: usize = 249;
+/// Most partitions one topic may have.
+pub const PARTITIONS_MAX: i32 = 10_000;
+/// Default `max.message.bytes` of a topic.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_576;
+/// Topic configs sluice accepts (unknown names are refused, as Kafka does).
+pub const KNOWN_TOPIC_CONFIGS: &[&str] = &[
+    "cleanup.policy",
+    "compression.type",
+    "max.message.bytes",
+    "message.timestamp.type",
+    "min.insync.replicas",
+    "retention.bytes",
+    "retention.ms",
+    "segment.bytes",
+    "segment.ms",
+];
+
+/// Errors of the model layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The store failed.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// A topic of that name exists already.
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    /// No topic of that name.
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    /// The request is not valid (bad name, partition count, config).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The topic changed under a read-modify-write; the caller may retry.
+    #[error("topic {0:?} changed concurrently")]
+    Concurrent(String),
+}
+
+/// Result alias of the model layer.
+pub type ModelResult<T> = Result<T, ModelError>;
+
+/// A topic as stored under `topics/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    /// Stable id; a topic deleted and re-created gets a new one.
+    pub id: String,
+    /// The name.
+    pub name: String,
+    /// Partition count.
+    pub partitions: i32,
+    /// Topic configs (Kafka names).
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+    /// Creation time, ms since the epoch.
+    pub created_ms: i64,
+}
+
+impl TopicRecord {
+    /// `max.message.bytes` of this topic.
+    pub fn max_message_bytes(&self) -> usize {
+        self.configs
+            .get("max.message.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES)
+    }
+}
+
+/// A topic with the revision it was created at (used to guard commits
+/// against a concurrent delete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topic {
+    /// The stored record.
+    pub record: TopicRecord,
+    /// Create revision of the topic key.
+    pub create_revision: Revision,
+    /// Mod revision of the topic key.
+    pub mod_revision: Revision,
+}
+
+/// A partition head as stored under `heads/<topic-id>/<p>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Head {
+    /// The next offset to assign (the high watermark).
+    pub next_offset: i64,
+    /// The first offset still readable.
+    #[serde(default)]
+    pub log_start_offset: i64,
+}
+
+/// A head with the revision it was read at (`mod_revision` 0 = never written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeadState {
+    /// The head.
+    pub head: Head,
+    /// Mod revision of the head key, 0 when absent.
+    pub mod_revision: Revision,
+}
+
+/// One index entry: where a run of offsets of one partition is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    /// First offset of the run.
+    pub base_offset: i64,
+    /// Offsets in the run.
+    pub offset_count: u32,
+    /// Batches in the run.
+    pub batch_count: u32,
+    /// Segment id (ULID text) of the object holding the run.
+    pub segment: String,
+    /// Byte offset inside the object.
+    pub start: u64,
+    /// Byte length.
+    pub len: u32,
+    /// crc32c of the bytes.
+    pub crc: u32,
+    /// Largest record timestamp in the run.
+    pub max_timestamp: i64,
+}
+
+impl IndexEntry {
+    /// One past the last offset of the run.
+    pub fn end_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.offset_count)
+    }
+}
+
+/// One partition's share of a flush, to be committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkCommit {
+    /// Topic name (guards against a concurrent delete).
+    pub topic_name: String,
+    /// Create revision of the topic key seen when the data was accepted.
+    pub topic_create_revision: Revision,
+    /// Topic id.
+    pub topic_id: String,
+    /// Partition.
+    pub partition: i32,
+    /// Segment id of the uploaded object.
+    pub segment: String,
+    /// Byte offset of the chunk in the object.
+    pub start: u64,
+    /// Byte length of the chunk.
+    pub len: u32,
+    /// crc32c of the chunk.
+    pub crc: u32,
+    /// Offsets in the chunk.
+    pub offset_count: u32,
+    /// Batches in the chunk.
+    pub batch_count: u32,
+    /// Largest timestamp in the chunk.
+    pub max_timestamp: i64,
+}
+
+/// The outcome of one commit attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Every chunk was committed; base offset and new head state per chunk.
+    Committed {
+        /// Base offset assigned to each chunk, in input order.
+        base_offsets: Vec<i64>,
+        /// The head states written, in input order.
+        heads: Vec<HeadState>,
+        /// Revision of the commit.
+        revision: Revision,
+    },
+    /// Some guard failed: the current state of every head, in input order,
+    /// and the names of topics that no longer exist (or were re-created).
+    Conflict {
+        /// Current head state per chunk.
+        heads: Vec<HeadState>,
+        /// Topics that are gone.
+        missing_topics: Vec<String>,
+    },
+}
+
+/// The model over a [`MetaStore`], rooted at `/sluice/<cluster>/`.
+#[derive(Clone)]
+pub struct Catalog {
+    store: Arc<dyn MetaStore>,
+    root: String,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog").field("root", &self.root).finish()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn decode_json<T: for<'de> Deserialize<'de>>(kv: &KeyValue) -> Result<T, MetaError> {
+    serde_json::from_slice(&kv.value).map_err(|e| MetaError::Corrupt {
+        key: kv.key.clone(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode_json<T: Serialize>(value: &T) -> Bytes {
+    // Serializing these plain structs cannot fail.
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// Check a topic name the way Kafka does.
+pub fn validate_topic_name(name: &str) -> ModelResult<()> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(ModelError::Invalid(format!("invalid topic name {name:?}")));
+    }
+    if name.len() > TOPIC_NAME_MAX_LEN {
+        return Err(ModelError::Invalid(format!(
+            "topic name longer than {TOPIC_NAME_MAX_LEN} characters"
+        )));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(ModelError::Invalid(format!(
+            "topic name {name:?} may contain only ASCII letters, digits, '.', '_' and '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// Check topic configs: known names, numeric values where numbers are expected.
+pub fn validate_topic_configs(configs: &BTreeMap<String, String>) -> ModelResult<()> {
+    for (name, value) in configs {
+        if !KNOWN_TOPIC_CONFIGS.contains(&name.as_str()) {
+            return Err(ModelError::Invalid(format!(
+                "unknown topic config {name:?}"
+            )));
+        }
+        let numeric = matches!(
+            name.as_str(),
+            "max.message.bytes"
+                | "retention.bytes"
+                | "retention.ms"
+                | "segment.bytes"
+                | "segment.ms"
+                | "min.insync.replicas"
+        );
+        if numeric && value.parse::<i64>().is_err() {
+            return Err(ModelError::Invalid(format!(
+                "config {name:?} must be an integer, got {value:?}"
+            )));
+        }
+        if name == "max.message.bytes" && value.parse::<i64>().map_or(true, |v| v <= 0) {
+            return Err(ModelError::Invalid(
+                "max.message.bytes must be positive".to_string(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Catalog {
+    /// A catalog for `cluster` (the key namespace) over `store`.
+    pub fn new(store: Arc<dyn MetaStore>, cluster: &str) -> Self {
+        Self {
+            store,
+            root: format!("/sluice/{cluster}/"),
+        }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn MetaStore> {
+        &self.store
+    }
+
+    /// The key prefix of this cluster.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// Key of the cluster id.
+    pub fn cluster_key(&self) -> String {
+        format!("{}cluster", self.root)
+    }
+
+    /// Prefix of all topics.
+    pub fn topics_prefix(&self) -> String {
+        format!("{}topics/", self.root)
+    }
+
+    /// Key of one topic.
+    pub fn topic_key(&self, name: &str) -> String {
+        format!("{}topics/{name}", self.root)
+    }
+
+    /// Prefix of all heads.
+    pub fn heads_prefix(&self) -> String {
+        format!("{}heads/", self.root)
+    }
+
+    /// Key of one partition head.
+    pub fn head_key(&self, topic_id: &str, partition: i32) -> String {
+        format!("{}heads/{topic_id}/{partition}", self.root)
+    }
+
+    /// Prefix of the whole offset index.
+    pub fn index_prefix(&self) -> String {
+        format!("{}index/", self.root)
+    }
+
+    /// Key of one index entry.
+    pub fn index_key(&self, topic_id: &str, partition: i32, base_offset: i64) -> String {
+        format!(
+            "{}index/{topic_id}/{partition}/{base_offset:020}",
+            self.root
+        )
+    }
+
+    /// Parse `heads/<topic-id>/<p>` or `index/<topic-id>/<p>/<base>` (after
+    /// the root) into (topic id, partition).
+    pub fn parse_partition_key<'k>(&self, key: &'k str) -> Option<(&'k str, i32)> {
+        let rest = key.strip_prefix(&self.root)?;
+        let rest = rest
+            .strip_prefix("heads/")
+            .or_else(|| rest.strip_prefix("index/"))?;
+        let mut parts = rest.split('/');
+        let topic_id = parts.next()?;
+        let partition = parts.next()?.parse().ok()?;
+        Some((topic_id, partition))
+    }
+
+    /// The cluster id, created on first use.
+    pub async fn ensure_cluster_id(&self) -> ModelResult<String> {
+        let key = self.cluster_key();
+        if let Some(kv) = self.store.get(&key).await? {
+            return Ok(String::from_utf8_lossy(&kv.value).into_owned());
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let response = self
+            .store
+            .txn(
+                Txn::new()
+                    .when([Compare::absent(key.clone())])
+                    .and_then([TxnOp::put(key.clone(), id.clone())])
+                    .or_else([TxnOp::get(key.clone())]),
+            )
+            .await?;
+        if response.succeeded {
+            return Ok(id);
+        }
+        match response.responses.first() {
+            Some(TxnOpResponse::Get(kvs)) if !kvs.is_empty() => {
+                Ok(String::from_utf8_lossy(&kvs[0].value).into_owned())
+            }
+            _ => Err(ModelError::Concurrent("cluster".to_string())),
+        }
+    }
+
+    /// Allocate a fresh node id from the cluster's counter (ids start at 1).
+    pub async fn allocate_node_id(&self) -> ModelResult<i32> {
+        let key = format!("{}node-id-counter", self.root);
+        for _ in 0..32 {
+            let current = self.store.get(&key).await?;
+            let (last, guard) = match &current {
+                Some(kv) => (
+                    String::from_utf8_lossy(&kv.value)
+                        .parse::<i32>()
+                        .unwrap_or(0),
+                    Compare::mod_revision(key.clone(), CmpOp::Equal, kv.mod_revision),
+                ),
+                None => (0, Compare::absent(key.clone())),
+            };
+            let next = last + 1;
+            let response = self
+                .store
+                .txn(
+                    Txn::new()
+                        .when([guard])
+                        .and_then([TxnOp::put(key.clone(), next.to_string())]),
+                )
+                .await?;
+            if response.succeeded {
+                return Ok(next);
+            }
+        }
+        Err(ModelError::Concurrent("node-id-counter".to_string()))
+    }
+
+    /// Create a topic.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> ModelResult<Topic> {
+        validate_topic_name(name)?;
+        if !(1..=PARTITIONS_MAX).contains(&partitions) {
+            return Err(ModelError::Invalid(format!(
+                "partitions must be between 1 and {PARTITIONS_MAX}, got {partitions}"
+            )));
+        }
+        validate_topic_configs(&configs)?;
+        let record = TopicRecord {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            name: name.to_string(),
+            partitions,
+            configs,
+            created_ms: now_ms(),
+        };
+        let key = self.topic_key(name);
+        let response = self
+            .store
+            .txn(
+                Txn::new()
+                    .when([Compare::absent(key.clone())])
+                    .and_then([TxnOp::put(key, encode_json(&record))]),
+            )
+            .await?;
+        if !response.succeeded {
+            return Err(ModelError::TopicExists(name.to_string()));
+        }
+        Ok(Topic {
+            record,
+            create_revision: response.revision,
+            mod_revision: response.revision,
+        })
+    }
+
+    /// Read one topic.
+    pub async fn get_topic(&self, name: &str) -> ModelResult<Option<Topic>> {
+        match self.store.get(&self.topic_key(name)).await? {
+            Some(kv) => Ok(Some(self.decode_topic(&kv)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Decode a `topics/<name>` key-value.
+    pub fn decode_topic(&self, kv: &KeyValue) -> ModelResult<Topic> {
+        Ok(Topic {
+            record: decode_json(kv)?,
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+        })
+    }
+
+    /// Every topic, by name.
+    pub async fn list_topics(&self) -> ModelResult<Vec<Topic>> {
+        let range = self.store.range(&self.topics_prefix()).await?;
+        range.kvs.iter().map(|kv| self.decode_topic(kv)).collect()
+    }
+
+    /// Delete a topic with its heads and index entries (the objects become
+    /// garbage for the collector).
+    pub async fn delete_topic(&self, name: &str) -> ModelResult<()> {
+        let topic = self
+            .get_topic(name)
+            .await?
+            .ok_or_else(|| ModelError::UnknownTopic(name.to_string()))?;
+        let id = &topic.record.id;
+        let response = self
+            .store
+            .txn(
+                Txn::new()
+                    .when([Compare::mod_revision(
+                        self.topic_key(name),
+                        CmpOp::Equal,
+                        topic.mod_revision,
+                    )])
+                    .and_then([
+                        TxnOp::delete(self.topic_key(name)),
+                        TxnOp::delete_prefix(format!("{}heads/{id}/", self.root)),
+                        TxnOp::delete_prefix(format!("{}index/{id}/", self.root)),
+                    ]),
+            )
+            .await?;
+        if response.succeeded {
+            Ok(())
+        } else {
+            Err(ModelError::Concurrent(name.to_string()))
+        }
+    }
+
+    /// Grow a topic to `partitions` partitions.
+    pub async fn add_partitions(&self, name: &str, partitions: i32) -> ModelResult<Topic> {
+        let topic = self
+            .get_topic(name)
+            .await?
+            .ok_or_else(|| ModelError::UnknownTopic(name.to_string()))?;
+        if partitions <= topic.record.partitions || partitions > PARTITIONS_MAX {
+            return Err(ModelError::Invalid(format!(
+                "topic {name:?} has {} partitions; the new count must be larger and at most {PARTITIONS_MAX}",
+                topic.record.partitions
+            )));
+        }
+        let mut record = topic.record.clone();
+        record.partitions = partitions;
+        let key = self.topic_key(name);
+        let response = self
+            .store
+            .txn(
+                Txn::new()
+                    .when([Compare::mod_revision(
+                        key.clone(),
+                        CmpOp::Equal,
+                        topic.mod_revision,
+                    )])
+                    .and_then([TxnOp::put(key, encode_json(&record))]),
+            )
+            .await?;
+        if !response.succeeded {
+            return Err(ModelError::Concurrent(name.to_string()));
+        }
+        Ok(Topic {
+            record,
+            create_revision: topic.create_revision,
+            mod_revision: response.revision,
+        })
+    }
+
+    /// Decode a head key-value.
+    pub fn decode_head(&self, kv: &KeyValue) -> ModelResult<HeadState> {
+        Ok(HeadState {
+            head: decode_json(kv)?,
+            mod_revision: kv.mod_revision,
+        })
+    }
+
+    /// Decode an index key-value.
+    pub fn decode_index_entry(&self, kv: &KeyValue) -> ModelResult<IndexEntry> {
+        Ok(decode_json(kv)?)
+    }
+
+    /// Read one partition's head.
+    pub async fn head(&self, topic_id: &str, partition: i32) -> ModelResult<HeadState> {
+        match self.store.get(&self.head_key(topic_id, partition)).await? {
+            Some(kv) => self.decode_head(&kv),
+            None => Ok(HeadState::default()),
+        }
+    }
+
+    /// Try to commit `chunks` in one transaction, expecting each partition
+    /// head at `expected[i]`. The caller splits flushes that exceed the
+    /// store's operation limit (see [`Catalog::commit_ops`]).
+    pub async fn try_commit(
+        &self,
+        chunks: &[ChunkCommit],
+        expected: &[HeadState],
+    ) -> ModelResult<CommitOutcome> {
+        debug_assert_eq!(chunks.len(), expected.len());
+        let mut txn = Txn::new();
+        let mut topics: BTreeMap<&str, Revision> = BTreeMap::new();
+        let mut base_offsets = Vec::with_capacity(chunks.len());
+        let mut heads = Vec::with_capacity(chunks.len());
+        for (chunk, state) in chunks.iter().zip(expected) {
+            topics.insert(&chunk.topic_name, chunk.topic_create_revision);
+            let head_key = self.head_key(&chunk.topic_id, chunk.partition);
+            txn.compares.push(Compare::mod_revision(
+                head_key.clone(),
+                CmpOp::Equal,
+                state.mod_revision,
+            ));
+            let base = state.head.next_offset;
+            let new_head = Head {
+                next_offset: base + i64::from(chunk.offset_count),
+                log_start_offset: state.head.log_start_offset,
+            };
+            let entry = IndexEntry {
+                base_offset: base,
+                offset_count: chunk.offset_count,
+                batch_count: chunk.batch_count,
+                segment: chunk.segment.clone(),
+                start: chunk.start,
+                len: chunk.len,
+                crc: chunk.crc,
+                max_timestamp: chunk.max_timestamp,
+            };
+            txn.success
+                .push(TxnOp::put(head_key.clone(), encode_json(&new_head)));
+            txn.success.push(TxnOp::put(
+                self.index_key(&chunk.topic_id, chunk.partition, base),
+                encode_json(&entry),
+            ));
+            txn.failure.push(TxnOp::get(head_key));
+            base_offsets.push(base);
+            heads.push(new_head);
+        }
+        for (name, create_revision) in &topics {
+            txn.compares.push(Compare::create_revision(
+                self.topic_key(name),
+                CmpOp::Equal,
+                *create_revision,
+            ));
+            txn.failure.push(TxnOp::get(self.topic_key(name)));
+        }
+        let response = self.store.txn(txn).await?;
+        if response.succeeded {
+            return Ok(CommitOutcome::Committed {
+                base_offsets,
+                heads: heads
+                    .into_iter()
+                    .map(|head| HeadState {
+                        head,
+                        mod_revision: response.revision,
+                    })
+                    .collect(),
+                revision: response.revision,
+            });
+        }
+        let mut current = Vec::with_capacity(chunks.len());
+        let mut results = response.responses.iter();
+        for _ in chunks {
+            let state = match results.next() {
+                Some(TxnOpResponse::Get(kvs)) => match kvs.first() {
+                    Some(kv) => self.decode_head(kv)?,
+                    None => HeadState::default(),
+                },
+                _ => HeadState::default(),
+            };
+            current.push(state);
+        }
+        let mut missing_topics = Vec::new();
+        for (name, create_revision) in &topics {
+            let alive = match results.next() {
+                Some(TxnOpResponse::Get(kvs)) => kvs
+                    .first()
+                    .is_some_and(|kv| kv.create_revision == *create_revision),
+                _ => false,
+            };
+            if !alive {
+                missing_topics.push(name.to_string());
+            }
+        }
+        Ok(CommitOutcome::Conflict {
+            heads: current,
+            missing_topics,
+        })
+    }
+
+    /// Operations one commit of `chunks` partitions over `topics` topics
+    /// counts against the store's per-transaction limit.
+    pub fn commit_ops(chunks: usize, topics: usize) -> usize {
+        (2 * chunks).max(chunks + topics)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::embedded::EmbeddedStore;
+
+    fn catalog() -> Catalog {
+        Catalog::new(Arc::new(EmbeddedStore::in_memory()), "test")
+    }
+
+    fn chunk(topic: &Topic, partition: i32, count: u32) -> ChunkCommit {
+        ChunkCommit {
+            topic_name: topic.record.name.clone(),
+            topic_create_revision: topic.create_revision,
+            topic_id: topic.record.id.clone(),
+            partition,
+            segment: "01H".to_string(),
+            start: 16,
+            len: 100,
+            crc: 7,
+            offset_count: count,
+            batch_count: 1,
+            max_timestamp: 5,
+        }
+    }
+
+    #[tokio::test]
+    async fn topics_are_created_once_listed_grown_and_deleted() {
+        let catalog = catalog();
+        let topic = catalog
+            .create_topic("orders", 3, BTreeMap::new())
+            .await
+            .unwrap();
+        assert!(matches!(
+            catalog.create_topic("orders", 3, BTreeMap::new()).await,
+            Err(ModelError::TopicExists(_))
+        ));
+        assert!(matches!(
+            catalog.create_topic("bad name", 1, BTreeMap::new()).await,
+            Err(ModelError::Invalid(_))
+        ));
+        assert!(matches!(
+            catalog.create_topic("zero", 0, BTreeMap::new()).await,
+            Err(ModelError::Invalid(_))
+        ));
+        let grown = catalog.add_partitions("orders", 5).await.unwrap();
+        assert_eq!(grown.record.partitions, 5);
+        assert_eq!(grown.record.id, topic.record.id);
+        let names: Vec<_> = catalog
+            .list_topics()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.record.name)
+            .collect();
+        assert_eq!(names, vec!["orders"]);
+        catalog.delete_topic("orders").await.unwrap();
+        assert!(catalog.get_topic("orders").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn commits_assign_dense_offsets_and_detect_conflicts() {
+        let catalog = catalog();
+        let topic = catalog.create_topic("t", 2, BTreeMap::new()).await.unwrap();
+        let chunks = vec![chunk(&topic, 0, 3), chunk(&topic, 1, 2)];
+        let fresh = vec![HeadState::default(); 2];
+        let CommitOutcome::Committed {
+            base_offsets,
+            heads,
+            ..
+        } = catalog.try_commit(&chunks, &fresh).await.unwrap()
+        else {
+            panic!("first commit must succeed");
+        };
+        assert_eq!(base_offsets, vec![0, 0]);
+        // a stale expectation conflicts and reports the current heads
+        let CommitOutcome::Conflict {
+            heads: current,
+            missing_topics,
+        } = catalog.try_commit(&chunks, &fresh).await.unwrap()
+        else {
+            panic!("stale commit must conflict");
+        };
+        assert_eq!(current, heads);
+        assert!(missing_topics.is_empty());
+        let CommitOutcome::Committed { base_offsets, .. } =
+            catalog.try_commit(&chunks, &current).await.unwrap()
+        else {
+            panic!("retry must succeed");
+        };
+        assert_eq!(base_offsets, vec![3, 2]);
+        let index = catalog
+            .store()
+            .range(&catalog.index_prefix())
+            .await
+            .unwrap();
+        assert_eq!(index.kvs.len(), 4);
+        // a deleted topic is reported, not written to
+        catalog.delete_topic("t").await.unwrap();
+        let CommitOutcome::Conflict { missing_topics, .. } =
+            catalog.try_commit(&chunks, &current).await.unwrap()
+        else {
+            panic!("commit to a deleted topic must fail");
+        };
+        assert_eq!(missing_topics, vec!["t".to_string()]);
+    }
+}

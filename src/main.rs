@@ -1,0 +1,159 @@
+//! The `sluice` command: `serve` runs a node; `topic`, `produce` and
+//! `consume` talk to a running node over HTTP; `bench` measures one.
+
+mod bench;
+mod client;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sluice_ingest::writer::WriterConfig;
+use sluice_ingest::NodeConfig;
+use sluice_segment::store::StoreOptions;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Kafka-compatible log service on object storage and etcd"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node (every role in one process).
+    Serve(ServeArgs),
+    /// Topic administration against a running node.
+    Topic {
+        #[command(subcommand)]
+        command: client::TopicCommand,
+    },
+    /// Produce stdin lines as records (one record per line).
+    Produce(client::ProduceArgs),
+    /// Print a partition's records, one value per line.
+    Consume(client::ConsumeArgs),
+    /// Benchmarks against a running node.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Local directory for the embedded metadata store, the default object
+    /// store and the node id.
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
+    data_dir: PathBuf,
+    /// Object store: `file:///abs/path` or `s3://bucket/prefix`
+    /// (default: file://<data-dir>/objects).
+    #[arg(long, env = "SLUICE_STORE")]
+    store: Option<String>,
+    /// S3 endpoint URL for S3-compatible servers (credentials and region
+    /// come from the usual AWS variables).
+    #[arg(long, env = "SLUICE_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// Time limit of one object-store request.
+    #[arg(long, env = "SLUICE_STORE_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    store_request_timeout: Duration,
+    /// Retries of one object-store request.
+    #[arg(long, env = "SLUICE_STORE_MAX_RETRIES", default_value_t = 3)]
+    store_max_retries: usize,
+    /// etcd endpoints, comma separated (default: the embedded store).
+    #[arg(long, env = "SLUICE_ETCD", value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// Cluster name: the metadata key namespace.
+    #[arg(long, env = "SLUICE_CLUSTER", default_value = "sluice")]
+    cluster: String,
+    /// HTTP listen address.
+    #[arg(long, env = "SLUICE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Node id (default: remembered in the data directory, else allocated).
+    #[arg(long, env = "SLUICE_NODE_ID")]
+    node_id: Option<i32>,
+    /// Longest time an accepted batch waits before its segment is flushed.
+    #[arg(long, env = "SLUICE_FLUSH_INTERVAL", default_value = "250ms", value_parser = humantime::parse_duration)]
+    flush_interval: Duration,
+    /// Buffer size that triggers a flush (segment.max.bytes).
+    #[arg(long, env = "SLUICE_SEGMENT_MAX_BYTES", default_value_t = 8 * 1024 * 1024)]
+    segment_max_bytes: usize,
+    /// Accepted but unacknowledged bytes before producers wait.
+    #[arg(long, env = "SLUICE_BUFFER_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    buffer_max_bytes: usize,
+    /// Operations one metadata transaction may hold (etcd --max-txn-ops).
+    #[arg(long, env = "SLUICE_TXN_OPS_MAX", default_value_t = 128)]
+    txn_ops_max: usize,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> NodeConfig {
+        NodeConfig {
+            data_dir: self.data_dir,
+            store_url: self.store,
+            store_options: StoreOptions {
+                s3_endpoint: self.s3_endpoint,
+                max_retries: self.store_max_retries,
+                request_timeout: self.store_request_timeout,
+                retry_timeout: self.store_request_timeout * 2,
+            },
+            etcd_endpoints: self.etcd,
+            cluster: self.cluster,
+            http_addr: self.http_addr,
+            node_id: self.node_id,
+            writer: WriterConfig {
+                flush_interval: self.flush_interval,
+                segment_max_bytes: self.segment_max_bytes,
+                buffer_max_bytes: self.buffer_max_bytes,
+                txn_ops_max: self.txn_ops_max,
+                ..WriterConfig::default()
+            },
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => sluice_ingest::run(args.into_config(), shutdown_signal()).await?,
+        Command::Topic { command } => client::topic(command).await?,
+        Command::Produce(args) => client::produce(args).await?,
+        Command::Consume(args) => client::consume(args).await?,
+        Command::Bench { command } => bench::run(command).await?,
+    }
+    Ok(())
+}
