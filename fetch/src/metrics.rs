@@ -44,3 +44,17 @@ pub static VIEW_RELOADS: LazyLock<IntCounter> = LazyLock::new(|| {
         "full reloads of the in-memory cluster view",
     )
 });
+
+/// Register every read-path metric now, so that `/metrics` lists each one
+/// (at zero) before its first event.
+pub fn register() {
+    for counter in [
+        &OBJECT_GETS,
+        &OBJECT_GET_BYTES,
+        &FETCH_BYTES,
+        &CORRUPT_RANGES,
+        &VIEW_RELOADS,
+    ] {
+        LazyLock::force(counter);
+    }
+}

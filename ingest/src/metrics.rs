@@ -75,3 +75,22 @@ pub static SEGMENT_BYTES: LazyLock<Histogram> = LazyLock::new(|| {
     )
     .expect("metric names are unique and valid")
 });
+
+/// Register every write-path metric now, so that `/metrics` lists each one
+/// (at zero) before its first event.
+pub fn register() {
+    for counter in [
+        &PRODUCE_RECORDS,
+        &PRODUCE_BYTES,
+        &FLUSHES,
+        &OBJECT_PUTS,
+        &OBJECT_PUT_FAILURES,
+        &COMMIT_TXNS,
+        &COMMIT_CONFLICTS,
+        &FLUSH_FAILURES,
+    ] {
+        LazyLock::force(counter);
+    }
+    LazyLock::force(&PRODUCE_LATENCY);
+    LazyLock::force(&SEGMENT_BYTES);
+}

@@ -78,6 +78,8 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
+    crate::metrics::register();
+    sluice_fetch::metrics::register();
     std::fs::create_dir_all(&config.data_dir).map_err(startup("creating the data directory"))?;
     let data_dir =
         std::fs::canonicalize(&config.data_dir).map_err(startup("resolving the data directory"))?;

@@ -23,6 +23,10 @@ const BATCH_OVERHEAD_BYTES: usize = batch::BATCH_HEADER_BYTES;
 /// Most records encoded into one batch.
 pub const RECORDS_PER_BATCH_MAX: usize = 10_000;
 
+/// One encoded run of records handed to the writer: (record index,
+/// timestamp) per record, its partition, and the pending append.
+type SubmittedRun = (Vec<(usize, i64)>, i32, IngestResult<Pending>);
+
 /// Where an acknowledged record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {
@@ -181,7 +185,7 @@ impl Producer {
             }
         }
         // append everything first (in order), then wait for the commits
-        let mut pending: Vec<(Vec<(usize, i64)>, i32, IngestResult<Pending>)> = Vec::new();
+        let mut pending: Vec<SubmittedRun> = Vec::new();
         for (partition, runs) in batches {
             for run in runs {
                 let stamps: Vec<(usize, i64)> =

@@ -34,7 +34,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{
+    Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
+};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,16 +48,14 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::store::{
-    CmpOp, CmpTarget, Compare, KeyValue, LeaseId, MetaError, MetaResult, MetaStore, RangeResponse, Revision, Txn,
-    TxnOp, TxnOpResponse, TxnResponse, WatchEvent, WatchStream,
+    CmpOp, CmpTarget, Compare, KeyValue, LeaseId, MetaError, MetaResult, MetaStore, RangeResponse,
+    Revision, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchEvent, WatchStream,
 };
 
 /// The largest lease TTL etcd accepts, in seconds.
 const MAX_LEASE_TTL_SECS: i64 = 9_000_000_000;
 /// Upper bound of one encoded log record; a larger transaction is refused.
 const MAX_RECORD_BYTES: usize = 64 << 20;
-/// How long `open` waits for a previous owner of the directory to let go.
-const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 const WAL_FILE: &str = "wal";
 const SNAPSHOT_FILE: &str = "snapshot";
@@ -87,6 +87,9 @@ pub struct EmbeddedOptions {
     pub snapshot_after_records: u64,
     /// Log bytes after which a snapshot is taken.
     pub snapshot_after_log_bytes: u64,
+    /// How long `open` waits for another owner of the directory (say, a
+    /// store being dropped in this process) to release it.
+    pub lock_wait: Duration,
 }
 
 impl Default for EmbeddedOptions {
@@ -101,6 +104,7 @@ impl Default for EmbeddedOptions {
             max_request_bytes: 1536 * 1024,
             snapshot_after_records: 10_000,
             snapshot_after_log_bytes: 64 << 20,
+            lock_wait: Duration::from_secs(2),
         }
     }
 }
@@ -144,21 +148,25 @@ impl EmbeddedStore {
     pub fn open_with(dir: impl AsRef<Path>, options: EmbeddedOptions) -> MetaResult<Self> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir)?;
-        let lock = lock_dir(&dir)?;
+        let lock = lock_dir(&dir, options.lock_wait)?;
         let now = Instant::now();
 
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let (mut state, last_snapshot_seq) = match fs::read(&snapshot_path) {
-            Ok(bytes) => decode_snapshot(&bytes, now).map_err(|reason| MetaError::Corrupt {
-                key: snapshot_path.display().to_string(),
-                reason,
-            })?,
+            Ok(bytes) => {
+                let (mut state, last_seq) =
+                    decode_snapshot(&bytes, now).map_err(|reason| MetaError::Corrupt {
+                        key: snapshot_path.display().to_string(),
+                        reason,
+                    })?;
+                // Revisions after the snapshot are replayed from the log, so
+                // they are watchable again; older ones are gone.
+                state.history_start = state.revision + 1;
+                (state, last_seq)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => (State::new(1), 0),
             Err(e) => return Err(e.into()),
         };
-        // Revisions after the snapshot are replayed from the log, so they are
-        // watchable again.
-        state.history_start = state.revision + 1;
 
         let wal_path = dir.join(WAL_FILE);
         let records = read_wal(&wal_path)?;
@@ -171,7 +179,11 @@ impl EmbeddedStore {
             if record.seq != next_seq {
                 return Err(MetaError::Corrupt {
                     key: wal_path.display().to_string(),
-                    reason: format!("log record {} follows {}: records are missing", record.seq, next_seq - 1),
+                    reason: format!(
+                        "log record {} follows {}: records are missing",
+                        record.seq,
+                        next_seq - 1
+                    ),
                 });
             }
             let events = state.apply(record, now);
@@ -180,12 +192,28 @@ impl EmbeddedStore {
             records_after_snapshot += 1;
         }
 
-        let file = OpenOptions::new().create(true).append(true).open(&wal_path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&wal_path)?;
         let len = file.metadata()?.len();
         sync_dir(&dir)?;
         debug!(dir = %dir.display(), revision = state.revision, records = records_after_snapshot, "embedded store opened");
-        let wal = Wal { dir: dir.clone(), file, len, next_seq, records_since_snapshot: records_after_snapshot, poisoned: None };
-        Ok(Self::from_parts(options, state, Some(wal), Some(dir), Some(lock)))
+        let wal = Wal {
+            dir: dir.clone(),
+            file,
+            len,
+            next_seq,
+            records_since_snapshot: records_after_snapshot,
+            poisoned: None,
+        };
+        Ok(Self::from_parts(
+            options,
+            state,
+            Some(wal),
+            Some(dir),
+            Some(lock),
+        ))
     }
 
     fn from_parts(
@@ -225,13 +253,17 @@ impl EmbeddedStore {
 
 /// Takes the directory's advisory lock, waiting a little for an owner that
 /// is shutting down in this process.
-fn lock_dir(dir: &Path) -> MetaResult<File> {
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(LOCK_FILE))?;
+fn lock_dir(dir: &Path, wait: Duration) -> MetaResult<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))?;
     let started = std::time::Instant::now();
     loop {
         match file.try_lock() {
             Ok(()) => return Ok(file),
-            Err(fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_WAIT => {
+            Err(fs::TryLockError::WouldBlock) if started.elapsed() < wait => {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(fs::TryLockError::WouldBlock) => {
@@ -308,7 +340,10 @@ impl Shared {
             return;
         };
         let weak = Arc::downgrade(self);
-        let interval = self.options.lease_check_interval.max(Duration::from_millis(1));
+        let interval = self
+            .options
+            .lease_check_interval
+            .max(Duration::from_millis(1));
         *reaper = Some(runtime.spawn(reap_leases(weak, interval)));
     }
 
@@ -326,7 +361,11 @@ impl Shared {
         if planned.ops.is_empty() {
             return Ok(planned.output);
         }
-        let mut record = Record { seq: 0, revision, ops: planned.ops };
+        let mut record = Record {
+            seq: 0,
+            revision,
+            ops: planned.ops,
+        };
         if let Some(wal) = writer.wal.as_mut() {
             record.seq = wal.next_seq;
             let payload = encode_record(&record);
@@ -363,7 +402,11 @@ impl Shared {
         let now = Instant::now();
         let expired: Vec<LeaseId> = {
             let st = self.read_state();
-            st.leases.iter().filter(|(_, l)| l.deadline <= now).map(|(id, _)| *id).collect()
+            st.leases
+                .iter()
+                .filter(|(_, l)| l.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect()
         };
         for id in expired {
             self.write(|st| {
@@ -404,7 +447,11 @@ async fn reap_leases(shared: Weak<Shared>, interval: Duration) {
 }
 
 fn revoke_ops(id: LeaseId, lease: &Lease) -> Vec<LogOp> {
-    let mut ops: Vec<LogOp> = lease.keys.iter().map(|key| LogOp::Delete { key: key.clone() }).collect();
+    let mut ops: Vec<LogOp> = lease
+        .keys
+        .iter()
+        .map(|key| LogOp::Delete { key: key.clone() })
+        .collect();
     ops.push(LogOp::LeaseRevoke { id });
     ops
 }
@@ -427,18 +474,32 @@ struct Wal {
 impl Wal {
     fn append(&mut self, payload: &[u8]) -> MetaResult<()> {
         if let Some(reason) = &self.poisoned {
-            return Err(MetaError::Io(io::Error::other(format!("log unusable after an earlier failure: {reason}"))));
+            return Err(MetaError::Io(io::Error::other(format!(
+                "log unusable after an earlier failure: {reason}"
+            ))));
         }
-        let len = u32::try_from(payload.len())
-            .map_err(|_| MetaError::Invalid(format!("log record of {} bytes is too large", payload.len())))?;
+        let len = u32::try_from(payload.len()).map_err(|_| {
+            MetaError::Invalid(format!(
+                "log record of {} bytes is too large",
+                payload.len()
+            ))
+        })?;
         let mut frame = Vec::with_capacity(payload.len() + 8);
         frame.extend_from_slice(&len.to_le_bytes());
         frame.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
         frame.extend_from_slice(payload);
-        if let Err(e) = self.file.write_all(&frame).and_then(|()| self.file.sync_data()) {
+        if let Err(e) = self
+            .file
+            .write_all(&frame)
+            .and_then(|()| self.file.sync_data())
+        {
             // Cut off whatever part of the record reached the file, so the
             // next record does not follow garbage.
-            if let Err(undo) = self.file.set_len(self.len).and_then(|()| self.file.sync_data()) {
+            if let Err(undo) = self
+                .file
+                .set_len(self.len)
+                .and_then(|()| self.file.sync_data())
+            {
                 self.poisoned = Some(format!("{e}; truncating the log failed too: {undo}"));
             }
             return Err(e.into());
@@ -488,7 +549,8 @@ fn read_wal(path: &Path) -> MetaResult<Vec<Record>> {
                 // can be torn: a bad record followed by more data (other than
                 // zeros a crash may leave behind) is real damage.
                 let rest = &data[pos..];
-                let torn = frame_end.is_none_or(|end| end >= rest.len()) || rest.iter().all(|b| *b == 0);
+                let torn =
+                    frame_end.is_none_or(|end| end >= rest.len()) || rest.iter().all(|b| *b == 0);
                 if !torn {
                     return Err(MetaError::Corrupt {
                         key: path.display().to_string(),
@@ -519,7 +581,10 @@ struct FrameError {
 }
 
 fn parse_frame(data: &[u8]) -> Result<(Record, usize), FrameError> {
-    let header = |reason: &str| FrameError { reason: reason.to_string(), frame_end: None };
+    let header = |reason: &str| FrameError {
+        reason: reason.to_string(),
+        frame_end: None,
+    };
     let Some(head) = data.get(..8) else {
         return Err(header("incomplete record header"));
     };
@@ -529,7 +594,10 @@ fn parse_frame(data: &[u8]) -> Result<(Record, usize), FrameError> {
         return Err(header("record length out of bounds"));
     }
     let frame_end = 8 + len;
-    let bad = |reason: String| FrameError { reason, frame_end: Some(frame_end) };
+    let bad = |reason: String| FrameError {
+        reason,
+        frame_end: Some(frame_end),
+    };
     let Some(payload) = data.get(8..frame_end) else {
         return Err(bad("incomplete record".into()));
     };
@@ -588,8 +656,15 @@ impl State {
         }
     }
 
-    fn prefix_range<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a KeyValue)> + 'a {
-        self.kvs.range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+    fn prefix_range<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a KeyValue)> + 'a {
+        self.kvs
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(move |(k, _)| k.starts_with(prefix))
     }
 
@@ -662,7 +737,14 @@ impl State {
                 }
                 LogOp::LeaseGrant { id, ttl_secs } => {
                     let deadline = now + Duration::from_secs(u64::try_from(*ttl_secs).unwrap_or(0));
-                    self.leases.insert(*id, Lease { ttl_secs: *ttl_secs, deadline, keys: BTreeSet::new() });
+                    self.leases.insert(
+                        *id,
+                        Lease {
+                            ttl_secs: *ttl_secs,
+                            deadline,
+                            keys: BTreeSet::new(),
+                        },
+                    );
                     self.next_lease_id = self.next_lease_id.max(id + 1);
                 }
                 LogOp::LeaseRevoke { id } => {
@@ -684,7 +766,9 @@ impl State {
         self.history_events += events.len();
         self.history.push_back(HistoryEntry { revision, events });
         while self.history_events > max_events {
-            let Some(old) = self.history.pop_front() else { break };
+            let Some(old) = self.history.pop_front() else {
+                break;
+            };
             self.history_events -= old.events.len();
             self.history_start = old.revision + 1;
         }
@@ -699,7 +783,11 @@ impl State {
             if revision < w.start_revision {
                 return !w.tx.is_closed();
             }
-            let batch: Vec<WatchEvent> = events.iter().filter(|e| e.key().starts_with(&w.prefix)).cloned().collect();
+            let batch: Vec<WatchEvent> = events
+                .iter()
+                .filter(|e| e.key().starts_with(&w.prefix))
+                .cloned()
+                .collect();
             if batch.is_empty() {
                 return !w.tx.is_closed();
             }
@@ -724,7 +812,10 @@ struct Overlay<'a> {
 
 impl<'a> Overlay<'a> {
     fn new(base: &'a State) -> Self {
-        Self { base, changes: BTreeMap::new() }
+        Self {
+            base,
+            changes: BTreeMap::new(),
+        }
     }
 
     fn get(&self, key: &str) -> Option<KeyValue> {
@@ -735,11 +826,17 @@ impl<'a> Overlay<'a> {
     }
 
     fn range(&self, prefix: &str) -> Vec<KeyValue> {
-        let mut out: BTreeMap<String, KeyValue> =
-            self.base.prefix_range(prefix).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut out: BTreeMap<String, KeyValue> = self
+            .base
+            .prefix_range(prefix)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let changed = self
             .changes
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(k, _)| k.starts_with(prefix));
         for (key, change) in changed {
             match change {
@@ -755,7 +852,14 @@ impl<'a> Overlay<'a> {
             Some(kv) => (kv.create_revision, kv.version + 1),
             None => (rev, 1),
         };
-        let kv = KeyValue { key: key.to_string(), value: value.clone(), create_revision, mod_revision: rev, version, lease };
+        let kv = KeyValue {
+            key: key.to_string(),
+            value: value.clone(),
+            create_revision,
+            mod_revision: rev,
+            version,
+            lease,
+        };
         self.changes.insert(key.to_string(), Some(kv));
     }
 
@@ -799,7 +903,9 @@ fn validate_txn(txn: &Txn, options: &EmbeddedOptions) -> MetaResult<()> {
                         return Err(MetaError::Invalid("key is not provided".into()));
                     }
                     if !puts.insert(key.as_str()) {
-                        return Err(MetaError::Invalid("duplicate key given in txn request".into()));
+                        return Err(MetaError::Invalid(
+                            "duplicate key given in txn request".into(),
+                        ));
                     }
                 }
                 TxnOp::Delete { key } | TxnOp::Get { key } => {
@@ -819,9 +925,17 @@ fn validate_txn(txn: &Txn, options: &EmbeddedOptions) -> MetaResult<()> {
             }
         }
         for put in &puts {
-            let overlaps = deletes.iter().any(|(d, prefix)| if *prefix { put.starts_with(d) } else { put == d });
+            let overlaps = deletes.iter().any(|(d, prefix)| {
+                if *prefix {
+                    put.starts_with(d)
+                } else {
+                    put == d
+                }
+            });
             if overlaps {
-                return Err(MetaError::Invalid("duplicate key given in txn request".into()));
+                return Err(MetaError::Invalid(
+                    "duplicate key given in txn request".into(),
+                ));
             }
         }
     }
@@ -836,7 +950,11 @@ fn validate_txn(txn: &Txn, options: &EmbeddedOptions) -> MetaResult<()> {
 
 fn plan_txn(st: &State, txn: &Txn) -> MetaResult<Planned<TxnResponse>> {
     let succeeded = txn.compares.iter().all(|c| st.compare(c));
-    let branch = if succeeded { &txn.success } else { &txn.failure };
+    let branch = if succeeded {
+        &txn.success
+    } else {
+        &txn.failure
+    };
     let rev = st.revision + 1;
     let mut view = Overlay::new(st);
     let mut ops = Vec::new();
@@ -849,7 +967,11 @@ fn plan_txn(st: &State, txn: &Txn) -> MetaResult<Planned<TxnResponse>> {
                     return Err(MetaError::LeaseNotFound(lease));
                 }
                 view.put(key, value, lease, rev);
-                ops.push(LogOp::Put { key: key.clone(), value: value.clone(), lease });
+                ops.push(LogOp::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                    lease,
+                });
                 responses.push(TxnOpResponse::Put);
             }
             TxnOp::Delete { key } => {
@@ -857,7 +979,9 @@ fn plan_txn(st: &State, txn: &Txn) -> MetaResult<Planned<TxnResponse>> {
                 if existed {
                     ops.push(LogOp::Delete { key: key.clone() });
                 }
-                responses.push(TxnOpResponse::Delete { deleted: i64::from(existed) });
+                responses.push(TxnOpResponse::Delete {
+                    deleted: i64::from(existed),
+                });
             }
             TxnOp::DeletePrefix { prefix } => {
                 let keys: Vec<String> = view.range(prefix).into_iter().map(|kv| kv.key).collect();
@@ -868,12 +992,21 @@ fn plan_txn(st: &State, txn: &Txn) -> MetaResult<Planned<TxnResponse>> {
                 ops.extend(keys.into_iter().map(|key| LogOp::Delete { key }));
                 responses.push(TxnOpResponse::Delete { deleted });
             }
-            TxnOp::Get { key } => responses.push(TxnOpResponse::Get(view.get(key).into_iter().collect())),
+            TxnOp::Get { key } => {
+                responses.push(TxnOpResponse::Get(view.get(key).into_iter().collect()))
+            }
             TxnOp::GetPrefix { prefix } => responses.push(TxnOpResponse::Get(view.range(prefix))),
         }
     }
     let revision = if ops.is_empty() { st.revision } else { rev };
-    Ok(Planned { ops, output: TxnResponse { succeeded, responses, revision } })
+    Ok(Planned {
+        ops,
+        output: TxnResponse {
+            succeeded,
+            responses,
+            revision,
+        },
+    })
 }
 
 #[async_trait]
@@ -888,17 +1021,26 @@ impl MetaStore for EmbeddedStore {
         self.shared.ensure_reaper();
         let st = self.shared.read_state();
         let kvs = st.prefix_range(prefix).map(|(_, kv)| kv.clone()).collect();
-        Ok(RangeResponse { kvs, revision: st.revision })
+        Ok(RangeResponse {
+            kvs,
+            revision: st.revision,
+        })
     }
 
     async fn put(&self, key: &str, value: Bytes, lease: Option<LeaseId>) -> MetaResult<Revision> {
-        let txn = Txn::new().and_then([TxnOp::Put { key: key.to_string(), value, lease }]);
+        let txn = Txn::new().and_then([TxnOp::Put {
+            key: key.to_string(),
+            value,
+            lease,
+        }]);
         Ok(self.txn(txn).await?.revision)
     }
 
     async fn delete(&self, key: &str) -> MetaResult<bool> {
         let response = self.txn(Txn::new().and_then([TxnOp::delete(key)])).await?;
-        Ok(matches!(response.responses.first(), Some(TxnOpResponse::Delete { deleted }) if *deleted > 0))
+        Ok(
+            matches!(response.responses.first(), Some(TxnOpResponse::Delete { deleted }) if *deleted > 0),
+        )
     }
 
     async fn txn(&self, txn: Txn) -> MetaResult<TxnResponse> {
@@ -910,16 +1052,23 @@ impl MetaStore for EmbeddedStore {
     async fn lease_grant(&self, ttl_secs: i64) -> MetaResult<LeaseId> {
         self.shared.ensure_reaper();
         if !(1..=MAX_LEASE_TTL_SECS).contains(&ttl_secs) {
-            return Err(MetaError::Invalid(format!("lease ttl {ttl_secs} out of range")));
+            return Err(MetaError::Invalid(format!(
+                "lease ttl {ttl_secs} out of range"
+            )));
         }
         let leases_max = self.shared.options.leases_max;
         self.shared
             .write(|st| {
                 if st.leases.len() >= leases_max {
-                    return Err(MetaError::Unavailable(format!("too many leases ({leases_max})")));
+                    return Err(MetaError::Unavailable(format!(
+                        "too many leases ({leases_max})"
+                    )));
                 }
                 let id = st.next_lease_id;
-                Ok(Planned { ops: vec![LogOp::LeaseGrant { id, ttl_secs }], output: id })
+                Ok(Planned {
+                    ops: vec![LogOp::LeaseGrant { id, ttl_secs }],
+                    output: id,
+                })
             })
             .await
     }
@@ -943,37 +1092,63 @@ impl MetaStore for EmbeddedStore {
         self.shared.ensure_reaper();
         self.shared
             .write(|st| match st.leases.get(&lease) {
-                Some(l) => Ok(Planned { ops: revoke_ops(lease, l), output: () }),
+                Some(l) => Ok(Planned {
+                    ops: revoke_ops(lease, l),
+                    output: (),
+                }),
                 None => Err(MetaError::LeaseNotFound(lease)),
             })
             .await
     }
 
-    async fn watch_prefix(&self, prefix: &str, start_revision: Revision) -> MetaResult<WatchStream> {
+    async fn watch_prefix(
+        &self,
+        prefix: &str,
+        start_revision: Revision,
+    ) -> MetaResult<WatchStream> {
         self.shared.ensure_reaper();
         let options = &self.shared.options;
         let mut st = self.shared.write_state();
-        let start = if start_revision <= 0 { st.revision + 1 } else { start_revision };
+        let start = if start_revision <= 0 {
+            st.revision + 1
+        } else {
+            start_revision
+        };
         if start < st.history_start {
-            return Err(MetaError::Compacted { requested: start, oldest: st.history_start });
+            return Err(MetaError::Compacted {
+                requested: start,
+                oldest: st.history_start,
+            });
         }
         st.watchers.retain(|w| !w.tx.is_closed());
         if st.watchers.len() >= options.watchers_max {
-            return Err(MetaError::Unavailable(format!("too many watchers ({})", options.watchers_max)));
+            return Err(MetaError::Unavailable(format!(
+                "too many watchers ({})",
+                options.watchers_max
+            )));
         }
         let first = st.history.partition_point(|e| e.revision < start);
         let replay: Vec<MetaResult<Vec<WatchEvent>>> = st
             .history
             .range(first..)
             .filter_map(|entry| {
-                let batch: Vec<WatchEvent> =
-                    entry.events.iter().filter(|e| e.key().starts_with(prefix)).cloned().collect();
+                let batch: Vec<WatchEvent> = entry
+                    .events
+                    .iter()
+                    .filter(|e| e.key().starts_with(prefix))
+                    .cloned()
+                    .collect();
                 (!batch.is_empty()).then_some(Ok(batch))
             })
             .collect();
         let (tx, rx) = mpsc::channel(options.watch_channel_capacity.max(1));
         let lagged = Arc::new(AtomicBool::new(false));
-        st.watchers.push(Watcher { prefix: prefix.to_string(), start_revision: start, tx, lagged: lagged.clone() });
+        st.watchers.push(Watcher {
+            prefix: prefix.to_string(),
+            start_revision: start,
+            tx,
+            lagged: lagged.clone(),
+        });
         drop(st);
 
         let live = futures::stream::unfold(Some((rx, lagged)), |live| async move {
@@ -981,10 +1156,15 @@ impl MetaStore for EmbeddedStore {
             match rx.recv().await {
                 Some(batch) => Some((Ok(batch), Some((rx, lagged)))),
                 None if lagged.load(Ordering::Acquire) => Some((
-                    Err(MetaError::Unavailable("watcher fell behind; re-read and watch again".into())),
+                    Err(MetaError::Unavailable(
+                        "watcher fell behind; re-read and watch again".into(),
+                    )),
                     None,
                 )),
-                None => Some((Err(MetaError::Unavailable("embedded store closed".into())), None)),
+                None => Some((
+                    Err(MetaError::Unavailable("embedded store closed".into())),
+                    None,
+                )),
             }
         });
         Ok(futures::stream::iter(replay).chain(live).boxed())
@@ -1005,10 +1185,21 @@ struct Record {
 
 #[derive(Debug, Clone, PartialEq)]
 enum LogOp {
-    Put { key: String, value: Bytes, lease: LeaseId },
-    Delete { key: String },
-    LeaseGrant { id: LeaseId, ttl_secs: i64 },
-    LeaseRevoke { id: LeaseId },
+    Put {
+        key: String,
+        value: Bytes,
+        lease: LeaseId,
+    },
+    Delete {
+        key: String,
+    },
+    LeaseGrant {
+        id: LeaseId,
+        ttl_secs: i64,
+    },
+    LeaseRevoke {
+        id: LeaseId,
+    },
 }
 
 impl LogOp {
@@ -1050,7 +1241,11 @@ impl<'a> Decoder<'a> {
         Self { data, pos: 0 }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).filter(|end| *end <= self.data.len()).ok_or("truncated")?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|end| *end <= self.data.len())
+            .ok_or("truncated")?;
         let out = &self.data[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -1131,9 +1326,16 @@ fn decode_record(payload: &[u8]) -> Result<Record, String> {
     let mut ops = Vec::with_capacity(n);
     for _ in 0..n {
         let op = match d.u8()? {
-            OP_PUT => LogOp::Put { key: d.string()?, value: Bytes::copy_from_slice(d.bytes()?), lease: d.i64()? },
+            OP_PUT => LogOp::Put {
+                key: d.string()?,
+                value: Bytes::copy_from_slice(d.bytes()?),
+                lease: d.i64()?,
+            },
             OP_DELETE => LogOp::Delete { key: d.string()? },
-            OP_LEASE_GRANT => LogOp::LeaseGrant { id: d.i64()?, ttl_secs: d.i64()? },
+            OP_LEASE_GRANT => LogOp::LeaseGrant {
+                id: d.i64()?,
+                ttl_secs: d.i64()?,
+            },
             OP_LEASE_REVOKE => LogOp::LeaseRevoke { id: d.i64()? },
             other => return Err(format!("unknown operation {other}")),
         };
@@ -1192,7 +1394,14 @@ fn decode_snapshot(data: &[u8], now: Instant) -> Result<(State, u64), String> {
         let id = d.i64()?;
         let ttl_secs = d.i64()?;
         let deadline = now + Duration::from_secs(u64::try_from(ttl_secs).unwrap_or(0));
-        st.leases.insert(id, Lease { ttl_secs, deadline, keys: BTreeSet::new() });
+        st.leases.insert(
+            id,
+            Lease {
+                ttl_secs,
+                deadline,
+                keys: BTreeSet::new(),
+            },
+        );
     }
     for _ in 0..d.count()? {
         let kv = KeyValue {
@@ -1227,9 +1436,16 @@ mod tests {
             7,
             42,
             vec![
-                LogOp::Put { key: "a".into(), value: Bytes::from_static(b"v"), lease: 3 },
+                LogOp::Put {
+                    key: "a".into(),
+                    value: Bytes::from_static(b"v"),
+                    lease: 3,
+                },
                 LogOp::Delete { key: "b".into() },
-                LogOp::LeaseGrant { id: 3, ttl_secs: 10 },
+                LogOp::LeaseGrant {
+                    id: 3,
+                    ttl_secs: 10,
+                },
                 LogOp::LeaseRevoke { id: 3 },
             ],
         );
@@ -1242,18 +1458,33 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (revision, lease) = {
             let store = EmbeddedStore::open(dir.path()).expect("open");
-            store.put("k1", Bytes::from_static(b"one"), None).await.expect("put");
+            store
+                .put("k1", Bytes::from_static(b"one"), None)
+                .await
+                .expect("put");
             let lease = store.lease_grant(60).await.expect("grant");
-            store.put("k2", Bytes::from_static(b"two"), Some(lease)).await.expect("put");
-            store.put("k1", Bytes::from_static(b"uno"), None).await.expect("put");
+            store
+                .put("k2", Bytes::from_static(b"two"), Some(lease))
+                .await
+                .expect("put");
+            store
+                .put("k1", Bytes::from_static(b"uno"), None)
+                .await
+                .expect("put");
             assert!(store.delete("k2").await.expect("delete"));
-            store.put("k2", Bytes::from_static(b"dos"), Some(lease)).await.expect("put");
+            store
+                .put("k2", Bytes::from_static(b"dos"), Some(lease))
+                .await
+                .expect("put");
             (store.revision(), lease)
         };
         let store = EmbeddedStore::open(dir.path()).expect("reopen");
         assert_eq!(store.revision(), revision);
         let k1 = store.get("k1").await.expect("get").expect("k1");
-        assert_eq!((k1.value.as_ref(), k1.version, k1.create_revision), (&b"uno"[..], 2, 2));
+        assert_eq!(
+            (k1.value.as_ref(), k1.version, k1.create_revision),
+            (&b"uno"[..], 2, 2)
+        );
         let k2 = store.get("k2").await.expect("get").expect("k2");
         assert_eq!(k2.lease, lease);
         // The lease survived with its keys attached.
@@ -1267,17 +1498,26 @@ mod tests {
     #[tokio::test]
     async fn snapshot_truncates_log_and_reopens() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let options = EmbeddedOptions { snapshot_after_records: 10, ..EmbeddedOptions::default() };
+        let options = EmbeddedOptions {
+            snapshot_after_records: 10,
+            ..EmbeddedOptions::default()
+        };
         let revision = {
             let store = EmbeddedStore::open_with(dir.path(), options.clone()).expect("open");
             for i in 0..25 {
-                store.put(&format!("key/{i:02}"), Bytes::from(format!("v{i}")), None).await.expect("put");
+                store
+                    .put(&format!("key/{i:02}"), Bytes::from(format!("v{i}")), None)
+                    .await
+                    .expect("put");
             }
             store.revision()
         };
         assert!(dir.path().join(SNAPSHOT_FILE).exists());
         let wal_len = fs::metadata(dir.path().join(WAL_FILE)).expect("wal").len();
-        assert!(wal_len < 400, "log was truncated after the snapshot ({wal_len} bytes)");
+        assert!(
+            wal_len < 400,
+            "log was truncated after the snapshot ({wal_len} bytes)"
+        );
         let store = EmbeddedStore::open_with(dir.path(), options).expect("reopen");
         assert_eq!(store.revision(), revision);
         let range = store.range("key/").await.expect("range");
@@ -1286,7 +1526,10 @@ mod tests {
         // Revisions after the snapshot are watchable; older ones are gone.
         let oldest = store.oldest_watchable_revision();
         assert!(oldest > 1 && oldest <= revision);
-        assert!(matches!(store.watch_prefix("key/", 1).await, Err(MetaError::Compacted { .. })));
+        assert!(matches!(
+            store.watch_prefix("key/", 1).await,
+            Err(MetaError::Compacted { .. })
+        ));
         let mut watch = store.watch_prefix("key/", oldest).await.expect("watch");
         let first = watch.next().await.expect("event").expect("ok");
         assert_eq!(first[0].key(), "key/20");
@@ -1297,8 +1540,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = EmbeddedStore::open(dir.path()).expect("open");
-            store.put("a", Bytes::from_static(b"1"), None).await.expect("put");
-            store.put("b", Bytes::from_static(b"2"), None).await.expect("put");
+            store
+                .put("a", Bytes::from_static(b"1"), None)
+                .await
+                .expect("put");
+            store
+                .put("b", Bytes::from_static(b"2"), None)
+                .await
+                .expect("put");
         }
         let wal = dir.path().join(WAL_FILE);
         let intact = fs::read(&wal).expect("read wal");
@@ -1310,7 +1559,10 @@ mod tests {
             let store = EmbeddedStore::open(dir.path()).expect("open with torn tail");
             assert_eq!(store.revision(), 3);
             assert_eq!(fs::metadata(&wal).expect("wal").len(), intact.len() as u64);
-            store.put("c", Bytes::from_static(b"3"), None).await.expect("put after repair");
+            store
+                .put("c", Bytes::from_static(b"3"), None)
+                .await
+                .expect("put after repair");
         }
         let store = EmbeddedStore::open(dir.path()).expect("reopen");
         assert_eq!(store.range("").await.expect("range").kvs.len(), 3);
@@ -1320,21 +1572,34 @@ mod tests {
         let mut damaged = fs::read(&wal).expect("read wal");
         damaged[10] ^= 0xff;
         fs::write(&wal, &damaged).expect("write");
-        assert!(matches!(EmbeddedStore::open(dir.path()), Err(MetaError::Corrupt { .. })));
+        assert!(matches!(
+            EmbeddedStore::open(dir.path()),
+            Err(MetaError::Corrupt { .. })
+        ));
     }
 
     #[tokio::test]
     async fn a_second_open_of_the_same_directory_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let _store = EmbeddedStore::open(dir.path()).expect("open");
-        assert!(matches!(EmbeddedStore::open(dir.path()), Err(MetaError::Io(_))));
+        let options = EmbeddedOptions {
+            lock_wait: Duration::from_millis(50),
+            ..EmbeddedOptions::default()
+        };
+        assert!(matches!(
+            EmbeddedStore::open_with(dir.path(), options),
+            Err(MetaError::Io(_))
+        ));
     }
 
     #[tokio::test(start_paused = true)]
     async fn lease_expiry_follows_the_tokio_clock() {
         let store = EmbeddedStore::in_memory();
         let lease = store.lease_grant(10).await.expect("grant");
-        store.put("owned", Bytes::from_static(b"x"), Some(lease)).await.expect("put");
+        store
+            .put("owned", Bytes::from_static(b"x"), Some(lease))
+            .await
+            .expect("put");
         tokio::time::advance(Duration::from_secs(9)).await;
         store.expire_leases().await.expect("expire");
         assert!(store.get("owned").await.expect("get").is_some());
@@ -1342,19 +1607,31 @@ mod tests {
         tokio::time::advance(Duration::from_secs(10)).await;
         store.expire_leases().await.expect("expire");
         assert_eq!(store.get("owned").await.expect("get"), None);
-        assert!(matches!(store.lease_keep_alive(lease).await, Err(MetaError::LeaseNotFound(_))));
+        assert!(matches!(
+            store.lease_keep_alive(lease).await,
+            Err(MetaError::LeaseNotFound(_))
+        ));
     }
 
     #[tokio::test]
     async fn bounded_history_reports_compaction() {
-        let store = EmbeddedStore::in_memory_with(EmbeddedOptions { history_max_events: 5, ..Default::default() });
+        let store = EmbeddedStore::in_memory_with(EmbeddedOptions {
+            history_max_events: 5,
+            ..Default::default()
+        });
         for i in 0..10 {
-            store.put(&format!("h/{i}"), Bytes::from_static(b"v"), None).await.expect("put");
+            store
+                .put(&format!("h/{i}"), Bytes::from_static(b"v"), None)
+                .await
+                .expect("put");
         }
         let oldest = store.oldest_watchable_revision();
         assert_eq!(oldest, store.revision() - 4);
         match store.watch_prefix("h/", oldest - 1).await {
-            Err(MetaError::Compacted { requested, oldest: o }) => assert_eq!((requested, o), (oldest - 1, oldest)),
+            Err(MetaError::Compacted {
+                requested,
+                oldest: o,
+            }) => assert_eq!((requested, o), (oldest - 1, oldest)),
             other => panic!("expected compacted, got {:?}", other.map(|_| ())),
         }
         let mut watch = store.watch_prefix("h/", oldest).await.expect("watch");
@@ -1366,10 +1643,16 @@ mod tests {
 
     #[tokio::test]
     async fn slow_watcher_is_cut_off_with_an_error() {
-        let store = EmbeddedStore::in_memory_with(EmbeddedOptions { watch_channel_capacity: 4, ..Default::default() });
+        let store = EmbeddedStore::in_memory_with(EmbeddedOptions {
+            watch_channel_capacity: 4,
+            ..Default::default()
+        });
         let mut watch = store.watch_prefix("slow/", 0).await.expect("watch");
         for i in 0..10 {
-            store.put(&format!("slow/{i}"), Bytes::from_static(b"v"), None).await.expect("put");
+            store
+                .put(&format!("slow/{i}"), Bytes::from_static(b"v"), None)
+                .await
+                .expect("put");
         }
         let mut batches = 0;
         loop {

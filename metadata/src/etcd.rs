@@ -30,13 +30,13 @@ use bytes::Bytes;
 use etcd_client::{
     Client, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, WatchOptions,
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::store::{
-    CmpOp, CmpTarget, KeyValue, LeaseId, MetaError, MetaResult, MetaStore, RangeResponse, Revision, Txn, TxnOp,
-    TxnOpResponse, TxnResponse, WatchEvent, WatchStream,
+    CmpOp, CmpTarget, KeyValue, LeaseId, MetaError, MetaResult, MetaStore, RangeResponse, Revision,
+    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchEvent, WatchStream,
 };
 
 /// Connection and retry settings of [`EtcdStore`].
@@ -93,7 +93,14 @@ pub struct EtcdStore {
 impl std::fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdStore")
-            .field("endpoints", &self.endpoints.iter().map(|e| e.url.as_str()).collect::<Vec<_>>())
+            .field(
+                "endpoints",
+                &self
+                    .endpoints
+                    .iter()
+                    .map(|e| e.url.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .field("preferred", &self.preferred.load(Ordering::Relaxed))
             .finish()
     }
@@ -122,8 +129,22 @@ impl EtcdStore {
     /// Connect to the etcd cluster at `endpoints` (`http://host:port`), and
     /// check that at least one endpoint answers.
     pub async fn connect(endpoints: Vec<String>, options: EtcdOptions) -> MetaResult<Self> {
+        let store = Self::connect_lazy(endpoints, options)?;
+        store.get("/sluice-connect-probe").await?;
+        Ok(store)
+    }
+
+    /// Set up clients for `endpoints` without contacting any of them: the
+    /// first call connects (for a node that may start before etcd does).
+    /// Must run inside a tokio runtime, which the clients' connections use.
+    pub fn connect_lazy(endpoints: Vec<String>, options: EtcdOptions) -> MetaResult<Self> {
         if endpoints.is_empty() {
             return Err(MetaError::Invalid("no etcd endpoints given".into()));
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(MetaError::Invalid(
+                "etcd clients need a tokio runtime".into(),
+            ));
         }
         let mut clients = Vec::with_capacity(endpoints.len());
         for url in endpoints {
@@ -134,15 +155,19 @@ impl EtcdStore {
                 // Without a leader etcd answers "no leader" at once instead
                 // of stalling, and watches are cancelled rather than silent.
                 .with_require_leader(true);
-            // Connecting is lazy: this only parses the URL.
             let client = Client::connect([url.as_str()], Some(connect_options))
-                .await
+                .now_or_never()
+                .ok_or_else(|| {
+                    MetaError::Invalid(format!("etcd endpoint {url}: connecting is not lazy"))
+                })?
                 .map_err(|e| MetaError::Invalid(format!("etcd endpoint {url}: {e}")))?;
             clients.push(Endpoint { url, client });
         }
-        let store = Self { endpoints: clients, preferred: AtomicUsize::new(0), options };
-        store.get("/sluice-connect-probe").await?;
-        Ok(store)
+        Ok(Self {
+            endpoints: clients,
+            preferred: AtomicUsize::new(0),
+            options,
+        })
     }
 
     /// The endpoint URLs, in the order given.
@@ -153,8 +178,10 @@ impl EtcdStore {
     /// Compact the key history up to `revision` (operators and tests; etcd
     /// itself runs auto-compaction in production).
     pub async fn compact(&self, revision: Revision) -> MetaResult<()> {
-        self.call("compact", Retry::Always, move |mut c, _| async move { c.compact(revision, None).await.map(|_| ()) })
-            .await
+        self.call("compact", Retry::Always, move |mut c, _| async move {
+            c.compact(revision, None).await.map(|_| ())
+        })
+        .await
     }
 
     /// Runs `attempt` against the endpoints, failing over as the module
@@ -173,7 +200,13 @@ impl EtcdStore {
             if round > 0 {
                 let remaining = self.options.retry_budget.saturating_sub(started.elapsed());
                 let round_factor = u32::try_from(round).unwrap_or(u32::MAX);
-                tokio::time::sleep(self.options.retry_backoff.saturating_mul(round_factor).min(remaining)).await;
+                tokio::time::sleep(
+                    self.options
+                        .retry_backoff
+                        .saturating_mul(round_factor)
+                        .min(remaining),
+                )
+                .await;
             }
             for i in 0..count {
                 let remaining = self.options.retry_budget.saturating_sub(started.elapsed());
@@ -183,7 +216,8 @@ impl EtcdStore {
                 let index = (first + i) % count;
                 let endpoint = &self.endpoints[index];
                 let timeout = self.options.call_timeout.min(remaining);
-                let outcome = tokio::time::timeout(timeout, attempt(endpoint.client.clone(), attempts)).await;
+                let outcome =
+                    tokio::time::timeout(timeout, attempt(endpoint.client.clone(), attempts)).await;
                 attempts += 1;
                 let failure = match outcome {
                     Ok(Ok(value)) => {
@@ -232,7 +266,9 @@ fn classify(err: etcd_client::Error) -> Failure {
                 // InvalidArgument, FailedPrecondition, OutOfRange.
                 3 | 9 | 11 => Failure::Final(MetaError::Invalid(message)),
                 // NotFound: etcd uses it for unknown leases.
-                5 if message.contains("lease not found") => Failure::Final(MetaError::LeaseNotFound(0)),
+                5 if message.contains("lease not found") => {
+                    Failure::Final(MetaError::LeaseNotFound(0))
+                }
                 5 => Failure::Final(MetaError::Invalid(message)),
                 // ResourceExhausted (no space, too many requests),
                 // PermissionDenied, Unauthenticated.
@@ -344,15 +380,19 @@ fn to_etcd_txn(txn: &Txn) -> etcd_client::Txn {
                 TxnOp::Put { key, value, lease } => etcd_client::TxnOp::put(
                     key.as_bytes(),
                     value.to_vec(),
-                    lease.filter(|l| *l != 0).map(|l| PutOptions::new().with_lease(l)),
+                    lease
+                        .filter(|l| *l != 0)
+                        .map(|l| PutOptions::new().with_lease(l)),
                 ),
                 TxnOp::Delete { key } => etcd_client::TxnOp::delete(key.as_bytes(), None),
-                TxnOp::DeletePrefix { prefix } if prefix.is_empty() => {
-                    etcd_client::TxnOp::delete(prefix.as_bytes(), Some(DeleteOptions::new().with_all_keys()))
-                }
-                TxnOp::DeletePrefix { prefix } => {
-                    etcd_client::TxnOp::delete(prefix.as_bytes(), Some(DeleteOptions::new().with_prefix()))
-                }
+                TxnOp::DeletePrefix { prefix } if prefix.is_empty() => etcd_client::TxnOp::delete(
+                    prefix.as_bytes(),
+                    Some(DeleteOptions::new().with_all_keys()),
+                ),
+                TxnOp::DeletePrefix { prefix } => etcd_client::TxnOp::delete(
+                    prefix.as_bytes(),
+                    Some(DeleteOptions::new().with_prefix()),
+                ),
                 TxnOp::Get { key } => etcd_client::TxnOp::get(key.as_bytes(), None),
                 TxnOp::GetPrefix { prefix } => {
                     etcd_client::TxnOp::get(prefix.as_bytes(), Some(prefix_get_options(prefix)))
@@ -360,7 +400,10 @@ fn to_etcd_txn(txn: &Txn) -> etcd_client::Txn {
             })
             .collect()
     };
-    etcd_client::Txn::new().when(compares).and_then(ops(&txn.success)).or_else(ops(&txn.failure))
+    etcd_client::Txn::new()
+        .when(compares)
+        .and_then(ops(&txn.success))
+        .or_else(ops(&txn.failure))
 }
 
 fn from_etcd_txn(resp: &etcd_client::TxnResponse) -> MetaResult<TxnResponse> {
@@ -368,18 +411,29 @@ fn from_etcd_txn(resp: &etcd_client::TxnResponse) -> MetaResult<TxnResponse> {
     for op in resp.op_responses() {
         responses.push(match op {
             etcd_client::TxnOpResponse::Put(_) => TxnOpResponse::Put,
-            etcd_client::TxnOpResponse::Delete(d) => TxnOpResponse::Delete { deleted: d.deleted() },
+            etcd_client::TxnOpResponse::Delete(d) => TxnOpResponse::Delete {
+                deleted: d.deleted(),
+            },
             etcd_client::TxnOpResponse::Get(g) => TxnOpResponse::Get(convert_kvs(g.kvs())?),
             etcd_client::TxnOpResponse::Txn(_) => {
-                return Err(MetaError::Invalid("nested transactions are not supported".into()))
+                return Err(MetaError::Invalid(
+                    "nested transactions are not supported".into(),
+                ))
             }
         });
     }
-    Ok(TxnResponse { succeeded: resp.succeeded(), responses, revision: header_revision(resp.header())? })
+    Ok(TxnResponse {
+        succeeded: resp.succeeded(),
+        responses,
+        revision: header_revision(resp.header())?,
+    })
 }
 
 fn is_write(op: &TxnOp) -> bool {
-    matches!(op, TxnOp::Put { .. } | TxnOp::Delete { .. } | TxnOp::DeletePrefix { .. })
+    matches!(
+        op,
+        TxnOp::Put { .. } | TxnOp::Delete { .. } | TxnOp::DeletePrefix { .. }
+    )
 }
 
 #[async_trait]
@@ -389,7 +443,12 @@ impl MetaStore for EtcdStore {
         let resp = self
             .call("get", Retry::Always, |c, _| {
                 let key = key.to_string();
-                async move { c.kv_client().max_decoding_message_size(max).get(key, None).await }
+                async move {
+                    c.kv_client()
+                        .max_decoding_message_size(max)
+                        .get(key, None)
+                        .await
+                }
             })
             .await?;
         resp.kvs().first().map(convert_kv).transpose()
@@ -402,11 +461,17 @@ impl MetaStore for EtcdStore {
                 let prefix = prefix.to_string();
                 async move {
                     let options = prefix_get_options(&prefix);
-                    c.kv_client().max_decoding_message_size(max).get(prefix, Some(options)).await
+                    c.kv_client()
+                        .max_decoding_message_size(max)
+                        .get(prefix, Some(options))
+                        .await
                 }
             })
             .await?;
-        Ok(RangeResponse { kvs: convert_kvs(resp.kvs())?, revision: header_revision(resp.header())? })
+        Ok(RangeResponse {
+            kvs: convert_kvs(resp.kvs())?,
+            revision: header_revision(resp.header())?,
+        })
     }
 
     async fn put(&self, key: &str, value: Bytes, lease: Option<LeaseId>) -> MetaResult<Revision> {
@@ -414,7 +479,10 @@ impl MetaStore for EtcdStore {
         let resp = self
             .call("put", Retry::IfNotSent, |mut c, _| {
                 let (key, value) = (key.to_string(), value.to_vec());
-                async move { c.put(key, value, lease.map(|l| PutOptions::new().with_lease(l))).await }
+                async move {
+                    c.put(key, value, lease.map(|l| PutOptions::new().with_lease(l)))
+                        .await
+                }
             })
             .await
             .map_err(lease_not_found_as(lease.unwrap_or(0)))?;
@@ -433,7 +501,11 @@ impl MetaStore for EtcdStore {
 
     async fn txn(&self, txn: Txn) -> MetaResult<TxnResponse> {
         let writes = txn.success.iter().chain(&txn.failure).any(is_write);
-        let retry = if writes { Retry::IfNotSent } else { Retry::Always };
+        let retry = if writes {
+            Retry::IfNotSent
+        } else {
+            Retry::Always
+        };
         let lease = txn
             .success
             .iter()
@@ -448,7 +520,12 @@ impl MetaStore for EtcdStore {
         let resp = self
             .call("txn", retry, |c, _| {
                 let request = request.clone();
-                async move { c.kv_client().max_decoding_message_size(max).txn(request).await }
+                async move {
+                    c.kv_client()
+                        .max_decoding_message_size(max)
+                        .txn(request)
+                        .await
+                }
             })
             .await
             .map_err(lease_not_found_as(lease))?;
@@ -457,13 +534,20 @@ impl MetaStore for EtcdStore {
 
     async fn lease_grant(&self, ttl_secs: i64) -> MetaResult<LeaseId> {
         if ttl_secs <= 0 {
-            return Err(MetaError::Invalid(format!("lease ttl {ttl_secs} out of range")));
+            return Err(MetaError::Invalid(format!(
+                "lease ttl {ttl_secs} out of range"
+            )));
         }
         let resp = self
-            .call("lease grant", Retry::Always, |mut c, _| async move { c.lease_grant(ttl_secs, None).await })
+            .call("lease grant", Retry::Always, |mut c, _| async move {
+                c.lease_grant(ttl_secs, None).await
+            })
             .await?;
         if !resp.error().is_empty() {
-            return Err(MetaError::Unavailable(format!("lease grant: {}", resp.error())));
+            return Err(MetaError::Unavailable(format!(
+                "lease grant: {}",
+                resp.error()
+            )));
         }
         Ok(resp.id())
     }
@@ -476,8 +560,12 @@ impl MetaStore for EtcdStore {
             keeper.keep_alive().await?;
             match responses.message().await? {
                 Some(resp) if resp.ttl() > 0 => Ok(resp.ttl()),
-                Some(_) => Err(etcd_client::Error::LeaseKeepAliveError("lease not found".into())),
-                None => Err(etcd_client::Error::LeaseKeepAliveError("keep-alive stream closed".into())),
+                Some(_) => Err(etcd_client::Error::LeaseKeepAliveError(
+                    "lease not found".into(),
+                )),
+                None => Err(etcd_client::Error::LeaseKeepAliveError(
+                    "keep-alive stream closed".into(),
+                )),
             }
         })
         .await
@@ -488,7 +576,9 @@ impl MetaStore for EtcdStore {
         self.call("lease revoke", Retry::Always, |mut c, attempt| async move {
             match c.lease_revoke(lease).await {
                 // An earlier attempt may have revoked it already.
-                Err(etcd_client::Error::GRpcStatus(s)) if attempt > 0 && s.message().contains("lease not found") => {
+                Err(etcd_client::Error::GRpcStatus(s))
+                    if attempt > 0 && s.message().contains("lease not found") =>
+                {
                     Ok(())
                 }
                 other => other.map(|_| ()),
@@ -498,23 +588,36 @@ impl MetaStore for EtcdStore {
         .map_err(lease_not_found_as(lease))
     }
 
-    async fn watch_prefix(&self, prefix: &str, start_revision: Revision) -> MetaResult<WatchStream> {
+    async fn watch_prefix(
+        &self,
+        prefix: &str,
+        start_revision: Revision,
+    ) -> MetaResult<WatchStream> {
         let max = self.options.max_response_bytes;
         let (stream, created) = self
             .call("watch", Retry::Always, |c, _| {
                 let prefix = prefix.to_string();
                 async move {
-                    let mut options =
-                        if prefix.is_empty() { WatchOptions::new().with_all_keys() } else { WatchOptions::new().with_prefix() };
+                    let mut options = if prefix.is_empty() {
+                        WatchOptions::new().with_all_keys()
+                    } else {
+                        WatchOptions::new().with_prefix()
+                    };
                     if start_revision > 0 {
                         options = options.with_start_revision(start_revision);
                     }
-                    let mut stream = c.watch_client().max_decoding_message_size(max).watch(prefix, Some(options)).await?;
+                    let mut stream = c
+                        .watch_client()
+                        .max_decoding_message_size(max)
+                        .watch(prefix, Some(options))
+                        .await?;
                     // Wait for etcd to confirm the watch, so that a dead
                     // endpoint fails here (and fails over) rather than later.
                     match stream.message().await? {
                         Some(created) => Ok((stream, created)),
-                        None => Err(etcd_client::Error::WatchError("watch stream closed before it was created".into())),
+                        None => Err(etcd_client::Error::WatchError(
+                            "watch stream closed before it was created".into(),
+                        )),
                     }
                 }
             })
@@ -530,8 +633,18 @@ impl MetaStore for EtcdStore {
                     Some(resp) => resp,
                     None => match stream.message().await {
                         Ok(Some(resp)) => resp,
-                        Ok(None) => return Some((Err(MetaError::Unavailable("etcd watch stream closed".into())), None)),
-                        Err(e) => return Some((Err(MetaError::Unavailable(format!("etcd watch failed: {e}"))), None)),
+                        Ok(None) => {
+                            return Some((
+                                Err(MetaError::Unavailable("etcd watch stream closed".into())),
+                                None,
+                            ))
+                        }
+                        Err(e) => {
+                            return Some((
+                                Err(MetaError::Unavailable(format!("etcd watch failed: {e}"))),
+                                None,
+                            ))
+                        }
                     },
                 };
                 if resp.canceled() {
@@ -552,9 +665,15 @@ impl MetaStore for EtcdStore {
 
 fn watch_cancel_error(resp: &etcd_client::WatchResponse, requested: Revision) -> MetaError {
     if resp.compact_revision() > 0 {
-        MetaError::Compacted { requested, oldest: resp.compact_revision() }
+        MetaError::Compacted {
+            requested,
+            oldest: resp.compact_revision(),
+        }
     } else {
-        MetaError::Unavailable(format!("etcd cancelled the watch: {}", resp.cancel_reason()))
+        MetaError::Unavailable(format!(
+            "etcd cancelled the watch: {}",
+            resp.cancel_reason()
+        ))
     }
 }
 

@@ -129,11 +129,19 @@ pub struct Compare {
 impl Compare {
     /// `key`'s mod revision equals `rev` (0 = key absent).
     pub fn mod_revision(key: impl Into<String>, op: CmpOp, rev: Revision) -> Self {
-        Self { key: key.into(), op, target: CmpTarget::ModRevision(rev) }
+        Self {
+            key: key.into(),
+            op,
+            target: CmpTarget::ModRevision(rev),
+        }
     }
     /// Compare `key`'s create revision.
     pub fn create_revision(key: impl Into<String>, op: CmpOp, rev: Revision) -> Self {
-        Self { key: key.into(), op, target: CmpTarget::CreateRevision(rev) }
+        Self {
+            key: key.into(),
+            op,
+            target: CmpTarget::CreateRevision(rev),
+        }
     }
     /// `key` does not exist.
     pub fn absent(key: impl Into<String>) -> Self {
@@ -141,11 +149,19 @@ impl Compare {
     }
     /// Compare `key`'s version.
     pub fn version(key: impl Into<String>, op: CmpOp, version: i64) -> Self {
-        Self { key: key.into(), op, target: CmpTarget::Version(version) }
+        Self {
+            key: key.into(),
+            op,
+            target: CmpTarget::Version(version),
+        }
     }
     /// Compare `key`'s value.
     pub fn value(key: impl Into<String>, op: CmpOp, value: impl Into<Bytes>) -> Self {
-        Self { key: key.into(), op, target: CmpTarget::Value(value.into()) }
+        Self {
+            key: key.into(),
+            op,
+            target: CmpTarget::Value(value.into()),
+        }
     }
 }
 
@@ -186,11 +202,19 @@ pub enum TxnOp {
 impl TxnOp {
     /// A put without a lease.
     pub fn put(key: impl Into<String>, value: impl Into<Bytes>) -> Self {
-        TxnOp::Put { key: key.into(), value: value.into(), lease: None }
+        TxnOp::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: None,
+        }
     }
     /// A put attached to `lease`.
     pub fn put_with_lease(key: impl Into<String>, value: impl Into<Bytes>, lease: LeaseId) -> Self {
-        TxnOp::Put { key: key.into(), value: value.into(), lease: Some(lease) }
+        TxnOp::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: Some(lease),
+        }
     }
     /// A single-key delete.
     pub fn delete(key: impl Into<String>) -> Self {
@@ -198,7 +222,9 @@ impl TxnOp {
     }
     /// A prefix delete.
     pub fn delete_prefix(prefix: impl Into<String>) -> Self {
-        TxnOp::DeletePrefix { prefix: prefix.into() }
+        TxnOp::DeletePrefix {
+            prefix: prefix.into(),
+        }
     }
     /// A single-key read.
     pub fn get(key: impl Into<String>) -> Self {
@@ -206,7 +232,9 @@ impl TxnOp {
     }
     /// A prefix read.
     pub fn get_prefix(prefix: impl Into<String>) -> Self {
-        TxnOp::GetPrefix { prefix: prefix.into() }
+        TxnOp::GetPrefix {
+            prefix: prefix.into(),
+        }
     }
 }
 
@@ -245,7 +273,9 @@ impl Txn {
     /// Number of operations etcd counts against its `--max-txn-ops` limit
     /// (the larger branch plus the compares).
     pub fn op_count(&self) -> usize {
-        self.compares.len().max(self.success.len().max(self.failure.len()))
+        self.compares
+            .len()
+            .max(self.success.len().max(self.failure.len()))
     }
 }
 
@@ -328,5 +358,6 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn lease_revoke(&self, lease: LeaseId) -> MetaResult<()>;
     /// Watch every key starting with `prefix` for changes at revisions
     /// `>= start_revision` (use a range's revision + 1 to continue from it).
-    async fn watch_prefix(&self, prefix: &str, start_revision: Revision) -> MetaResult<WatchStream>;
+    async fn watch_prefix(&self, prefix: &str, start_revision: Revision)
+        -> MetaResult<WatchStream>;
 }

@@ -25,7 +25,8 @@ pub struct EtcdProcess {
 impl EtcdProcess {
     /// Start etcd and wait (bounded) until it answers `/health`.
     pub fn start() -> io::Result<Self> {
-        let binary = std::env::var_os("SLUICE_ETCD_BIN").map_or_else(|| PathBuf::from("etcd"), PathBuf::from);
+        let binary = std::env::var_os("SLUICE_ETCD_BIN")
+            .map_or_else(|| PathBuf::from("etcd"), PathBuf::from);
         Self::start_binary(binary)
     }
 
@@ -48,7 +49,10 @@ impl EtcdProcess {
         let binary = which(binary).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
-                format!("etcd binary {} not found (install etcd-server or set SLUICE_ETCD_BIN)", binary.display()),
+                format!(
+                    "etcd binary {} not found (install etcd-server or set SLUICE_ETCD_BIN)",
+                    binary.display()
+                ),
             )
         })?;
         let data_dir = tempfile::Builder::new().prefix("sluice-etcd-").tempdir()?;
@@ -65,7 +69,7 @@ impl EtcdProcess {
         // never dropped) leaves no etcd behind. The shell exits with etcd.
         let child = Command::new("sh")
             .arg("-c")
-            .arg(r#""$@" & pid=$!; (cat >/dev/null; kill -9 "$pid" 2>/dev/null) & wait "$pid""#)
+            .arg(r#"exec 3<&0; "$@" </dev/null & pid=$!; (cat <&3 >/dev/null; kill -9 "$pid" 2>/dev/null) & wait "$pid""#)
             .arg("sh")
             .arg(&binary)
             .arg("--name=default")
@@ -86,11 +90,18 @@ impl EtcdProcess {
             .stderr(log)
             .spawn()?;
 
-        let mut etcd = EtcdProcess { child, endpoint: client_url, data_dir };
+        let mut etcd = EtcdProcess {
+            child,
+            endpoint: client_url,
+            data_dir,
+        };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = etcd.child.try_wait()? {
-                return Err(io::Error::other(format!("etcd exited with {status}: {}", etcd.log_tail())));
+                return Err(io::Error::other(format!(
+                    "etcd exited with {status}: {}",
+                    etcd.log_tail()
+                )));
             }
             if healthy(client) {
                 return Ok(etcd);
@@ -98,7 +109,10 @@ impl EtcdProcess {
             if Instant::now() >= deadline {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("etcd not healthy after {START_TIMEOUT:?}: {}", etcd.log_tail()),
+                    format!(
+                        "etcd not healthy after {START_TIMEOUT:?}: {}",
+                        etcd.log_tail()
+                    ),
                 ));
             }
             std::thread::sleep(Duration::from_millis(25));
@@ -111,7 +125,8 @@ impl EtcdProcess {
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.data_dir.path().join("etcd.log")).unwrap_or_default();
+        let log =
+            std::fs::read_to_string(self.data_dir.path().join("etcd.log")).unwrap_or_default();
         let start = log.len().saturating_sub(2000);
         log.get(start..).unwrap_or_default().to_string()
     }
@@ -133,7 +148,9 @@ fn which(binary: &Path) -> Option<PathBuf> {
     if binary.components().count() > 1 {
         return binary.is_file().then(|| binary.to_path_buf());
     }
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(binary)).find(|p| p.is_file())
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(binary))
+        .find(|p| p.is_file())
 }
 
 /// etcd's `/health` over plain HTTP on the client port.
@@ -142,7 +159,8 @@ fn healthy(addr: SocketAddr) -> bool {
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
         stream.set_read_timeout(Some(Duration::from_millis(500)))?;
         stream.set_write_timeout(Some(Duration::from_millis(500)))?;
-        stream.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
         let mut response = Vec::new();
         stream.take(64 * 1024).read_to_end(&mut response)?;
         let text = String::from_utf8_lossy(&response);

@@ -16,7 +16,8 @@ use sluice_metadata::embedded::{EmbeddedOptions, EmbeddedStore};
 use sluice_metadata::etcd::{EtcdOptions, EtcdStore};
 use sluice_metadata::testing::EtcdProcess;
 use sluice_metadata::{
-    KeyValue, LeaseId, MetaError, MetaResult, MetaStore, RangeResponse, Revision, Txn, TxnResponse, WatchStream,
+    KeyValue, LeaseId, MetaError, MetaResult, MetaStore, RangeResponse, Revision, Txn, TxnResponse,
+    WatchStream,
 };
 
 /// An embedded store together with the temporary directory it lives in.
@@ -51,7 +52,11 @@ impl MetaStore for EmbeddedInDir {
     async fn lease_revoke(&self, lease: LeaseId) -> MetaResult<()> {
         self.store.lease_revoke(lease).await
     }
-    async fn watch_prefix(&self, prefix: &str, start_revision: Revision) -> MetaResult<WatchStream> {
+    async fn watch_prefix(
+        &self,
+        prefix: &str,
+        start_revision: Revision,
+    ) -> MetaResult<WatchStream> {
         self.store.watch_prefix(prefix, start_revision).await
     }
 }
@@ -74,8 +79,14 @@ fn shared_etcd() -> &'static str {
 }
 
 async fn etcd_store() -> Arc<dyn MetaStore> {
-    let endpoint = tokio::task::spawn_blocking(shared_etcd).await.expect("start etcd");
-    Arc::new(EtcdStore::connect(vec![endpoint.to_string()], EtcdOptions::default()).await.expect("connect to etcd"))
+    let endpoint = tokio::task::spawn_blocking(shared_etcd)
+        .await
+        .expect("start etcd");
+    Arc::new(
+        EtcdStore::connect(vec![endpoint.to_string()], EtcdOptions::default())
+            .await
+            .expect("connect to etcd"),
+    )
 }
 
 mod embedded {
@@ -96,12 +107,28 @@ fn dead_endpoint() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_fails_over_from_a_dead_endpoint() {
-    let live = tokio::task::spawn_blocking(shared_etcd).await.expect("start etcd").to_string();
-    let store = EtcdStore::connect(vec![dead_endpoint(), live], EtcdOptions::default()).await.expect("connect");
+    let live = tokio::task::spawn_blocking(shared_etcd)
+        .await
+        .expect("start etcd")
+        .to_string();
+    let store = EtcdStore::connect(vec![dead_endpoint(), live], EtcdOptions::default())
+        .await
+        .expect("connect");
     let p = unique_prefix("failover");
     // Writes too: a refused connection proves the request was never sent.
-    let r = store.put(&format!("{p}k"), Bytes::from_static(b"v"), None).await.expect("put");
-    assert_eq!(store.get(&format!("{p}k")).await.expect("get").expect("key").mod_revision, r);
+    let r = store
+        .put(&format!("{p}k"), Bytes::from_static(b"v"), None)
+        .await
+        .expect("put");
+    assert_eq!(
+        store
+            .get(&format!("{p}k"))
+            .await
+            .expect("get")
+            .expect("key")
+            .mod_revision,
+        r
+    );
     let lease = store.lease_grant(30).await.expect("grant");
     store.lease_keep_alive(lease).await.expect("keep alive");
     let mut watch = store.watch_prefix(&p, r).await.expect("watch");
@@ -111,52 +138,180 @@ async fn etcd_fails_over_from_a_dead_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_fails_over_when_an_endpoint_dies() {
-    let live = tokio::task::spawn_blocking(shared_etcd).await.expect("start etcd").to_string();
-    let doomed = tokio::task::spawn_blocking(EtcdProcess::start).await.expect("join").expect("start second etcd");
-    let store =
-        EtcdStore::connect(vec![doomed.endpoint().to_string(), live], EtcdOptions::default()).await.expect("connect");
+    let live = tokio::task::spawn_blocking(shared_etcd)
+        .await
+        .expect("start etcd")
+        .to_string();
+    let doomed = tokio::task::spawn_blocking(EtcdProcess::start)
+        .await
+        .expect("join")
+        .expect("start second etcd");
+    let store = EtcdStore::connect(
+        vec![doomed.endpoint().to_string(), live],
+        EtcdOptions::default(),
+    )
+    .await
+    .expect("connect");
     let p = unique_prefix("failover_dies");
-    store.put(&format!("{p}first"), Bytes::from_static(b"1"), None).await.expect("put on the first endpoint");
+    store
+        .put(&format!("{p}first"), Bytes::from_static(b"1"), None)
+        .await
+        .expect("put on the first endpoint");
+    let mut watch = store
+        .watch_prefix(&p, 0)
+        .await
+        .expect("watch on the first endpoint");
     drop(doomed);
+
+    // A watch on the dead endpoint ends with an error, never silently.
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        futures::StreamExt::next(&mut watch),
+    )
+    .await
+    {
+        Ok(Some(Err(MetaError::Unavailable(_)))) => {}
+        other => panic!(
+            "expected the watch to fail, got {:?}",
+            other.map(|o| o.map(|r| r.map_err(|e| e.to_string())))
+        ),
+    }
+    // Reads fail over whatever the failure was. (A write racing with the
+    // connection's death could be ambiguous and is then not retried; once
+    // the connection is known dead, a refused reconnect is retried.)
     let started = Instant::now();
-    store.put(&format!("{p}second"), Bytes::from_static(b"2"), None).await.expect("put after failover");
-    assert!(started.elapsed() < Duration::from_secs(5), "failover is quick: {:?}", started.elapsed());
-    let kv = store.get(&format!("{p}second")).await.expect("get").expect("key");
+    assert_eq!(
+        store
+            .get(&format!("{p}first"))
+            .await
+            .expect("get after failover"),
+        None,
+        "the other etcd"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "failover is quick: {:?}",
+        started.elapsed()
+    );
+    store
+        .put(&format!("{p}second"), Bytes::from_static(b"2"), None)
+        .await
+        .expect("put after failover");
+    let kv = store
+        .get(&format!("{p}second"))
+        .await
+        .expect("get")
+        .expect("key");
     assert_eq!(kv.value.as_ref(), b"2");
-    // The first key lived in the etcd that is gone.
-    assert_eq!(store.get(&format!("{p}first")).await.expect("get"), None);
+}
+
+/// A server that accepts connections and never answers.
+fn black_hole() -> (String, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let handle = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        // Bounded: a handful of connections is all a test makes.
+        for conn in listener.incoming().take(8) {
+            match conn {
+                Ok(conn) => held.push(conn),
+                Err(_) => break,
+            }
+        }
+    });
+    (format!("http://{addr}"), handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_ambiguous_write_is_surfaced_not_retried() {
+    let live = tokio::task::spawn_blocking(shared_etcd)
+        .await
+        .expect("start etcd")
+        .to_string();
+    let (silent, _server) = black_hole();
+    let options = EtcdOptions {
+        call_timeout: Duration::from_millis(500),
+        ..EtcdOptions::default()
+    };
+    let store = EtcdStore::connect_lazy(vec![silent, live], options).expect("connect");
+    let key = format!("{}k", unique_prefix("ambiguous"));
+
+    // The write reached a server that never answered: it may have been
+    // applied, so it is reported, not repeated elsewhere.
+    match store.put(&key, Bytes::from_static(b"v"), None).await {
+        Err(MetaError::Unavailable(message)) => {
+            assert!(message.contains("may or may not"), "{message}")
+        }
+        other => panic!("expected an ambiguous failure, got {other:?}"),
+    }
+    // A read is retried on the next endpoint, which then serves the writes.
+    assert_eq!(store.get(&key).await.expect("read fails over"), None);
+    store
+        .put(&key, Bytes::from_static(b"v"), None)
+        .await
+        .expect("write on the live endpoint");
 }
 
 #[tokio::test]
 async fn etcd_without_any_live_endpoint_is_unavailable() {
-    let options = EtcdOptions { retry_budget: Duration::from_secs(2), ..EtcdOptions::default() };
+    let options = EtcdOptions {
+        retry_budget: Duration::from_secs(2),
+        ..EtcdOptions::default()
+    };
     let started = Instant::now();
     match EtcdStore::connect(vec![dead_endpoint(), dead_endpoint()], options).await {
         Err(MetaError::Unavailable(message)) => assert!(message.contains("attempts"), "{message}"),
         other => panic!("expected unavailable, got {other:?}"),
     }
-    assert!(started.elapsed() < Duration::from_secs(4), "bounded: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "bounded: {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn etcd_watch_from_a_compacted_revision_fails() {
     // A private etcd: compaction would disturb other tests' replays.
-    let etcd = tokio::task::spawn_blocking(EtcdProcess::start).await.expect("join").expect("start etcd");
-    let store = EtcdStore::connect(vec![etcd.endpoint().to_string()], EtcdOptions::default()).await.expect("connect");
-    let first = store.put("/compact/a", Bytes::from_static(b"1"), None).await.expect("put");
-    let last = store.put("/compact/a", Bytes::from_static(b"2"), None).await.expect("put");
+    let etcd = tokio::task::spawn_blocking(EtcdProcess::start)
+        .await
+        .expect("join")
+        .expect("start etcd");
+    let store = EtcdStore::connect(vec![etcd.endpoint().to_string()], EtcdOptions::default())
+        .await
+        .expect("connect");
+    let first = store
+        .put("/compact/a", Bytes::from_static(b"1"), None)
+        .await
+        .expect("put");
+    let last = store
+        .put("/compact/a", Bytes::from_static(b"2"), None)
+        .await
+        .expect("put");
     store.compact(last).await.expect("compact");
     assert_watch_compacted(&store, "/compact/", first).await;
-    let mut watch = store.watch_prefix("/compact/", last).await.expect("watch at the compaction revision");
+    let mut watch = store
+        .watch_prefix("/compact/", last)
+        .await
+        .expect("watch at the compaction revision");
     assert_eq!(next_events(&mut watch, 1).await.len(), 1);
 }
 
 #[tokio::test]
 async fn embedded_watch_from_a_compacted_revision_fails() {
-    let store = EmbeddedStore::in_memory_with(EmbeddedOptions { history_max_events: 3, ..EmbeddedOptions::default() });
-    let first = store.put("/compact/a", Bytes::from_static(b"1"), None).await.expect("put");
+    let store = EmbeddedStore::in_memory_with(EmbeddedOptions {
+        history_max_events: 3,
+        ..EmbeddedOptions::default()
+    });
+    let first = store
+        .put("/compact/a", Bytes::from_static(b"1"), None)
+        .await
+        .expect("put");
     for i in 0..5 {
-        store.put("/compact/a", Bytes::from(format!("{i}")), None).await.expect("put");
+        store
+            .put("/compact/a", Bytes::from(format!("{i}")), None)
+            .await
+            .expect("put");
     }
     assert_watch_compacted(&store, "/compact/", first).await;
 }
@@ -174,8 +329,14 @@ async fn embedded_write_drop_reopen() {
     let (revision, lease) = {
         let store = EmbeddedStore::open(dir.path()).expect("open");
         let lease = store.lease_grant(120).await.expect("grant");
-        store.put(&format!("{p}a"), Bytes::from_static(b"1"), None).await.expect("put");
-        store.put(&format!("{p}b"), Bytes::from_static(b"2"), Some(lease)).await.expect("put");
+        store
+            .put(&format!("{p}a"), Bytes::from_static(b"1"), None)
+            .await
+            .expect("put");
+        store
+            .put(&format!("{p}b"), Bytes::from_static(b"2"), Some(lease))
+            .await
+            .expect("put");
         store.delete(&format!("{p}a")).await.expect("delete");
         (store.revision(), lease)
     };
@@ -184,9 +345,18 @@ async fn embedded_write_drop_reopen() {
     let range = store.range(&p).await.expect("range");
     assert_eq!(range.revision, revision);
     assert_eq!(range.kvs.len(), 1);
-    assert_eq!((range.kvs[0].value.as_ref(), range.kvs[0].lease), (&b"2"[..], lease));
+    assert_eq!(
+        (range.kvs[0].value.as_ref(), range.kvs[0].lease),
+        (&b"2"[..], lease)
+    );
     // Writes continue from the restored revision.
-    assert_eq!(store.put(&format!("{p}c"), Bytes::new(), None).await.expect("put"), revision + 1);
+    assert_eq!(
+        store
+            .put(&format!("{p}c"), Bytes::new(), None)
+            .await
+            .expect("put"),
+        revision + 1
+    );
 }
 
 const KILL9_CHILD_DIR: &str = "SLUICE_TEST_KILL9_CHILD_DIR";
@@ -195,16 +365,22 @@ const KILL9_ACKS: usize = 40;
 /// The child half of `embedded_survives_kill_9`: writes until killed,
 /// printing each acknowledged write.
 fn kill9_child(dir: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         let store = EmbeddedStore::open(dir).expect("open");
         let lease = store.lease_grant(600).await.expect("grant");
-        println!("lease {lease}");
+        println!("KILL9 lease {lease}");
         for i in 0..100_000 {
             let key = format!("/kill9/{i:06}");
             let on_lease = (i % 2 == 0).then_some(lease);
-            let revision = store.put(&key, Bytes::from(format!("value {i}")), on_lease).await.expect("put");
-            println!("acked {i} {revision}");
+            let revision = store
+                .put(&key, Bytes::from(format!("value {i}")), on_lease)
+                .await
+                .expect("put");
+            println!("KILL9 acked {i} {revision}");
         }
     });
 }
@@ -216,7 +392,12 @@ fn embedded_survives_kill_9() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["embedded_survives_kill_9", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "embedded_survives_kill_9",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(KILL9_CHILD_DIR, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -225,10 +406,22 @@ fn embedded_survives_kill_9() {
     let stdout = child.stdout.take().expect("stdout");
     let mut acked: Vec<(usize, i64)> = Vec::new();
     let mut lease = None;
+    // Lines arrive through a thread so that a silent child cannot hang the test.
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(30);
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("read child output");
-        let mut words = line.split_whitespace();
+    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        // libtest may print its own text before ours on the same line.
+        let Some(start) = line.find("KILL9 ") else {
+            continue;
+        };
+        let mut words = line[start + "KILL9 ".len()..].split_whitespace();
         match (words.next(), words.next(), words.next()) {
             (Some("lease"), Some(id), None) => lease = id.parse::<i64>().ok(),
             (Some("acked"), Some(i), Some(rev)) => {
@@ -236,28 +429,46 @@ fn embedded_survives_kill_9() {
             }
             _ => {}
         }
-        if acked.len() >= KILL9_ACKS || Instant::now() > deadline {
+        if acked.len() >= KILL9_ACKS {
             break;
         }
     }
     child.kill().expect("kill -9");
     child.wait().expect("reap child");
-    assert!(acked.len() >= KILL9_ACKS, "child acknowledged only {} writes", acked.len());
+    assert!(
+        acked.len() >= KILL9_ACKS,
+        "child acknowledged only {} writes",
+        acked.len()
+    );
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         let store = EmbeddedStore::open(dir.path()).expect("reopen after kill -9");
         let lease = lease.expect("child granted a lease");
         let (last_index, last_revision) = *acked.last().expect("acks");
-        assert!(store.revision() >= last_revision, "{} < {last_revision}", store.revision());
+        assert!(
+            store.revision() >= last_revision,
+            "{} < {last_revision}",
+            store.revision()
+        );
         for (i, revision) in &acked {
-            let kv = store.get(&format!("/kill9/{i:06}")).await.expect("get").expect("acknowledged key survived");
+            let kv = store
+                .get(&format!("/kill9/{i:06}"))
+                .await
+                .expect("get")
+                .expect("acknowledged key survived");
             assert_eq!(kv.value, Bytes::from(format!("value {i}")));
             assert_eq!(kv.mod_revision, *revision);
             assert_eq!(kv.lease, if i % 2 == 0 { lease } else { 0 });
         }
         // The lease came back (with its full TTL) and still owns its keys.
-        assert_eq!(store.lease_keep_alive(lease).await.expect("lease restored"), 600);
+        assert_eq!(
+            store.lease_keep_alive(lease).await.expect("lease restored"),
+            600
+        );
         store.lease_revoke(lease).await.expect("revoke");
         let left = store.range("/kill9/").await.expect("range").kvs;
         assert!(left.iter().all(|kv| kv.lease == 0));

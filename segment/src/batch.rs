@@ -136,7 +136,10 @@ fn frames(bytes: &[u8], check_crc: bool) -> Result<Vec<Frame>, BatchError> {
         let batch = &bytes[at..];
         let declared = read_i32(batch, 8);
         if declared < (BATCH_HEADER_BYTES - LENGTH_FIELD_END) as i32 {
-            return Err(BatchError::Invalid { at, reason: "batch length too small" });
+            return Err(BatchError::Invalid {
+                at,
+                reason: "batch length too small",
+            });
         }
         let len = LENGTH_FIELD_END + declared as usize;
         if len > batch.len() {
@@ -152,7 +155,10 @@ fn frames(bytes: &[u8], check_crc: bool) -> Result<Vec<Frame>, BatchError> {
         let last_offset_delta = read_i32(batch, LAST_OFFSET_DELTA_AT);
         let record_count = read_i32(batch, RECORD_COUNT_AT);
         if last_offset_delta < 0 || record_count < 0 {
-            return Err(BatchError::Invalid { at, reason: "negative record count" });
+            return Err(BatchError::Invalid {
+                at,
+                reason: "negative record count",
+            });
         }
         frames.push(Frame {
             start: at,
@@ -213,7 +219,10 @@ pub fn encode(records: &[NewRecord]) -> Result<Bytes, BatchError> {
         })
         .collect();
     let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
     RecordBatchEncoder::encode(&mut buf, records.iter(), &options)
         .map_err(|e| BatchError::Codec(e.to_string()))?;
     Ok(buf.freeze())
@@ -236,7 +245,8 @@ pub fn patch_base_offsets(bytes: &mut [u8], base: i64) -> Result<i64, BatchError
 /// decompressing as needed and checking each CRC.
 pub fn decode(bytes: Bytes) -> Result<Vec<StoredRecord>, BatchError> {
     let mut buf = bytes;
-    let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| BatchError::Codec(e.to_string()))?;
+    let sets =
+        RecordBatchDecoder::decode_all(&mut buf).map_err(|e| BatchError::Codec(e.to_string()))?;
     let mut out = Vec::new();
     for set in sets {
         for record in set.records {
@@ -248,7 +258,11 @@ pub fn decode(bytes: Bytes) -> Result<Vec<StoredRecord>, BatchError> {
                 timestamp_ms: record.timestamp,
                 key: record.key,
                 value: record.value,
-                headers: record.headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                headers: record
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
             });
         }
     }
@@ -263,8 +277,15 @@ mod tests {
     fn record(i: i64) -> NewRecord {
         NewRecord {
             key: Some(Bytes::from(format!("k{i}"))),
-            value: if i % 3 == 0 { None } else { Some(Bytes::from(vec![i as u8; i as usize])) },
-            headers: vec![("h".to_string(), Some(Bytes::from_static(b"v"))), ("n".to_string(), None)],
+            value: if i % 3 == 0 {
+                None
+            } else {
+                Some(Bytes::from(vec![i as u8; i as usize]))
+            },
+            headers: vec![
+                ("h".to_string(), Some(Bytes::from_static(b"v"))),
+                ("n".to_string(), None),
+            ],
             timestamp_ms: 1_700_000_000_000 + i,
         }
     }
@@ -274,7 +295,14 @@ mod tests {
         let records: Vec<_> = (0..10).map(record).collect();
         let bytes = encode(&records).unwrap();
         let summary = validate(&bytes).unwrap();
-        assert_eq!(summary, BatchSummary { batch_count: 1, offset_count: 10, max_timestamp: 1_700_000_000_009 });
+        assert_eq!(
+            summary,
+            BatchSummary {
+                batch_count: 1,
+                offset_count: 10,
+                max_timestamp: 1_700_000_000_009
+            }
+        );
         // no producer id, no sequence
         assert_eq!(read_i64(&bytes, 43), -1);
         assert_eq!(read_i32(&bytes, 53), -1);
@@ -309,11 +337,20 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
         assert!(matches!(validate(&flipped), Err(BatchError::Crc { at: 0 })));
-        assert!(matches!(validate(&bytes[..bytes.len() - 1]), Err(BatchError::Truncated { at: 0 })));
-        assert!(matches!(validate(&bytes[..10]), Err(BatchError::Truncated { at: 0 })));
+        assert!(matches!(
+            validate(&bytes[..bytes.len() - 1]),
+            Err(BatchError::Truncated { at: 0 })
+        ));
+        assert!(matches!(
+            validate(&bytes[..10]),
+            Err(BatchError::Truncated { at: 0 })
+        ));
         let mut magic = bytes.to_vec();
         magic[MAGIC_AT] = 1;
-        assert!(matches!(validate(&magic), Err(BatchError::Magic { magic: 1, at: 0 })));
+        assert!(matches!(
+            validate(&magic),
+            Err(BatchError::Magic { magic: 1, at: 0 })
+        ));
         assert_eq!(validate(&[]), Err(BatchError::Empty));
     }
 }

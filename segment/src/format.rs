@@ -132,7 +132,13 @@ impl SegmentBuilder {
 
     /// Append already-validated batches (`summary` from [`batch::validate`])
     /// to the chunk of (topic, partition).
-    pub fn add(&mut self, topic_id: &str, partition: i32, batches: Bytes, summary: BatchSummary) -> BatchSlot {
+    pub fn add(
+        &mut self,
+        topic_id: &str,
+        partition: i32,
+        batches: Bytes,
+        summary: BatchSummary,
+    ) -> BatchSlot {
         let key = (topic_id.to_string(), partition);
         let index = match self.by_partition.get(&key) {
             Some(&index) => index,
@@ -140,7 +146,10 @@ impl SegmentBuilder {
                 self.chunks.push(PendingChunk {
                     topic_id: topic_id.to_string(),
                     partition,
-                    summary: BatchSummary { max_timestamp: -1, ..BatchSummary::default() },
+                    summary: BatchSummary {
+                        max_timestamp: -1,
+                        ..BatchSummary::default()
+                    },
                     ..PendingChunk::default()
                 });
                 self.by_partition.insert(key, self.chunks.len() - 1);
@@ -148,7 +157,10 @@ impl SegmentBuilder {
             }
         };
         let chunk = &mut self.chunks[index];
-        let slot = BatchSlot { chunk: index, offset_delta: chunk.summary.offset_count };
+        let slot = BatchSlot {
+            chunk: index,
+            offset_delta: chunk.summary.offset_count,
+        };
         chunk.bytes += batches.len();
         chunk.summary.batch_count += summary.batch_count;
         chunk.summary.offset_count += summary.offset_count;
@@ -160,7 +172,9 @@ impl SegmentBuilder {
 
     /// Encode the object; returns its bytes and its footer.
     pub fn finish(self) -> (Bytes, SegmentFooter) {
-        let mut out = BytesMut::with_capacity(HEADER_BYTES + self.body_bytes + TRAILER_BYTES + 64 * self.chunks.len());
+        let mut out = BytesMut::with_capacity(
+            HEADER_BYTES + self.body_bytes + TRAILER_BYTES + 64 * self.chunks.len(),
+        );
         out.put_slice(HEADER_MAGIC);
         out.put_u16(FORMAT_VERSION);
         out.put_u16(0);
@@ -230,7 +244,8 @@ impl SegmentFooter {
             if bytes.remaining() < id_len + 36 {
                 return Err(SegmentError::Truncated("footer entry"));
             }
-            let topic_id = String::from_utf8(bytes[..id_len].to_vec()).map_err(|_| SegmentError::Invalid("topic id not utf-8"))?;
+            let topic_id = String::from_utf8(bytes[..id_len].to_vec())
+                .map_err(|_| SegmentError::Invalid("topic id not utf-8"))?;
             bytes.advance(id_len);
             let chunk = ChunkMeta {
                 topic_id,
@@ -296,11 +311,19 @@ pub fn verify_chunk(chunk: &ChunkMeta, bytes: &[u8]) -> Result<(), SegmentError>
 }
 
 /// Check bytes read by range against the crc32c recorded for them.
-pub fn verify_range(topic_id: &str, partition: i32, crc: u32, bytes: &[u8]) -> Result<(), SegmentError> {
+pub fn verify_range(
+    topic_id: &str,
+    partition: i32,
+    crc: u32,
+    bytes: &[u8],
+) -> Result<(), SegmentError> {
     if crc32c::crc32c(bytes) == crc {
         Ok(())
     } else {
-        Err(SegmentError::ChunkCrc { topic_id: topic_id.to_string(), partition })
+        Err(SegmentError::ChunkCrc {
+            topic_id: topic_id.to_string(),
+            partition,
+        })
     }
 }
 
@@ -337,13 +360,31 @@ mod tests {
     #[test]
     fn batches_are_grouped_by_partition_with_offset_deltas() {
         let (object, footer, slots) = sample();
-        assert_eq!(slots, vec![
-            BatchSlot { chunk: 0, offset_delta: 0 },
-            BatchSlot { chunk: 1, offset_delta: 0 },
-            BatchSlot { chunk: 0, offset_delta: 2 },
-        ]);
+        assert_eq!(
+            slots,
+            vec![
+                BatchSlot {
+                    chunk: 0,
+                    offset_delta: 0
+                },
+                BatchSlot {
+                    chunk: 1,
+                    offset_delta: 0
+                },
+                BatchSlot {
+                    chunk: 0,
+                    offset_delta: 2
+                },
+            ]
+        );
         assert_eq!(footer.chunks.len(), 2);
-        assert_eq!((footer.chunks[0].topic_id.as_str(), footer.chunks[0].partition), ("t1", 0));
+        assert_eq!(
+            (
+                footer.chunks[0].topic_id.as_str(),
+                footer.chunks[0].partition
+            ),
+            ("t1", 0)
+        );
         assert_eq!(footer.chunks[0].offset_count, 5);
         assert_eq!(footer.chunks[0].batch_count, 2);
         assert_eq!(footer.chunks[1].offset_count, 1);
@@ -392,12 +433,21 @@ mod tests {
             assert!(decode_segment(&bad).is_err(), "flip at {i} went unnoticed");
         }
         for len in 0..object.len() {
-            assert!(decode_segment(&object[..len]).is_err(), "truncation to {len} went unnoticed");
+            assert!(
+                decode_segment(&object[..len]).is_err(),
+                "truncation to {len} went unnoticed"
+            );
         }
         let c = &footer.chunks[1];
         let mut chunk = object[c.start as usize..(c.start + u64::from(c.len)) as usize].to_vec();
         chunk[0] ^= 1;
-        assert!(matches!(verify_chunk(c, &chunk), Err(SegmentError::ChunkCrc { .. })));
-        assert_eq!(decode_segment(b"garbage garbage garbage garbage!"), Err(SegmentError::Magic));
+        assert!(matches!(
+            verify_chunk(c, &chunk),
+            Err(SegmentError::ChunkCrc { .. })
+        ));
+        assert_eq!(
+            decode_segment(b"garbage garbage garbage garbage!"),
+            Err(SegmentError::Magic)
+        );
     }
 }

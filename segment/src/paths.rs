@@ -40,7 +40,10 @@ mod tests {
     fn path_round_trips_through_text() {
         let id = SegmentId::generate();
         let path = id.path();
-        let text = path.as_ref().strip_prefix("segments/").and_then(|s| s.strip_suffix(".seg"));
+        let text = path
+            .as_ref()
+            .strip_prefix("segments/")
+            .and_then(|s| s.strip_suffix(".seg"));
         assert_eq!(text.and_then(SegmentId::parse), Some(id));
     }
 }

@@ -54,7 +54,10 @@ pub enum StoreUrlError {
 }
 
 /// Open the object store named by `url`.
-pub fn open_store(url: &str, options: &StoreOptions) -> Result<Arc<dyn ObjectStore>, StoreUrlError> {
+pub fn open_store(
+    url: &str,
+    options: &StoreOptions,
+) -> Result<Arc<dyn ObjectStore>, StoreUrlError> {
     let parsed = url::Url::parse(url).map_err(|e| StoreUrlError::Invalid {
         url: url.to_string(),
         reason: e.to_string(),

@@ -240,9 +240,9 @@ class MotoS3:
         self.client = None
 
     def start(self, timeout: float = 60) -> "MotoS3":
-        exe = shutil.which("moto_server")
-        argv = [exe] if exe else [sys.executable, "-m", "moto.server"]
-        argv += ["-H", HOST, "-p", str(self.port)]
+        # `python -m moto.server` is what the `moto_server` script runs; using
+        # this interpreter guarantees the moto that requirements.txt installed.
+        argv = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.port)]
         self.proc = spawn(argv, self.log, env={**AWS_ENV})
 
         def up() -> bool:

@@ -54,10 +54,21 @@ def test_malformed_json(module_node, canary, topic):
     api = module_node.api
     for body in ['{"value": {"type": "STRING", "data": "x"}',  # truncated
                  'not json at all',
-                 '{"value": {"type": "STRING", "data": "x"}} }',  # stray brace
+                 '[{"value": {"type": "STRING", "data": "x"}}]',  # an array is not a record
                  '']:
         assert_error(api.produce_raw(topic, body), 400, f"records body {body!r}")
         canary.check()
+    # A stream whose tail is garbage: the good record before it is answered
+    # (and kept), the garbage gets its own 400 report, in order.
+    before = [api.offsets(topic, p)["high_watermark"] for p in range(3)]
+    r = api.produce_raw(topic, '{"partition_id": 0, "value": {"type": "STRING", "data": "x"}} }')
+    assert r.status_code == 200, r.text[:300]
+    reports = parse_concatenated_json(r.text)
+    assert [rep.get("error_code") for rep in reports] == [200, 400], reports
+    assert reports[0]["partition_id"] == 0 and reports[0]["offset"] == before[0], reports
+    lines = api.read_lines(topic, 0, offset=before[0], format="string")
+    assert [ln["value"] for ln in lines] == ["x"], lines
+    canary.check()
     for body in ['{"entries": [', '[1,2', '{"entries": 5}']:
         assert_error(api.produce_batch_raw(topic, body), 400, f"records-batch body {body!r}")
         canary.check()

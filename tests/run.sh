@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine with Rust and Python 3:
+#
+#     bash tests/run.sh
+#
+# 1. installs what is missing: etcd-server and protobuf-compiler (apt), the
+#    Python test dependencies incl. moto[server] (pip), cargo-nextest, rustfmt
+#    and clippy;
+# 2. cargo fmt --check, clippy -D warnings, build, cargo nextest (unit and
+#    integration tests; they start their own etcd), then the end-to-end pytest
+#    suite in tests/e2e (real `sluice` binary, real etcd, real S3 server).
+#
+# Environment knobs:
+#   PYTHON=python3.11         interpreter for the e2e suite (default python3)
+#   E2E_ARGS="-k restart -x"  extra pytest arguments
+#   SKIP_INSTALL=1            do not try to install anything
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+PYTHON=${PYTHON:-python3}
+
+declare -a STEP_NAMES=() STEP_TIMES=()
+CURRENT_STEP=""
+STEP_START=0
+SUITE_START=$SECONDS
+
+begin() {
+    CURRENT_STEP=$1
+    STEP_START=$SECONDS
+    printf '\n\033[1m==== %s\033[0m\n' "$1"
+}
+
+end() {
+    local took=$((SECONDS - STEP_START))
+    STEP_NAMES+=("$CURRENT_STEP")
+    STEP_TIMES+=("$took")
+    printf -- '---- %s: ok (%ss)\n' "$CURRENT_STEP" "$took"
+    CURRENT_STEP=""
+}
+
+summary() {
+    local rc=$?
+    printf '\n==== summary\n'
+    local i
+    for i in "${!STEP_NAMES[@]}"; do
+        printf '  ok    %5ss  %s\n' "${STEP_TIMES[$i]}" "${STEP_NAMES[$i]}"
+    done
+    if [[ -n $CURRENT_STEP ]]; then
+        printf '  FAIL  %5ss  %s (exit %s)\n' "$((SECONDS - STEP_START))" "$CURRENT_STEP" "$rc"
+    fi
+    printf '  total %5ss  %s\n' "$((SECONDS - SUITE_START))" "$([[ $rc == 0 ]] && echo PASSED || echo FAILED)"
+    exit "$rc"
+}
+trap summary EXIT
+
+externally_managed() {  # PEP 668: Debian's system python refuses `pip install`
+    "$PYTHON" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))' 2>/dev/null
+}
+
+as_root() {
+    if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+# ---------------------------------------------------------------------------
+if [[ -z ${SKIP_INSTALL:-} ]]; then
+    begin "install system packages (etcd-server, protobuf-compiler)"
+    pkgs=()
+    command -v etcd >/dev/null 2>&1 || pkgs+=(etcd-server)
+    command -v protoc >/dev/null 2>&1 || pkgs+=(protobuf-compiler)
+    if externally_managed && [[ ! -x $ROOT/target/e2e-venv/bin/python ]] \
+        && ! "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then
+        pkgs+=(python3-venv)  # the e2e dependencies go into a virtualenv
+    fi
+    if ((${#pkgs[@]})); then
+        echo "installing: ${pkgs[*]}"
+        as_root apt-get update
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}"
+    else
+        echo "etcd $(etcd --version 2>/dev/null | head -1 | awk '{print $3}'), $(protoc --version): present"
+    fi
+    end
+
+    begin "install python test dependencies"
+    if externally_managed; then
+        venv="$ROOT/target/e2e-venv"
+        [[ -x $venv/bin/python ]] || "$PYTHON" -m venv "$venv"
+        PYTHON="$venv/bin/python"
+        export PATH="$venv/bin:$PATH"
+        echo "using virtualenv $venv"
+    fi
+    PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --disable-pip-version-check -q -r tests/requirements.txt
+    "$PYTHON" -m pytest --version
+    end
+
+    begin "install rust tools (rustfmt, clippy, cargo-nextest)"
+    if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+        rustup component add rustfmt clippy
+    fi
+    if ! cargo nextest --version >/dev/null 2>&1; then
+        cargo install cargo-nextest --locked
+    fi
+    cargo nextest --version | head -1
+    end
+elif [[ -x $ROOT/target/e2e-venv/bin/python ]]; then
+    PYTHON="$ROOT/target/e2e-venv/bin/python"
+    export PATH="$ROOT/target/e2e-venv/bin:$PATH"
+fi
+
+# ---------------------------------------------------------------------------
+begin "cargo fmt --all --check"
+cargo fmt --all --check
+end
+
+begin "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+end
+
+begin "cargo build --workspace --bins"
+cargo build --workspace --bins
+end
+
+begin "cargo nextest run --workspace"
+cargo nextest run --workspace
+end
+
+begin "e2e: pytest tests/e2e"
+export SLUICE_BIN=${SLUICE_BIN:-$ROOT/target/debug/sluice}
+# pytest exits 5 when it collected no tests: with `set -e` that fails the run too.
+# shellcheck disable=SC2086
+"$PYTHON" -m pytest tests/e2e ${E2E_ARGS:-}
+end
