@@ -14,14 +14,16 @@ from harness import ProduceLog, Workers, produce_loop, random_record, send_batch
 
 PARTITIONS = 3
 THREADS_PER_NODE = 4
-REQUESTS_PER_THREAD = 25
+REQUESTS_PER_THREAD = 40
 PER_REQUEST = 40
 
 
 def test_two_nodes_same_partitions(sluice):
     cluster = sluice.new_cluster()
-    a = sluice.distributed(cluster, flush_interval="20ms")
-    b = sluice.distributed(cluster, flush_interval="20ms")
+    # A short flush interval makes the two nodes' commits overlap often, so
+    # compare-and-swap conflicts really happen (asserted below).
+    a = sluice.distributed(cluster, flush_interval="5ms")
+    b = sluice.distributed(cluster, flush_interval="5ms")
     assert a.node_id != b.node_id and a.data_dir != b.data_dir
     topic = "contended"
     a.api.create_topic(topic, PARTITIONS)
@@ -61,9 +63,11 @@ def test_two_nodes_same_partitions(sluice):
     ma, mb = a.api.metrics(), b.api.metrics()
     assert ma["sluice_commit_txns_total"] > 0 and mb["sluice_commit_txns_total"] > 0, \
         "both nodes must have committed their own flushes"
+    conflicts = ma["sluice_commit_conflicts_total"] + mb["sluice_commit_conflicts_total"]
     print("commit conflicts: a=%s b=%s, txns: a=%s b=%s" % (
-        ma.get("sluice_commit_conflicts_total"), mb.get("sluice_commit_conflicts_total"),
+        ma["sluice_commit_conflicts_total"], mb["sluice_commit_conflicts_total"],
         ma["sluice_commit_txns_total"], mb["sluice_commit_txns_total"]))
+    assert conflicts > 0, "no commit conflict happened: the test did not exercise the CAS retry"
 
     # Writes continue densely after the contention, through either node.
     hw_before = log.acked_per_partition()
