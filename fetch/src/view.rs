@@ -237,19 +237,7 @@ impl ClusterView {
                 continue;
             }
             let partition = state.partition_mut(&chunk.topic_id, chunk.partition);
-            partition.entries.insert(
-                *base,
-                IndexEntry {
-                    base_offset: *base,
-                    offset_count: chunk.offset_count,
-                    batch_count: chunk.batch_count,
-                    segment: chunk.segment.clone(),
-                    start: chunk.start,
-                    len: chunk.len,
-                    crc: chunk.crc,
-                    max_timestamp: chunk.max_timestamp,
-                },
-            );
+            partition.entries.insert(*base, chunk.index_entry(*base));
             partition.set_head(*head);
         }
     }

@@ -177,6 +177,22 @@ pub struct ChunkCommit {
     pub max_timestamp: i64,
 }
 
+impl ChunkCommit {
+    /// The index entry of this chunk once committed at `base_offset`.
+    pub fn index_entry(&self, base_offset: i64) -> IndexEntry {
+        IndexEntry {
+            base_offset,
+            offset_count: self.offset_count,
+            batch_count: self.batch_count,
+            segment: self.segment.clone(),
+            start: self.start,
+            len: self.len,
+            crc: self.crc,
+            max_timestamp: self.max_timestamp,
+        }
+    }
+}
+
 /// The outcome of one commit attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitOutcome {
@@ -588,16 +604,7 @@ impl Catalog {
                 next_offset: base + i64::from(chunk.offset_count),
                 log_start_offset: state.head.log_start_offset,
             };
-            let entry = IndexEntry {
-                base_offset: base,
-                offset_count: chunk.offset_count,
-                batch_count: chunk.batch_count,
-                segment: chunk.segment.clone(),
-                start: chunk.start,
-                len: chunk.len,
-                crc: chunk.crc,
-                max_timestamp: chunk.max_timestamp,
-            };
+            let entry = chunk.index_entry(base);
             txn.success
                 .push(TxnOp::put(head_key.clone(), encode_json(&new_head)));
             txn.success.push(TxnOp::put(

@@ -252,15 +252,26 @@ async fn produce_values(
     outcomes
 }
 
+/// Check the cluster, resolve the topic (404 before reading anything), then
+/// read the body.
+async fn topic_and_body(
+    state: &HttpState,
+    cluster_id: &str,
+    name: &str,
+    body: Body,
+) -> Result<(Topic, Bytes), ApiError> {
+    check_cluster(state, cluster_id)?;
+    let topic = state.producer.topic(name).map_err(ApiError::from)?;
+    Ok((topic, read_body(body).await?))
+}
+
 /// `POST /v3/clusters/{cluster_id}/topics/{topic}/records`
 pub(crate) async fn produce_records(
     State(state): State<HttpState>,
     Path((cluster_id, name)): Path<(String, String)>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    check_cluster(&state, &cluster_id)?;
-    let topic = state.producer.topic(&name).map_err(ApiError::from)?;
-    let body = read_body(body).await?;
+    let (topic, body) = topic_and_body(&state, &cluster_id, &name, body).await?;
     let mut values: Vec<Result<Value, ApiError>> = Vec::new();
     for value in serde_json::Deserializer::from_slice(&body).into_iter::<Value>() {
         if values.len() >= STREAM_RECORDS_MAX {
@@ -313,9 +324,7 @@ pub(crate) async fn produce_batch(
     Path((cluster_id, name)): Path<(String, String)>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    check_cluster(&state, &cluster_id)?;
-    let topic = state.producer.topic(&name).map_err(ApiError::from)?;
-    let body = read_body(body).await?;
+    let (topic, body) = topic_and_body(&state, &cluster_id, &name, body).await?;
     let request: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
     let entries = request
