@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use sluice_ingest::kafka::KafkaConfig;
 use sluice_ingest::writer::WriterConfig;
 use sluice_ingest::NodeConfig;
 use sluice_segment::store::StoreOptions;
@@ -27,7 +28,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node (every role in one process).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Topic administration against a running node.
     Topic {
         #[command(subcommand)]
@@ -73,6 +74,25 @@ struct ServeArgs {
     /// HTTP listen address.
     #[arg(long, env = "SLUICE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
+    /// Kafka listen address.
+    #[arg(long, env = "SLUICE_KAFKA_ADDR", default_value = "0.0.0.0:9092")]
+    kafka_addr: SocketAddr,
+    /// `host:port` announced to Kafka clients (default: the bound address,
+    /// 127.0.0.1 when bound to 0.0.0.0).
+    #[arg(long, env = "SLUICE_ADVERTISED_KAFKA_ADDR")]
+    advertised_kafka_addr: Option<String>,
+    /// Partitions of a topic auto-created by a Kafka client.
+    #[arg(long, env = "SLUICE_DEFAULT_PARTITIONS", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
+    default_partitions: i32,
+    /// Create topics that Kafka clients ask for (auto.create.topics.enable).
+    #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    auto_create_topics: bool,
+    /// Largest Kafka request; a larger one closes the connection.
+    #[arg(long, env = "SLUICE_KAFKA_REQUEST_MAX_BYTES", default_value_t = 100 * 1024 * 1024)]
+    kafka_request_max_bytes: usize,
+    /// Kafka requests one connection may have in flight.
+    #[arg(long, env = "SLUICE_KAFKA_IN_FLIGHT_MAX", default_value_t = 16)]
+    kafka_in_flight_max: usize,
     /// Node id (default: remembered in the data directory, else allocated).
     #[arg(long, env = "SLUICE_NODE_ID")]
     node_id: Option<i32>,
@@ -111,6 +131,15 @@ impl ServeArgs {
                 buffer_max_bytes: self.buffer_max_bytes,
                 txn_ops_max: self.txn_ops_max,
                 ..WriterConfig::default()
+            },
+            kafka: KafkaConfig {
+                listen_addr: self.kafka_addr,
+                advertised_addr: self.advertised_kafka_addr,
+                default_partitions: self.default_partitions,
+                auto_create_topics: self.auto_create_topics,
+                request_max_bytes: self.kafka_request_max_bytes,
+                in_flight_max: self.kafka_in_flight_max,
+                ..KafkaConfig::default()
             },
         }
     }

@@ -3,9 +3,9 @@
 #
 #     bash tests/run.sh
 #
-# 1. installs what is missing: etcd-server and protobuf-compiler (apt), the
-#    Python test dependencies incl. moto[server] (pip), cargo-nextest, rustfmt
-#    and clippy;
+# 1. installs what is missing: etcd-server, protobuf-compiler and kcat (apt),
+#    the Python test dependencies incl. moto[server] and confluent-kafka (pip),
+#    cargo-nextest, rustfmt and clippy;
 # 2. cargo fmt --check, clippy -D warnings, build, cargo nextest (unit and
 #    integration tests; they start their own etcd), then the end-to-end pytest
 #    suite in tests/e2e (real `sluice` binary, real etcd, real S3 server).
@@ -65,10 +65,11 @@ as_root() {
 
 # ---------------------------------------------------------------------------
 if [[ -z ${SKIP_INSTALL:-} ]]; then
-    begin "install system packages (etcd-server, protobuf-compiler)"
+    begin "install system packages (etcd-server, protobuf-compiler, kcat)"
     pkgs=()
     command -v etcd >/dev/null 2>&1 || pkgs+=(etcd-server)
     command -v protoc >/dev/null 2>&1 || pkgs+=(protobuf-compiler)
+    command -v kcat >/dev/null 2>&1 || pkgs+=(kcat)
     if externally_managed && [[ ! -x $ROOT/target/e2e-venv/bin/python ]] \
         && ! "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then
         pkgs+=(python3-venv)  # the e2e dependencies go into a virtualenv
@@ -78,7 +79,7 @@ if [[ -z ${SKIP_INSTALL:-} ]]; then
         as_root apt-get update
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}"
     else
-        echo "etcd $(etcd --version 2>/dev/null | head -1 | awk '{print $3}'), $(protoc --version): present"
+        echo "etcd $(etcd --version 2>/dev/null | head -1 | awk '{print $3}'), $(protoc --version), kcat $(kcat -V 2>&1 | sed -n 's/^Version \([^ ]*\).*/\1/p'): present"
     fi
     end
 

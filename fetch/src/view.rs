@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
+use sluice_metadata::membership::NodeInfo;
 use sluice_metadata::model::{Catalog, ChunkCommit, HeadState, IndexEntry, Topic};
 use sluice_metadata::{KeyValue, MetaResult, Revision, WatchEvent};
 use tokio::sync::watch;
@@ -58,6 +59,7 @@ struct State {
     revision: Revision,
     topics: HashMap<String, Topic>,
     partitions: HashMap<(String, i32), Partition>,
+    nodes: BTreeMap<i32, NodeInfo>,
 }
 
 impl State {
@@ -77,6 +79,7 @@ pub struct ClusterView {
 
 enum KeyKind<'k> {
     Topic,
+    Node(i32),
     Head(&'k str, i32),
     Index(&'k str, i32, i64),
     Other,
@@ -116,6 +119,7 @@ impl ClusterView {
         let mut state = self.write();
         let old = std::mem::take(&mut state.partitions);
         state.topics.clear();
+        state.nodes.clear();
         state.revision = range.revision;
         for kv in &range.kvs {
             self.apply_put(&mut state, kv);
@@ -140,6 +144,9 @@ impl ClusterView {
         if rest.starts_with("topics/") {
             return KeyKind::Topic;
         }
+        if let Some(id) = rest.strip_prefix("nodes/") {
+            return id.parse().map_or(KeyKind::Other, KeyKind::Node);
+        }
         let mut parts = rest.split('/');
         let kind = parts.next();
         let topic_id = parts.next();
@@ -163,6 +170,12 @@ impl ClusterView {
                     state.topics.insert(topic.record.name.clone(), topic);
                 }
                 Err(error) => warn!(key = kv.key, %error, "ignoring undecodable topic"),
+            },
+            KeyKind::Node(id) => match self.catalog.decode_node(kv) {
+                Ok(node) => {
+                    state.nodes.insert(id, node);
+                }
+                Err(error) => warn!(key = kv.key, %error, "ignoring undecodable node"),
             },
             KeyKind::Head(topic_id, partition) => match self.catalog.decode_head(kv) {
                 Ok(head) => state.partition_mut(topic_id, partition).set_head(head),
@@ -198,6 +211,9 @@ impl ClusterView {
                     let id = topic.record.id;
                     state.partitions.retain(|(topic_id, _), _| *topic_id != id);
                 }
+            }
+            KeyKind::Node(id) => {
+                state.nodes.remove(&id);
             }
             KeyKind::Head(topic_id, partition) => {
                 state.partitions.remove(&(topic_id.to_string(), partition));
@@ -341,6 +357,16 @@ impl ClusterView {
             .partition_mut(topic_id, partition)
             .high_watermark
             .subscribe()
+    }
+
+    /// The live nodes (registered under `nodes/`), by id.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        self.read().nodes.values().cloned().collect()
+    }
+
+    /// Record this node's own registration ahead of the watch.
+    pub fn upsert_node(&self, node: NodeInfo) {
+        self.write().nodes.insert(node.node_id, node);
     }
 
     /// Revision of the newest change applied.

@@ -1,7 +1,8 @@
 //! Errors of the front doors and the write path, in two layers: the detailed
 //! [`IngestError`] and the coarse [`ErrorKind`] that says whether to retry
-//! and maps once to HTTP statuses (and later Kafka error codes).
+//! and maps once to HTTP statuses and Kafka error codes.
 
+use kafka_protocol::error::ResponseError;
 use sluice_fetch::FetchError;
 use sluice_metadata::model::ModelError;
 use sluice_metadata::MetaError;
@@ -11,6 +12,8 @@ use sluice_metadata::MetaError;
 pub enum ErrorKind {
     /// The request is malformed or invalid; do not retry it unchanged.
     InvalidInput,
+    /// Client data failed verification (a batch's framing or CRC).
+    CorruptInput,
     /// The topic or partition does not exist.
     NotFound,
     /// The thing to create exists already.
@@ -30,7 +33,7 @@ impl ErrorKind {
     /// The HTTP status for this kind.
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorKind::InvalidInput => 400,
+            ErrorKind::InvalidInput | ErrorKind::CorruptInput => 400,
             ErrorKind::NotFound => 404,
             ErrorKind::AlreadyExists => 409,
             ErrorKind::TooLarge => 413,
@@ -38,6 +41,23 @@ impl ErrorKind {
             ErrorKind::Unavailable => 503,
             ErrorKind::Corrupt => 500,
         }
+    }
+
+    /// The Kafka error code for this kind (the one place the listener maps
+    /// errors to the wire).
+    pub fn kafka_error_code(self) -> i16 {
+        let error = match self {
+            ErrorKind::InvalidInput => ResponseError::InvalidRequest,
+            ErrorKind::CorruptInput => ResponseError::CorruptMessage,
+            ErrorKind::NotFound => ResponseError::UnknownTopicOrPartition,
+            ErrorKind::AlreadyExists => ResponseError::TopicAlreadyExists,
+            ErrorKind::TooLarge => ResponseError::MessageTooLarge,
+            ErrorKind::OutOfRange => ResponseError::OffsetOutOfRange,
+            // retriable: clients back off, refresh metadata and try again
+            ErrorKind::Unavailable => ResponseError::KafkaStorageError,
+            ErrorKind::Corrupt => ResponseError::UnknownServerError,
+        };
+        error.code()
     }
 
     /// Whether a retry of the same request may succeed.
@@ -66,6 +86,9 @@ pub enum IngestError {
     /// The request is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// Produced batches failed validation (framing, magic, CRC).
+    #[error("corrupt record batch: {0}")]
+    CorruptBatch(String),
     /// Too large.
     #[error("{0}")]
     TooLarge(String),
@@ -98,6 +121,7 @@ impl IngestError {
             }
             IngestError::TopicExists(_) => ErrorKind::AlreadyExists,
             IngestError::Invalid(_) => ErrorKind::InvalidInput,
+            IngestError::CorruptBatch(_) => ErrorKind::CorruptInput,
             IngestError::TooLarge(_) => ErrorKind::TooLarge,
             IngestError::OutOfRange(_) => ErrorKind::OutOfRange,
             IngestError::Store(_) | IngestError::Meta(_) | IngestError::ShuttingDown => {

@@ -2,6 +2,7 @@
 //!
 //! - [`writer`]: the node's segment buffer, upload and commit pipeline.
 //! - [`produce`]: value records (HTTP) into RecordBatch v2, partitioning.
+//! - [`kafka`]: the Kafka wire-protocol listener (one module per API).
 //! - [`http`]: the HTTP API (Confluent REST v3 produce and topics, NDJSON reads).
 //! - [`node`]: wiring of one `sluice serve` process.
 //!
@@ -9,7 +10,9 @@
 //! offsets are committed in the metadata store.
 
 pub mod error;
+pub mod group;
 pub mod http;
+pub mod kafka;
 pub mod metrics;
 pub mod node;
 pub mod produce;

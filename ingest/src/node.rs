@@ -1,7 +1,8 @@
 //! One `sluice serve` process: opens the object store and the metadata
-//! store, loads the cluster view, starts the write pipeline and the HTTP
-//! listener, and on shutdown stops accepting, flushes and commits what was
-//! accepted, then returns.
+//! store, loads the cluster view, starts the write pipeline, the HTTP
+//! listener and the Kafka listener, and on shutdown stops accepting on both,
+//! answers what was read, flushes and commits what was accepted, then
+//! returns.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,9 +17,11 @@ use sluice_metadata::model::Catalog;
 use sluice_metadata::MetaStore;
 use sluice_segment::store::{open_store, StoreOptions};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing::info;
 
 use crate::http::{self, HttpState};
+use crate::kafka::{self, KafkaConfig, KafkaContext};
 use crate::produce::Producer;
 use crate::writer::{Writer, WriterConfig};
 
@@ -41,6 +44,8 @@ pub struct NodeConfig {
     pub node_id: Option<i32>,
     /// Write path settings.
     pub writer: WriterConfig,
+    /// Kafka listener settings.
+    pub kafka: KafkaConfig,
 }
 
 /// Why a node could not start.
@@ -113,10 +118,12 @@ pub async fn run(
     let (writer, writer_tasks) =
         Writer::start(config.writer.clone(), objects.clone(), view.clone());
     let ready = Arc::new(AtomicBool::new(false));
+    let producer = Arc::new(Producer::new(view.clone(), writer));
+    let reader = Reader::new(objects, view);
     let state = HttpState {
-        producer: Arc::new(Producer::new(view.clone(), writer)),
-        reader: Reader::new(objects, view),
-        catalog,
+        producer: producer.clone(),
+        reader: reader.clone(),
+        catalog: catalog.clone(),
         cluster_id: cluster_id.clone(),
         ready: ready.clone(),
     };
@@ -126,15 +133,47 @@ pub async fn run(
     let local = listener
         .local_addr()
         .map_err(startup("reading the HTTP address"))?;
-    info!(node_id, cluster_id, http = %local, store = store_url, "sluice node serving");
+    let kafka_listener = TcpListener::bind(config.kafka.listen_addr)
+        .await
+        .map_err(startup("binding the Kafka address"))?;
+    let kafka_local = kafka_listener
+        .local_addr()
+        .map_err(startup("reading the Kafka address"))?;
+    let (advertised_host, advertised_port) =
+        kafka::advertised(kafka_local, config.kafka.advertised_addr.as_deref());
+    let kafka_context = Arc::new(KafkaContext {
+        node_id,
+        cluster_id: cluster_id.clone(),
+        advertised_host,
+        advertised_port,
+        producer,
+        reader,
+        catalog,
+        config: config.kafka.clone(),
+    });
+    info!(
+        node_id,
+        cluster_id,
+        http = %local,
+        kafka = %kafka_local,
+        advertised = format!("{}:{}", kafka_context.advertised_host, kafka_context.advertised_port),
+        store = store_url,
+        "sluice node serving"
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let kafka_server = tokio::spawn(kafka::serve(kafka_listener, kafka_context, stop_rx));
     ready.store(true, Ordering::Release);
     let not_ready = ready.clone();
     let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
         shutdown.await;
         not_ready.store(false, Ordering::Release);
+        let _ = stop_tx.send(true);
         info!("shutting down: draining requests, flushing the buffer");
     });
     let served = server.await;
+    if let Err(error) = kafka_server.await {
+        tracing::warn!(%error, "kafka listener failed");
+    }
     // every accepted append is flushed and committed (or failed) before exit
     writer_tasks.shutdown().await;
     info!("sluice node stopped");

@@ -6,6 +6,8 @@
 pub mod conformance;
 pub mod embedded;
 pub mod etcd;
+pub mod groups;
+pub mod membership;
 pub mod model;
 pub mod store;
 pub mod testing;

@@ -408,15 +408,20 @@ class Sluice:
                  etcd: str | None = None, store: str | None = None,
                  s3_endpoint: str | None = None, cluster: str | None = None,
                  flush_interval: str | None = "50ms", extra_args: Iterable[str] = (),
-                 name: str | None = None, port: int | None = None):
+                 name: str | None = None, port: int | None = None,
+                 kafka_port: int | None = None):
         self.binary = Path(binary)
         self.data_dir = Path(data_dir)
         self.node_id = node_id
         self.port = port or free_port()
         self.url = f"http://{HOST}:{self.port}"
+        # always a free Kafka port: nodes of one test must not share :9092
+        self.kafka_port = kafka_port or free_port()
+        self.bootstrap = f"{HOST}:{self.kafka_port}"
         self.name = name or f"node{node_id}"
         self.log = self.data_dir.parent / f"{self.name}.log"
         self.args = ["serve", "--http-addr", f"{HOST}:{self.port}",
+                     "--kafka-addr", self.bootstrap,
                      "--data-dir", str(self.data_dir), "--node-id", str(node_id)]
         if etcd:
             self.args += ["--etcd", etcd]

@@ -1,0 +1,97 @@
+//! Metadata: this node as the only broker and the leader of every
+//! partition; topics auto-created when the client and the node allow it.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use sluice_metadata::model::Topic;
+
+use super::KafkaContext;
+
+/// Answer a Metadata request.
+pub async fn handle(
+    context: &KafkaContext,
+    version: i16,
+    request: MetadataRequest,
+) -> MetadataResponse {
+    // v0-v3 have no flag: Kafka auto-creates for them
+    let client_allows = version < 4 || request.allow_auto_topic_creation;
+    let create = client_allows && context.config.auto_create_topics;
+    let view = context.producer.view();
+    let requested = match request.topics {
+        // v0 asks for every topic with an empty list, v1+ with null
+        None => None,
+        Some(topics) if version == 0 && topics.is_empty() => None,
+        Some(topics) => Some(topics),
+    };
+    let mut topics = Vec::new();
+    match requested {
+        None => {
+            let mut all = view.topics();
+            all.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+            topics.extend(all.iter().map(|topic| describe(context, topic)));
+        }
+        Some(requested) => {
+            for wanted in requested {
+                let name = match wanted.name {
+                    Some(name) => name.0.to_string(),
+                    None => {
+                        let id = wanted.topic_id.simple().to_string();
+                        match view.topic_by_id(&id) {
+                            Some(topic) => topic.record.name,
+                            None => {
+                                topics.push(
+                                    MetadataResponseTopic::default()
+                                        .with_error_code(ResponseError::UnknownTopicId.code())
+                                        .with_topic_id(wanted.topic_id),
+                                );
+                                continue;
+                            }
+                        }
+                    }
+                };
+                match context.topic(&name, create).await {
+                    Ok(topic) => topics.push(describe(context, &topic)),
+                    Err(error) => topics.push(
+                        MetadataResponseTopic::default()
+                            .with_error_code(error.kind().kafka_error_code())
+                            .with_name(Some(TopicName(StrBytes::from_string(name)))),
+                    ),
+                }
+            }
+        }
+    }
+    let broker = MetadataResponseBroker::default()
+        .with_node_id(BrokerId(context.node_id))
+        .with_host(StrBytes::from_string(context.advertised_host.clone()))
+        .with_port(context.advertised_port);
+    MetadataResponse::default()
+        .with_brokers(vec![broker])
+        .with_cluster_id(Some(StrBytes::from_string(context.cluster_id.clone())))
+        .with_controller_id(BrokerId(context.node_id))
+        .with_topics(topics)
+}
+
+fn describe(context: &KafkaContext, topic: &Topic) -> MetadataResponseTopic {
+    let node = BrokerId(context.node_id);
+    let partitions = (0..topic.record.partitions)
+        .map(|index| {
+            MetadataResponsePartition::default()
+                .with_partition_index(index)
+                .with_leader_id(node)
+                // no leader epochs: clients skip epoch validation
+                .with_leader_epoch(-1)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(
+            topic.record.name.clone(),
+        ))))
+        .with_topic_id(uuid::Uuid::parse_str(&topic.record.id).unwrap_or_default())
+        .with_partitions(partitions)
+}

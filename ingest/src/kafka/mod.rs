@@ -1,0 +1,630 @@
+//! The Kafka wire-protocol listener: framing, request headers, dispatch to
+//! one module per API, responses in request order.
+//!
+//! Transport lives here; the handlers ([`api_versions`], [`metadata`],
+//! [`produce`], [`fetch`], [`list_offsets`]) take a decoded request and
+//! return a response, and know nothing about sockets. Codecs come from the
+//! `kafka-protocol` crate.
+//!
+//! A connection reads frames (4-byte big-endian size, then the request) on
+//! its own task, runs at most `in_flight_max` requests at once and writes the
+//! responses in request order. A frame over `request_max_bytes`, a header
+//! that does not decode, an unknown API key, or an unsupported version of an
+//! API other than ApiVersions closes that connection (Kafka brokers do the
+//! same: the response format is unknown); ApiVersions at an unsupported
+//! version is answered with UNSUPPORTED_VERSION in its v0 format so the
+//! client can pick another. The node keeps serving everyone else.
+
+pub mod api_versions;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use sluice_fetch::Reader;
+use sluice_metadata::model::{Catalog, Topic};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::error::{IngestError, IngestResult};
+use crate::produce::Producer;
+
+/// Settings of the Kafka listener.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Listen address.
+    pub listen_addr: SocketAddr,
+    /// `host:port` announced in Metadata; `None` = the bound address
+    /// (127.0.0.1 when bound to an unspecified address).
+    pub advertised_addr: Option<String>,
+    /// Partitions of an auto-created topic.
+    pub default_partitions: i32,
+    /// Whether Metadata creates topics that do not exist (when the client
+    /// allows it), like Kafka's `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// Largest request frame; a larger one closes the connection.
+    pub request_max_bytes: usize,
+    /// Requests of one connection being handled at once.
+    pub in_flight_max: usize,
+    /// Upper bound of a Fetch's `max_wait_ms`.
+    pub fetch_wait_max: Duration,
+    /// How long shutdown waits for connections to finish their requests.
+    pub drain_timeout: Duration,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([0, 0, 0, 0], 9092)),
+            advertised_addr: None,
+            default_partitions: 1,
+            auto_create_topics: true,
+            request_max_bytes: 100 * 1024 * 1024,
+            in_flight_max: 16,
+            fetch_wait_max: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the handlers share: this node, its write and read paths.
+#[derive(Debug)]
+pub struct KafkaContext {
+    /// This node's broker id.
+    pub node_id: i32,
+    /// The cluster id shown in Metadata.
+    pub cluster_id: String,
+    /// Host announced to clients.
+    pub advertised_host: String,
+    /// Port announced to clients.
+    pub advertised_port: i32,
+    /// Write path and topic resolution.
+    pub producer: Arc<Producer>,
+    /// Read path.
+    pub reader: Reader,
+    /// Topic administration (auto-creation).
+    pub catalog: Catalog,
+    /// Listener settings.
+    pub config: KafkaConfig,
+}
+
+impl KafkaContext {
+    /// A topic by name, created with the default partition count when
+    /// `create` is set and it does not exist.
+    pub async fn topic(&self, name: &str, create: bool) -> IngestResult<Topic> {
+        if let Some(topic) = self.producer.view().topic(name) {
+            return Ok(topic);
+        }
+        if !create {
+            return Err(IngestError::UnknownTopic(name.to_string()));
+        }
+        let topic = match self
+            .catalog
+            .create_topic(name, self.config.default_partitions, BTreeMap::new())
+            .await
+        {
+            Ok(topic) => {
+                info!(
+                    topic = name,
+                    partitions = topic.record.partitions,
+                    "auto-created topic"
+                );
+                topic
+            }
+            // created concurrently (another client or node): use that one
+            Err(sluice_metadata::model::ModelError::TopicExists(_)) => self
+                .catalog
+                .get_topic(name)
+                .await?
+                .ok_or_else(|| IngestError::UnknownTopic(name.to_string()))?,
+            Err(error) => return Err(error.into()),
+        };
+        self.producer.view().upsert_topic(topic.clone());
+        Ok(topic)
+    }
+}
+
+/// The address announced to clients for a listener bound to `bound`.
+pub fn advertised(bound: SocketAddr, configured: Option<&str>) -> (String, i32) {
+    if let Some(addr) = configured {
+        if let Some((host, port)) = addr.rsplit_once(':') {
+            if let Ok(port) = port.parse() {
+                return (host.trim_matches(['[', ']']).to_string(), port);
+            }
+        }
+        return (addr.to_string(), i32::from(bound.port()));
+    }
+    let host = if bound.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        bound.ip().to_string()
+    };
+    (host, i32::from(bound.port()))
+}
+
+/// Accept connections on `listener` until `shutdown` turns true, then stop
+/// accepting, let every connection finish the requests it has read (up to
+/// `drain_timeout`) and return.
+pub async fn serve(
+    listener: TcpListener,
+    context: Arc<KafkaContext>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let context = context.clone();
+                    let shutdown = shutdown.clone();
+                    connections.spawn(async move {
+                        debug!(%peer, "kafka connection opened");
+                        if let Err(error) = serve_connection(stream, context, shutdown).await {
+                            warn!(%peer, %error, "kafka connection closed");
+                        }
+                    });
+                }
+                Err(error) => {
+                    warn!(%error, "accepting a kafka connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stopped(&mut shutdown) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(context.config.drain_timeout, drain)
+        .await
+        .is_err()
+    {
+        warn!("kafka connections did not finish in time; closing them");
+        connections.shutdown().await;
+    }
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Why a connection was closed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// Reading or writing the socket failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A frame's size is negative or over the limit.
+    #[error("request of {size} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// Declared size.
+        size: i64,
+        /// Limit.
+        max: usize,
+    },
+    /// The request could not be understood well enough to answer it.
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+/// Read one size-prefixed frame; `None` at a clean end of stream.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_bytes: usize,
+) -> Result<Option<Bytes>, ConnectionError> {
+    let mut size = [0u8; 4];
+    match reader.read_exact(&mut size).await {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(error) => return Err(error.into()),
+    }
+    let size = i32::from_be_bytes(size);
+    if size < 0 || size as usize > max_bytes {
+        return Err(ConnectionError::FrameTooLarge {
+            size: i64::from(size),
+            max: max_bytes,
+        });
+    }
+    let mut frame = BytesMut::zeroed(size as usize);
+    reader.read_exact(&mut frame).await?;
+    Ok(Some(frame.freeze()))
+}
+
+/// What handling one request produced.
+pub enum Reply {
+    /// Send this response.
+    Send(Bytes),
+    /// Send nothing (a Produce with acks=0).
+    Nothing,
+}
+
+type Handling = Pin<Box<dyn Future<Output = Result<Reply, ConnectionError>> + Send>>;
+
+/// Encode `body` with its response header as one size-prefixed frame.
+pub fn encode_response<T: Encodable>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Result<Bytes, ConnectionError> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api_key.response_header_version(version);
+    let mut out = BytesMut::new();
+    out.put_i32(0);
+    header
+        .encode(&mut out, header_version)
+        .and_then(|()| body.encode(&mut out, version))
+        .map_err(|e| ConnectionError::BadRequest(format!("encoding a response: {e}")))?;
+    let size = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(out.freeze())
+}
+
+/// The parts of a request frame read before dispatch.
+#[derive(Debug)]
+pub struct Framed {
+    /// API.
+    pub api_key: ApiKey,
+    /// Version asked for.
+    pub version: i16,
+    /// Decoded header.
+    pub header: RequestHeader,
+    /// The request body.
+    pub body: Bytes,
+}
+
+/// What to do with a frame before running its handler.
+#[derive(Debug)]
+pub enum Parsed {
+    /// Run the handler.
+    Request(Framed),
+    /// Answer at once (ApiVersions at an unsupported version).
+    Answer(Bytes),
+}
+
+/// Decode a frame's header and check its API and version.
+pub fn parse_frame(mut frame: Bytes) -> Result<Parsed, ConnectionError> {
+    if frame.len() < 8 {
+        return Err(ConnectionError::BadRequest(format!(
+            "request of {} bytes is shorter than a header",
+            frame.len()
+        )));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api_key = ApiKey::try_from(raw_key)
+        .map_err(|_| ConnectionError::BadRequest(format!("unknown api key {raw_key}")))?;
+    if !api_versions::is_supported(api_key, version) {
+        if api_key == ApiKey::ApiVersions {
+            let body = api_versions::unsupported_version();
+            return Ok(Parsed::Answer(encode_response(
+                api_key,
+                0,
+                correlation_id,
+                &body,
+            )?));
+        }
+        return Err(ConnectionError::BadRequest(format!(
+            "unsupported version {version} of {api_key:?}"
+        )));
+    }
+    let header_version = api_key.request_header_version(version);
+    let header = RequestHeader::decode(&mut frame, header_version)
+        .map_err(|e| ConnectionError::BadRequest(format!("request header: {e}")))?;
+    Ok(Parsed::Request(Framed {
+        api_key,
+        version,
+        header,
+        body: frame,
+    }))
+}
+
+fn decode_body<T: Decodable>(framed: &mut Framed) -> Result<T, ConnectionError> {
+    let body = T::decode(&mut framed.body, framed.version).map_err(|e| {
+        ConnectionError::BadRequest(format!(
+            "{:?} v{} request: {e}",
+            framed.api_key, framed.version
+        ))
+    })?;
+    if framed.body.has_remaining() {
+        debug!(
+            api = ?framed.api_key,
+            trailing = framed.body.remaining(),
+            "request has trailing bytes"
+        );
+    }
+    Ok(body)
+}
+
+/// Handle one request frame: the response to send, if any.
+pub async fn handle_frame(
+    context: Arc<KafkaContext>,
+    frame: Bytes,
+) -> Result<Reply, ConnectionError> {
+    let mut framed = match parse_frame(frame)? {
+        Parsed::Answer(bytes) => return Ok(Reply::Send(bytes)),
+        Parsed::Request(framed) => framed,
+    };
+    let key = framed.api_key;
+    let version = framed.version;
+    let correlation_id = framed.header.correlation_id;
+    let encode = |body: &dyn ErasedBody| body.encode_frame(key, version, correlation_id);
+    match key {
+        ApiKey::ApiVersions => {
+            let _request: ApiVersionsRequest = decode_body(&mut framed)?;
+            encode(&api_versions::handle(version)).map(Reply::Send)
+        }
+        ApiKey::Metadata => {
+            let request: MetadataRequest = decode_body(&mut framed)?;
+            encode(&metadata::handle(&context, version, request).await).map(Reply::Send)
+        }
+        ApiKey::Produce => {
+            let request: ProduceRequest = decode_body(&mut framed)?;
+            match produce::handle(&context, request).await {
+                Some(response) => encode(&response).map(Reply::Send),
+                None => Ok(Reply::Nothing),
+            }
+        }
+        ApiKey::Fetch => {
+            let request: FetchRequest = decode_body(&mut framed)?;
+            encode(&fetch::handle(&context, request).await).map(Reply::Send)
+        }
+        ApiKey::ListOffsets => {
+            let request: ListOffsetsRequest = decode_body(&mut framed)?;
+            encode(&list_offsets::handle(&context, version, request).await).map(Reply::Send)
+        }
+        // is_supported admits only the APIs above
+        other => Err(ConnectionError::BadRequest(format!(
+            "{other:?} is not implemented"
+        ))),
+    }
+}
+
+/// A response body whose type is erased so that one closure encodes all.
+trait ErasedBody {
+    fn encode_frame(
+        &self,
+        key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    ) -> Result<Bytes, ConnectionError>;
+}
+
+impl<T: Encodable> ErasedBody for T {
+    fn encode_frame(
+        &self,
+        key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    ) -> Result<Bytes, ConnectionError> {
+        encode_response(key, version, correlation_id, self)
+    }
+}
+
+/// Serve one connection until the peer closes it, it misbehaves, or the
+/// node shuts down (requests already read are answered first).
+pub async fn serve_connection(
+    stream: TcpStream,
+    context: Arc<KafkaContext>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnectionError> {
+    let (read_half, write_half) = stream.into_split();
+    run_connection(read_half, write_half, context, shutdown).await
+}
+
+async fn run_connection<R, W>(
+    mut read_half: R,
+    mut write_half: W,
+    context: Arc<KafkaContext>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnectionError>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
+    let in_flight_max = context.config.in_flight_max.max(1);
+    let request_max_bytes = context.config.request_max_bytes;
+    // The reader task runs ahead by at most `in_flight_max` frames.
+    let (frames_tx, mut frames_rx) = mpsc::channel::<Result<Bytes, ConnectionError>>(1);
+    let reader = tokio::spawn(async move {
+        loop {
+            let frame = match read_frame(&mut read_half, request_max_bytes).await {
+                Ok(Some(frame)) => Ok(frame),
+                Ok(None) => return,
+                Err(error) => Err(error),
+            };
+            let failed = frame.is_err();
+            if frames_tx.send(frame).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let mut in_flight: FuturesOrdered<Handling> = FuturesOrdered::new();
+    let mut reading = true;
+    let mut outcome = Ok(());
+    loop {
+        if !reading && in_flight.is_empty() {
+            break;
+        }
+        tokio::select! {
+            frame = frames_rx.recv(), if reading && in_flight.len() < in_flight_max => match frame {
+                Some(Ok(frame)) => {
+                    in_flight.push_back(Box::pin(handle_frame(context.clone(), frame)));
+                }
+                Some(Err(error)) => {
+                    // answer what was read before the bad frame, then close
+                    reading = false;
+                    outcome = Err(error);
+                }
+                None => reading = false,
+            },
+            Some(reply) = in_flight.next(), if !in_flight.is_empty() => match reply {
+                Ok(Reply::Send(bytes)) => write_half.write_all(&bytes).await?,
+                Ok(Reply::Nothing) => {}
+                Err(error) => {
+                    outcome = Err(error);
+                    break;
+                }
+            },
+            _ = stopped(&mut shutdown), if reading => reading = false,
+        }
+    }
+    reader.abort();
+    let _ = write_half.flush().await;
+    let _ = write_half.shutdown().await;
+    outcome
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn frame(parts: &[&[u8]]) -> Vec<u8> {
+        let body: Vec<u8> = parts.concat();
+        let mut out = (body.len() as i32).to_be_bytes().to_vec();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn api_versions_v0(correlation_id: i32) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&18i16.to_be_bytes());
+        body.extend_from_slice(&0i16.to_be_bytes());
+        body.extend_from_slice(&correlation_id.to_be_bytes());
+        body.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+        body
+    }
+
+    #[tokio::test]
+    async fn read_frame_reads_size_prefixed_frames() {
+        let bytes = frame(&[b"hello"]);
+        let mut input = &bytes[..];
+        let got = read_frame(&mut input, 100).await.unwrap().unwrap();
+        assert_eq!(&got[..], b"hello");
+        assert!(read_frame(&mut input, 100).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn read_frame_rejects_huge_and_negative_sizes() {
+        let huge = i32::MAX.to_be_bytes();
+        let mut input = &huge[..];
+        assert!(matches!(
+            read_frame(&mut input, 100 * 1024 * 1024).await,
+            Err(ConnectionError::FrameTooLarge { .. })
+        ));
+        let negative = (-5i32).to_be_bytes();
+        let mut input = &negative[..];
+        assert!(matches!(
+            read_frame(&mut input, 100).await,
+            Err(ConnectionError::FrameTooLarge { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn read_frame_reports_truncated_frames() {
+        let mut bytes = frame(&[b"hello world"]);
+        bytes.truncate(8);
+        let mut input = &bytes[..];
+        assert!(matches!(
+            read_frame(&mut input, 100).await,
+            Err(ConnectionError::Io(_))
+        ));
+        // a partial size prefix is a clean end of stream
+        let mut input = &[0u8, 0][..];
+        assert!(read_frame(&mut input, 100).await.unwrap().is_none());
+    }
+
+    #[test]
+    fn short_frames_and_unknown_keys_are_refused() {
+        assert!(matches!(
+            parse_frame(Bytes::from_static(&[0, 18, 0])),
+            Err(ConnectionError::BadRequest(_))
+        ));
+        let mut unknown = api_versions_v0(7);
+        unknown[0..2].copy_from_slice(&999i16.to_be_bytes());
+        assert!(matches!(
+            parse_frame(Bytes::from(unknown)),
+            Err(ConnectionError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn truncated_header_is_refused() {
+        // produce v9 uses a flexible header; cut it inside the client id
+        let mut body = Vec::new();
+        body.extend_from_slice(&0i16.to_be_bytes());
+        body.extend_from_slice(&9i16.to_be_bytes());
+        body.extend_from_slice(&1i32.to_be_bytes());
+        body.extend_from_slice(&40i16.to_be_bytes());
+        body.extend_from_slice(b"abc");
+        assert!(matches!(
+            parse_frame(Bytes::from(body)),
+            Err(ConnectionError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn api_versions_at_an_unsupported_version_gets_a_v0_error() {
+        let mut request = api_versions_v0(42);
+        request[2..4].copy_from_slice(&99i16.to_be_bytes());
+        let Parsed::Answer(mut answer) = parse_frame(Bytes::from(request)).unwrap() else {
+            panic!("expected an immediate answer");
+        };
+        let size = answer.get_i32();
+        assert_eq!(size as usize, answer.len());
+        assert_eq!(answer.get_i32(), 42, "correlation id");
+        assert_eq!(answer.get_i16(), 35, "UNSUPPORTED_VERSION");
+        // v0 body: array of (api key, min, max)
+        let count = answer.get_i32();
+        let keys: Vec<(i16, i16, i16)> = (0..count)
+            .map(|_| (answer.get_i16(), answer.get_i16(), answer.get_i16()))
+            .collect();
+        assert!(!answer.has_remaining());
+        assert!(keys.contains(&(ApiKey::ApiVersions as i16, 0, 3)));
+    }
+
+    #[test]
+    fn unsupported_versions_of_other_apis_close_the_connection() {
+        let mut request = api_versions_v0(1);
+        request[0..2].copy_from_slice(&(ApiKey::Produce as i16).to_be_bytes());
+        request[2..4].copy_from_slice(&0i16.to_be_bytes()); // produce v0: magic 0/1 only
+        assert!(matches!(
+            parse_frame(Bytes::from(request)),
+            Err(ConnectionError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn advertised_address_defaults_to_loopback_for_unspecified() {
+        let bound: SocketAddr = "0.0.0.0:9092".parse().unwrap();
+        assert_eq!(advertised(bound, None), ("127.0.0.1".to_string(), 9092));
+        let bound: SocketAddr = "10.0.0.5:19092".parse().unwrap();
+        assert_eq!(advertised(bound, None), ("10.0.0.5".to_string(), 19092));
+        assert_eq!(
+            advertised(bound, Some("kafka.example:9094")),
+            ("kafka.example".to_string(), 9094)
+        );
+    }
+}

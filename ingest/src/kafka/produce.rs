@@ -1,0 +1,105 @@
+//! Produce: validate every partition's batches, append them all to the
+//! node's segment buffer, then wait for their commit. Batches are stored as
+//! sent, so compressed batches (gzip, snappy, lz4, zstd) pass through.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use sluice_segment::batch;
+
+use super::KafkaContext;
+use crate::error::{IngestError, IngestResult};
+use crate::writer::Pending;
+
+/// Answer a Produce request; `None` for acks=0, which gets no response.
+pub async fn handle(context: &KafkaContext, request: ProduceRequest) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let valid_acks = (-1..=1).contains(&acks);
+    // (topic response, pending appends of its partitions in order)
+    let mut submitted: Vec<(TopicProduceResponse, Vec<IngestResult<Pending>>)> = Vec::new();
+    for topic_data in request.topic_data {
+        let name = topic_data.name.0.to_string();
+        let topic = context.producer.topic(&name);
+        let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
+        let mut pending = Vec::with_capacity(topic_data.partition_data.len());
+        for data in topic_data.partition_data {
+            let index = data.index;
+            partitions.push(PartitionProduceResponse::default().with_index(index));
+            if !valid_acks {
+                pending.push(Err(IngestError::Invalid(format!("acks {acks}"))));
+                continue;
+            }
+            let append = async {
+                let topic = topic.clone()?;
+                if !(0..topic.record.partitions).contains(&index) {
+                    return Err(IngestError::UnknownPartition {
+                        topic: name.clone(),
+                        partition: index,
+                    });
+                }
+                let records = data
+                    .records
+                    .ok_or_else(|| IngestError::CorruptBatch("no records".to_string()))?;
+                let max_bytes = topic.record.max_message_bytes();
+                if records.len() > max_bytes {
+                    return Err(IngestError::TooLarge(format!(
+                        "{} bytes exceed max.message.bytes {max_bytes}",
+                        records.len()
+                    )));
+                }
+                let summary = batch::validate(&records)
+                    .map_err(|error| IngestError::CorruptBatch(error.to_string()))?;
+                context
+                    .producer
+                    .writer()
+                    .submit(&topic, index, records, summary)
+                    .await
+            };
+            pending.push(append.await);
+        }
+        let response = TopicProduceResponse::default()
+            .with_name(topic_data.name)
+            .with_partition_responses(partitions);
+        submitted.push((response, pending));
+    }
+    if acks == 0 {
+        // fire and forget: the appends still commit, nobody waits
+        return None;
+    }
+    let mut responses = Vec::with_capacity(submitted.len());
+    for (mut topic_response, pending) in submitted {
+        let topic = context
+            .producer
+            .view()
+            .topic(&topic_response.name.0.to_string());
+        for (partition, pending) in topic_response.partition_responses.iter_mut().zip(pending) {
+            let result = match pending {
+                Ok(pending) => pending.wait().await,
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(base_offset) => {
+                    partition.base_offset = base_offset;
+                    partition.log_start_offset = topic.as_ref().map_or(0, |t| {
+                        context
+                            .producer
+                            .view()
+                            .snapshot(&t.record.id, partition.index)
+                            .log_start_offset
+                    });
+                }
+                Err(error) => {
+                    partition.error_code = if valid_acks {
+                        error.kind().kafka_error_code()
+                    } else {
+                        ResponseError::InvalidRequiredAcks.code()
+                    };
+                    partition.error_message = Some(error.to_string().into());
+                    partition.base_offset = -1;
+                }
+            }
+        }
+        responses.push(topic_response);
+    }
+    Some(ProduceResponse::default().with_responses(responses))
+}
