@@ -189,6 +189,12 @@ fn summarize_frames(frames: &[Frame]) -> BatchSummary {
 
 /// Encode records into one uncompressed RecordBatch v2 with base offset 0.
 pub fn encode(records: &[NewRecord]) -> Result<Bytes, BatchError> {
+    encode_with(records, Compression::None)
+}
+
+/// Encode records into one RecordBatch v2 with base offset 0, compressed
+/// with `compression`.
+pub fn encode_with(records: &[NewRecord], compression: Compression) -> Result<Bytes, BatchError> {
     if records.is_empty() {
         return Err(BatchError::Empty);
     }
@@ -221,7 +227,7 @@ pub fn encode(records: &[NewRecord]) -> Result<Bytes, BatchError> {
     let mut buf = BytesMut::new();
     let options = RecordEncodeOptions {
         version: 2,
-        compression: Compression::None,
+        compression,
     };
     RecordBatchEncoder::encode(&mut buf, records.iter(), &options)
         .map_err(|e| BatchError::Codec(e.to_string()))?;
@@ -269,9 +275,6 @@ pub fn decode(bytes: Bytes) -> Result<Vec<StoredRecord>, BatchError> {
     Ok(out)
 }
 
-/// Bits of the batch attributes that name the compression codec.
-const COMPRESSION_MASK: i16 = 0x07;
-
 /// The batches of `bytes` (absolute base offsets) from the one holding
 /// `offset` on, whole batches only, as many as fit in `max_bytes` but always
 /// at least one (so a reader makes progress past a batch larger than its
@@ -303,31 +306,25 @@ pub fn batches_from(bytes: &Bytes, offset: i64, max_bytes: usize) -> Result<Byte
     })
 }
 
-/// The first offset in `bytes` (batches with absolute base offsets) whose
-/// record timestamp is at least `timestamp`, or `None`. Uncompressed
-/// batches are searched record by record; for a compressed batch (which this
-/// crate does not decompress) the answer is the batch's base offset, which is
-/// never past the exact record, so a consumer starting there misses nothing.
-pub fn offset_for_timestamp(bytes: &Bytes, timestamp: i64) -> Result<Option<i64>, BatchError> {
+/// The first record in `bytes` (batches with absolute base offsets) whose
+/// timestamp is at least `timestamp`, as (offset, timestamp), or `None`.
+/// Batches whose max timestamp is lower are skipped without decoding;
+/// compressed batches are decompressed.
+pub fn offset_for_timestamp(
+    bytes: &Bytes,
+    timestamp: i64,
+) -> Result<Option<(i64, i64)>, BatchError> {
     let frames = frames(bytes, false)?;
     for (i, frame) in frames.iter().enumerate() {
         if frame.max_timestamp < timestamp {
             continue;
-        }
-        let base = read_i64(bytes, frame.start);
-        let attributes = i16::from_be_bytes([
-            bytes[frame.start + ATTRIBUTES_AT],
-            bytes[frame.start + ATTRIBUTES_AT + 1],
-        ]);
-        if attributes & COMPRESSION_MASK != 0 {
-            return Ok(Some(base));
         }
         let end = frames.get(i + 1).map_or(bytes.len(), |next| next.start);
         let mut batch = bytes.slice(frame.start..end);
         let set =
             RecordBatchDecoder::decode(&mut batch).map_err(|e| BatchError::Codec(e.to_string()))?;
         if let Some(record) = set.records.iter().find(|r| r.timestamp >= timestamp) {
-            return Ok(Some(record.offset));
+            return Ok(Some((record.offset, record.timestamp)));
         }
     }
     Ok(None)
@@ -449,8 +446,35 @@ mod tests {
         let b: Vec<_> = (3..6).map(record).collect();
         let bytes = patched(&[a, b]);
         let t0 = 1_700_000_000_000;
-        assert_eq!(offset_for_timestamp(&bytes, 0).unwrap(), Some(100));
-        assert_eq!(offset_for_timestamp(&bytes, t0 + 4).unwrap(), Some(104));
+        assert_eq!(offset_for_timestamp(&bytes, 0).unwrap(), Some((100, t0)));
+        assert_eq!(
+            offset_for_timestamp(&bytes, t0 + 4).unwrap(),
+            Some((104, t0 + 4))
+        );
         assert_eq!(offset_for_timestamp(&bytes, t0 + 6).unwrap(), None);
+    }
+
+    #[test]
+    fn compressed_batches_are_decoded() {
+        let records: Vec<_> = (0..6).map(record).collect();
+        for compression in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let bytes = encode_with(&records, compression).unwrap();
+            assert_eq!(validate(&bytes).unwrap().offset_count, 6);
+            let mut patched = BytesMut::from(bytes.as_ref());
+            patch_base_offsets(&mut patched, 10).unwrap();
+            let patched = patched.freeze();
+            let decoded = decode(patched.clone()).unwrap();
+            assert_eq!(decoded.len(), 6, "{compression:?}");
+            assert_eq!(decoded[5].value, records[5].value);
+            assert_eq!(
+                offset_for_timestamp(&patched, 1_700_000_000_004).unwrap(),
+                Some((14, 1_700_000_000_004))
+            );
+        }
     }
 }

@@ -92,10 +92,8 @@ async fn lookup(
                 .await?;
             let found = batch::offset_for_timestamp(&bytes, timestamp)
                 .map_err(|error| IngestError::Corrupt(error.to_string()))?;
-            if let Some(offset) = found {
-                // the exact record timestamp is not known for compressed
-                // batches; report the one asked for (clients use the offset)
-                return Ok((timestamp, offset.max(from)));
+            if let Some((offset, found_timestamp)) = found {
+                return Ok((found_timestamp, offset.max(from)));
             }
         }
         if next <= from {
