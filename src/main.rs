@@ -4,14 +4,20 @@
 mod bench;
 mod client;
 
+/// See `sluice-alloc`: a malformed request must not abort the process.
+#[global_allocator]
+static ALLOCATOR: sluice_alloc::ReservingAllocator = sluice_alloc::ReservingAllocator;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use sluice_ingest::group::GroupConfig;
 use sluice_ingest::kafka::KafkaConfig;
 use sluice_ingest::writer::WriterConfig;
 use sluice_ingest::NodeConfig;
+use sluice_metadata::membership::MembershipOptions;
 use sluice_segment::store::StoreOptions;
 
 #[derive(Debug, Parser)]
@@ -108,6 +114,17 @@ struct ServeArgs {
     /// Operations one metadata transaction may hold (etcd --max-txn-ops).
     #[arg(long, env = "SLUICE_TXN_OPS_MAX", default_value_t = 128)]
     txn_ops_max: usize,
+    /// How long the first rebalance of an empty consumer group waits for
+    /// more members (Kafka's group.initial.rebalance.delay.ms).
+    #[arg(long, env = "SLUICE_GROUP_INITIAL_REBALANCE_DELAY", default_value = "1s", value_parser = humantime::parse_duration)]
+    group_initial_rebalance_delay: Duration,
+    /// How long a node that stopped refreshing its registration lease stays
+    /// listed (its partitions and groups move to live nodes after that).
+    #[arg(long, env = "SLUICE_NODE_LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    node_lease_ttl: Duration,
+    /// Smallest consumer session timeout accepted (group.min.session.timeout.ms).
+    #[arg(long, env = "SLUICE_GROUP_MIN_SESSION_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    group_min_session_timeout: Duration,
 }
 
 impl ServeArgs {
@@ -131,6 +148,16 @@ impl ServeArgs {
                 buffer_max_bytes: self.buffer_max_bytes,
                 txn_ops_max: self.txn_ops_max,
                 ..WriterConfig::default()
+            },
+            membership: MembershipOptions {
+                ttl_secs: self.node_lease_ttl.as_secs().max(1) as i64,
+                refresh: (self.node_lease_ttl / 4).max(Duration::from_millis(200)),
+            },
+            groups: GroupConfig {
+                initial_rebalance_delay: self.group_initial_rebalance_delay,
+                session_timeout_min: self.group_min_session_timeout,
+                txn_ops_max: self.txn_ops_max,
+                ..GroupConfig::default()
             },
             kafka: KafkaConfig {
                 listen_addr: self.kafka_addr,

@@ -4,7 +4,8 @@
 #     bash tests/run.sh
 #
 # 1. installs what is missing: etcd-server, protobuf-compiler and kcat (apt),
-#    the Python test dependencies incl. moto[server] and confluent-kafka (pip),
+#    the Python test dependencies incl. moto[server], confluent-kafka and
+#    kafka-python (pip), the kafkajs driver's node modules (npm ci),
 #    cargo-nextest, rustfmt and clippy;
 # 2. cargo fmt --check, clippy -D warnings, build, cargo nextest (unit and
 #    integration tests; they start their own etcd), then the end-to-end pytest
@@ -95,6 +96,16 @@ if [[ -z ${SKIP_INSTALL:-} ]]; then
     "$PYTHON" -m pytest --version
     end
 
+    begin "install node test dependencies (kafkajs, tests/e2e/js)"
+    command -v node >/dev/null 2>&1 || { echo "node not found: the kafkajs tests need Node.js >= 18"; exit 1; }
+    js=tests/e2e/js
+    # npm ci wipes and reinstalls node_modules: only when it is missing or stale
+    if [[ ! -f $js/node_modules/.package-lock.json || $js/package-lock.json -nt $js/node_modules/.package-lock.json ]]; then
+        npm ci --prefix "$js" --no-audit --no-fund
+    fi
+    echo "node $(node --version), kafkajs $(node -p 'require("./'"$js"'/node_modules/kafkajs/package.json").version')"
+    end
+
     begin "install rust tools (rustfmt, clippy, cargo-nextest)"
     if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
         rustup component add rustfmt clippy
@@ -103,6 +114,10 @@ if [[ -z ${SKIP_INSTALL:-} ]]; then
         cargo install cargo-nextest --locked
     fi
     cargo nextest --version | head -1
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        cargo install cargo-fuzz --locked
+    fi
+    cargo fuzz --version
     end
 elif [[ -x $ROOT/target/e2e-venv/bin/python ]]; then
     PYTHON="$ROOT/target/e2e-venv/bin/python"
@@ -124,6 +139,24 @@ end
 
 begin "cargo nextest run --workspace"
 cargo nextest run --workspace
+end
+
+# cargo fuzz needs nightly-only flags; RUSTC_BOOTSTRAP lets the stable
+# toolchain (the only one this machine has) accept them. No sanitizer: the
+# targets check for panics and aborts; --dev keeps the build short.
+begin "fuzz: every decoder of network and stored bytes, ${FUZZ_SECONDS:=20} s each"
+for target in kafka_request segment_object; do
+    log="$ROOT/fuzz/fuzz-$target.log"
+    status=0
+    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none --dev "$target" -- \
+        -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=4096) >"$log" 2>&1 || status=$?
+    grep -E "^Done [0-9]+ runs" "$log" | sed "s/^/$target: /" || true
+    if [[ $status != 0 ]]; then
+        tail -n 60 "$log"
+        echo "fuzz target $target failed (exit $status); the crashing input is in fuzz/artifacts/$target/"
+        exit 1
+    fi
+done
 end
 
 begin "e2e: pytest tests/e2e"

@@ -46,10 +46,10 @@ impl Default for Partition {
 impl Partition {
     fn set_head(&mut self, head: HeadState) {
         if head.mod_revision >= self.head.mod_revision {
+            let next_offset = head.head.next_offset;
             self.head = head;
-            self.high_watermark.send_if_modified(|hw| {
-                std::mem::replace(hw, head.head.next_offset) != head.head.next_offset
-            });
+            self.high_watermark
+                .send_if_modified(|hw| std::mem::replace(hw, next_offset) != next_offset);
         }
     }
 }
@@ -254,7 +254,7 @@ impl ClusterView {
             }
             let partition = state.partition_mut(&chunk.topic_id, chunk.partition);
             partition.entries.insert(*base, chunk.index_entry(*base));
-            partition.set_head(*head);
+            partition.set_head(head.clone());
         }
     }
 
@@ -305,16 +305,21 @@ impl ClusterView {
         self.read()
             .partitions
             .get(&(topic_id.to_string(), partition))
-            .map(|p| p.head)
+            .map(|p| p.head.clone())
             .unwrap_or_default()
     }
 
     /// High watermark and log start of a partition.
     pub fn snapshot(&self, topic_id: &str, partition: i32) -> PartitionSnapshot {
-        let head = self.head(topic_id, partition);
+        // no head clone: the producer state is not needed here
+        let state = self.read();
+        let head = state
+            .partitions
+            .get(&(topic_id.to_string(), partition))
+            .map(|p| &p.head.head);
         PartitionSnapshot {
-            high_watermark: head.head.next_offset,
-            log_start_offset: head.head.log_start_offset,
+            high_watermark: head.map_or(0, |h| h.next_offset),
+            log_start_offset: head.map_or(0, |h| h.log_start_offset),
         }
     }
 

@@ -5,6 +5,7 @@
 use kafka_protocol::error::ResponseError;
 use sluice_fetch::FetchError;
 use sluice_metadata::model::ModelError;
+use sluice_metadata::producers::SequenceError;
 use sluice_metadata::MetaError;
 
 /// What kind of failure, as a client needs to know it.
@@ -27,6 +28,10 @@ pub enum ErrorKind {
     Unavailable,
     /// Stored data failed verification; it is never served.
     Corrupt,
+    /// An idempotent producer's batch does not follow its last one.
+    OutOfOrderSequence,
+    /// An idempotent producer was fenced by a newer epoch.
+    ProducerFenced,
 }
 
 impl ErrorKind {
@@ -40,6 +45,7 @@ impl ErrorKind {
             ErrorKind::OutOfRange => 416,
             ErrorKind::Unavailable => 503,
             ErrorKind::Corrupt => 500,
+            ErrorKind::OutOfOrderSequence | ErrorKind::ProducerFenced => 409,
         }
     }
 
@@ -56,6 +62,8 @@ impl ErrorKind {
             // retriable: clients back off, refresh metadata and try again
             ErrorKind::Unavailable => ResponseError::KafkaStorageError,
             ErrorKind::Corrupt => ResponseError::UnknownServerError,
+            ErrorKind::OutOfOrderSequence => ResponseError::OutOfOrderSequenceNumber,
+            ErrorKind::ProducerFenced => ResponseError::InvalidProducerEpoch,
         };
         error.code()
     }
@@ -107,6 +115,14 @@ pub enum IngestError {
     /// Stored data is corrupt.
     #[error("{0}")]
     Corrupt(String),
+    /// An idempotent producer's batch failed its sequence check.
+    #[error(transparent)]
+    Sequence(#[from] sluice_metadata::producers::SequenceError),
+    /// An idempotent batch failed its sequence check against the head it
+    /// was about to be committed on (a batch before it failed, or another
+    /// node stored it); it was not stored and a retry gets a precise answer.
+    #[error("{0}; retry")]
+    SequenceRecheck(String),
 }
 
 /// Result alias of the write path.
@@ -128,6 +144,13 @@ impl IngestError {
                 ErrorKind::Unavailable
             }
             IngestError::Corrupt(_) => ErrorKind::Corrupt,
+            IngestError::Sequence(error) => match error {
+                SequenceError::StaleEpoch { .. } => ErrorKind::ProducerFenced,
+                SequenceError::OutOfOrder { .. } | SequenceError::Duplicate { .. } => {
+                    ErrorKind::OutOfOrderSequence
+                }
+            },
+            IngestError::SequenceRecheck(_) => ErrorKind::Unavailable,
         }
     }
 }

@@ -1008,18 +1008,8 @@ impl GroupCoordinator {
             state
                 .pending
                 .retain(|_, since| at.duration_since(*since) < Duration::from_secs(60));
-            if state.phase == Phase::PreparingRebalance {
-                if state.rebalance_deadline.is_some_and(|d| d <= at) {
-                    self.complete_join(&group.id, &mut state).await;
-                } else {
-                    let all_joined = state.members.values().all(|m| m.join_waiter.is_some())
-                        && state.pending.is_empty();
-                    if all_joined && !state.initial_delay() {
-                        self.complete_join(&group.id, &mut state).await;
-                    }
-                }
-                continue;
-            }
+            // a member waiting in JoinGroup is alive; any other member must
+            // heartbeat within its session timeout, whatever the phase
             let expired: Vec<String> = state
                 .members
                 .iter()
@@ -1029,9 +1019,6 @@ impl GroupCoordinator {
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
-            if expired.is_empty() {
-                continue;
-            }
             for id in &expired {
                 info!(group = group.id, member = id, "member session expired");
                 if let Some(mut member) = state.members.remove(id) {
@@ -1040,7 +1027,16 @@ impl GroupCoordinator {
                     }
                 }
             }
-            self.members_changed(&group.id, &mut state).await;
+            if state.phase == Phase::PreparingRebalance {
+                let all_joined = state.members.values().all(|m| m.join_waiter.is_some())
+                    && state.pending.is_empty();
+                let deadline_passed = state.rebalance_deadline.is_some_and(|d| d <= at);
+                if deadline_passed || (all_joined && !state.initial_delay()) {
+                    self.complete_join(&group.id, &mut state).await;
+                }
+            } else if !expired.is_empty() {
+                self.members_changed(&group.id, &mut state).await;
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use sluice_fetch::{ClusterView, Reader};
 use sluice_metadata::embedded::EmbeddedStore;
 use sluice_metadata::etcd::EtcdStore;
+use sluice_metadata::membership::{Membership, MembershipOptions, NodeInfo};
 use sluice_metadata::model::Catalog;
 use sluice_metadata::MetaStore;
 use sluice_segment::store::{open_store, StoreOptions};
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
+use crate::group::{GroupConfig, GroupCoordinator};
 use crate::http::{self, HttpState};
 use crate::kafka::{self, KafkaConfig, KafkaContext};
 use crate::produce::Producer;
@@ -44,6 +46,10 @@ pub struct NodeConfig {
     pub node_id: Option<i32>,
     /// Write path settings.
     pub writer: WriterConfig,
+    /// Consumer group coordinator settings.
+    pub groups: GroupConfig,
+    /// Node registration lease: how long a dead node stays listed.
+    pub membership: MembershipOptions,
     /// Kafka listener settings.
     pub kafka: KafkaConfig,
 }
@@ -119,7 +125,7 @@ pub async fn run(
         Writer::start(config.writer.clone(), objects.clone(), view.clone());
     let ready = Arc::new(AtomicBool::new(false));
     let producer = Arc::new(Producer::new(view.clone(), writer));
-    let reader = Reader::new(objects, view);
+    let reader = Reader::new(objects, view.clone());
     let state = HttpState {
         producer: producer.clone(),
         reader: reader.clone(),
@@ -141,6 +147,26 @@ pub async fn run(
         .map_err(startup("reading the Kafka address"))?;
     let (advertised_host, advertised_port) =
         kafka::advertised(kafka_local, config.kafka.advertised_addr.as_deref());
+    // register on a lease: Metadata lists the live nodes, group
+    // coordinatorships live and die with this node
+    let node_info = NodeInfo {
+        node_id,
+        kafka_host: advertised_host.clone(),
+        kafka_port: advertised_port,
+        http_url: format!("http://{local}"),
+        roles: vec!["ingest".into(), "fetch".into()],
+        zone: None,
+    };
+    let membership = Membership::join(catalog.clone(), node_info.clone(), config.membership)
+        .await
+        .map_err(startup("registering the node"))?;
+    view.upsert_node(node_info);
+    let groups = GroupCoordinator::start(
+        catalog.clone(),
+        node_id,
+        membership.lease_receiver(),
+        config.groups.clone(),
+    );
     let kafka_context = Arc::new(KafkaContext {
         node_id,
         cluster_id: cluster_id.clone(),
@@ -148,8 +174,9 @@ pub async fn run(
         advertised_port,
         producer,
         reader,
-        catalog,
+        catalog: catalog.clone(),
         config: config.kafka.clone(),
+        groups,
     });
     info!(
         node_id,
@@ -176,6 +203,7 @@ pub async fn run(
     }
     // every accepted append is flushed and committed (or failed) before exit
     writer_tasks.shutdown().await;
+    membership.leave().await;
     info!("sluice node stopped");
     served.map_err(startup("serving HTTP"))
 }

@@ -10,9 +10,19 @@
 //! (CAS commits in seal order, so one producer's batches keep their order).
 //! Memory is bounded by `buffer_max_bytes`: an append waits for budget,
 //! which is returned when its flush is answered.
+//!
+//! Idempotent producers' batches are checked twice against the sequence
+//! rules of [`sluice_metadata::producers`]: when accepted (committed head
+//! plus this node's batches in flight, see [`idempotence`]), so that a
+//! retried batch is answered with its original offset and never uploaded
+//! again; and when committed, against the very head the transaction
+//! compares, so that a batch that became a duplicate or out of order after
+//! its upload is never committed (its chunk fails with a retriable error).
+
+mod idempotence;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::stream::FuturesOrdered;
@@ -21,6 +31,7 @@ use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use rand::Rng;
 use sluice_fetch::ClusterView;
 use sluice_metadata::model::{ChunkCommit, CommitOutcome, HeadState, Topic};
+use sluice_metadata::producers::{self, ProducerBatch};
 use sluice_segment::format::BatchSlot;
 use sluice_segment::{BatchSummary, SegmentBuilder, SegmentFooter, SegmentId};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -29,6 +40,7 @@ use tracing::{debug, warn};
 
 use crate::error::{IngestError, IngestResult};
 use crate::metrics;
+use idempotence::{InFlight, Ticket};
 
 /// Settings of the write path.
 #[derive(Debug, Clone)]
@@ -83,13 +95,16 @@ struct Append {
     partition: i32,
     batches: Bytes,
     summary: BatchSummary,
+    /// The idempotence fields of the (single) batch, if its producer is
+    /// idempotent.
+    producer: Option<ProducerBatch>,
     reply: oneshot::Sender<IngestResult<i64>>,
     permit: OwnedSemaphorePermit,
     accepted_at: Instant,
 }
 
 enum Command {
-    Append(Append),
+    Append(Box<Append>),
     Close,
 }
 
@@ -100,6 +115,18 @@ struct Waiter {
     accepted_at: Instant,
     records: u32,
     bytes: usize,
+    /// An idempotent batch: its fields and its place among the batches in
+    /// flight.
+    producer: Option<(ProducerBatch, Ticket)>,
+}
+
+impl Waiter {
+    fn answer(self, result: IngestResult<i64>) {
+        if let Some((_, ticket)) = self.producer {
+            ticket.finish(&result);
+        }
+        let _ = self.reply.send(result);
+    }
 }
 
 struct OpenSegment {
@@ -165,8 +192,15 @@ impl Writer {
         let (commands, command_rx) = mpsc::channel(config.queue_max.max(1));
         let (sealed_tx, sealed_rx) = mpsc::channel(1);
         let (uploaded_tx, uploaded_rx) = mpsc::channel(config.uploads_in_flight_max.max(1));
+        let in_flight = Arc::new(InFlight::default());
         let handles = vec![
-            tokio::spawn(buffer_loop(config.clone(), command_rx, sealed_tx)),
+            tokio::spawn(buffer_loop(
+                config.clone(),
+                view.clone(),
+                in_flight,
+                command_rx,
+                sealed_tx,
+            )),
             tokio::spawn(upload_loop(config.clone(), store, sealed_rx, uploaded_tx)),
             tokio::spawn(commit_loop(config.clone(), view, uploaded_rx)),
         ];
@@ -187,6 +221,23 @@ impl Writer {
         batches: Bytes,
         summary: BatchSummary,
     ) -> IngestResult<Pending> {
+        self.submit_idempotent(topic, partition, batches, summary, None)
+            .await
+    }
+
+    /// [`Writer::submit`] for one batch of an idempotent producer
+    /// (`producer` = its fields; `None` = not idempotent). A batch already
+    /// stored is answered with its original base offset and not stored
+    /// again; one that breaks the sequence rules is refused.
+    pub async fn submit_idempotent(
+        &self,
+        topic: &Topic,
+        partition: i32,
+        batches: Bytes,
+        summary: BatchSummary,
+        producer: Option<ProducerBatch>,
+    ) -> IngestResult<Pending> {
+        debug_assert!(producer.is_none() || summary.batch_count == 1);
         if batches.len() > self.buffer_max_bytes {
             return Err(IngestError::TooLarge(format!(
                 "{} bytes exceed the node's buffer of {} bytes",
@@ -206,12 +257,13 @@ impl Writer {
             partition,
             batches,
             summary,
+            producer,
             reply,
             permit,
             accepted_at: Instant::now(),
         };
         self.commands
-            .send(Command::Append(append))
+            .send(Command::Append(Box::new(append)))
             .await
             .map_err(|_| IngestError::ShuttingDown)?;
         Ok(Pending { receiver })
@@ -220,6 +272,8 @@ impl Writer {
 
 async fn buffer_loop(
     config: WriterConfig,
+    view: Arc<ClusterView>,
+    in_flight: Arc<InFlight>,
     mut commands: mpsc::Receiver<Command>,
     sealed: mpsc::Sender<Sealed>,
 ) {
@@ -240,6 +294,27 @@ async fn buffer_loop(
         };
         match command {
             Some(Command::Append(append)) => {
+                let mut append = *append;
+                // checked here, in acceptance order, against the batches
+                // accepted before it
+                let producer = match append.producer {
+                    None => None,
+                    Some(batch) => {
+                        let head = view.head(&append.topic.record.id, append.partition);
+                        let admitted = in_flight.admit(
+                            head.head.producers.get(&batch.producer_id),
+                            &append.topic.record.id,
+                            append.partition,
+                            batch,
+                            append.reply,
+                        );
+                        let Some((ticket, reply)) = admitted else {
+                            continue; // answered, or waiting for the same batch
+                        };
+                        append.reply = reply;
+                        Some((batch, ticket))
+                    }
+                };
                 let segment = open.get_or_insert_with(|| OpenSegment {
                     builder: SegmentBuilder::new(),
                     topics: Vec::new(),
@@ -264,6 +339,7 @@ async fn buffer_loop(
                     accepted_at: append.accepted_at,
                     records,
                     bytes,
+                    producer,
                 });
                 if segment.builder.body_bytes() >= config.segment_max_bytes {
                     seal(&mut open, &sealed).await;
@@ -308,7 +384,7 @@ async fn seal(open: &mut Option<OpenSegment>, sealed: &mpsc::Sender<Sealed>) {
 fn fail_all(waiters: Vec<Waiter>, error: &IngestError) {
     metrics::FLUSH_FAILURES.inc();
     for waiter in waiters {
-        let _ = waiter.reply.send(Err(error.clone()));
+        waiter.answer(Err(error.clone()));
     }
 }
 
@@ -389,12 +465,19 @@ async fn commit_segment(config: &WriterConfig, view: &ClusterView, segment: Seal
             max_timestamp: chunk.max_timestamp,
         })
         .collect();
+    // per chunk: its idempotent batches in order, with their offset deltas
+    let mut sequenced: Vec<Vec<(ProducerBatch, u32)>> = vec![Vec::new(); chunks.len()];
+    for waiter in &segment.waiters {
+        if let Some((batch, _)) = &waiter.producer {
+            sequenced[waiter.slot.chunk].push((*batch, waiter.slot.offset_delta));
+        }
+    }
     // per chunk: its base offset, or why it failed
     let mut outcomes: Vec<IngestResult<i64>> = vec![Err(IngestError::ShuttingDown); chunks.len()];
     let per_txn = (config.txn_ops_max / 2).max(1);
     let indices: Vec<usize> = (0..chunks.len()).collect();
     for group in indices.chunks(per_txn) {
-        commit_group(config, view, &chunks, group, &mut outcomes).await;
+        commit_group(config, view, &chunks, &sequenced, group, &mut outcomes).await;
     }
     for waiter in segment.waiters {
         let result = match &outcomes[waiter.slot.chunk] {
@@ -406,14 +489,26 @@ async fn commit_segment(config: &WriterConfig, view: &ClusterView, segment: Seal
             Err(error) => Err(error.clone()),
         };
         metrics::PRODUCE_LATENCY.observe(waiter.accepted_at.elapsed().as_secs_f64());
-        let _ = waiter.reply.send(result);
+        waiter.answer(result);
     }
 }
 
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Commit the chunks `group` of `chunks`, retrying lost compare-and-swaps
+/// with the current heads. Each attempt computes every partition's new head
+/// from the head it compares, re-checking the chunk's idempotent batches
+/// (`sequenced`): a chunk that fails the check is dropped with a retriable
+/// error and its upload becomes garbage.
 async fn commit_group(
     config: &WriterConfig,
     view: &ClusterView,
     chunks: &[ChunkCommit],
+    sequenced: &[Vec<(ProducerBatch, u32)>],
     group: &[usize],
     outcomes: &mut [IngestResult<i64>],
 ) {
@@ -422,13 +517,36 @@ async fn commit_group(
         .iter()
         .map(|&i| view.head(&chunks[i].topic_id, chunks[i].partition))
         .collect();
+    let now_ms = now_ms();
     for attempt in 0..config.commit_attempts_max {
+        let mut next_heads = Vec::with_capacity(live.len());
+        let mut checked = Vec::with_capacity(live.len());
+        let mut checked_expected = Vec::with_capacity(live.len());
+        for (&i, state) in live.iter().zip(expected) {
+            match producers::advance(&state.head, chunks[i].offset_count, &sequenced[i], now_ms) {
+                Ok(head) => {
+                    next_heads.push(head);
+                    checked.push(i);
+                    checked_expected.push(state);
+                }
+                Err(error) => {
+                    debug!(%error, partition = chunks[i].partition, "chunk fails its sequence check at commit");
+                    outcomes[i] = Err(IngestError::SequenceRecheck(error.to_string()));
+                }
+            }
+        }
+        live = checked;
+        expected = checked_expected;
         if live.is_empty() {
             return;
         }
         let batch: Vec<ChunkCommit> = live.iter().map(|&i| chunks[i].clone()).collect();
         metrics::COMMIT_TXNS.inc();
-        match view.catalog().try_commit(&batch, &expected).await {
+        match view
+            .catalog()
+            .try_commit_heads(&batch, &expected, next_heads)
+            .await
+        {
             Ok(CommitOutcome::Committed {
                 base_offsets,
                 heads,
@@ -492,6 +610,7 @@ mod tests {
     use sluice_fetch::Reader;
     use sluice_metadata::embedded::EmbeddedStore;
     use sluice_metadata::model::Catalog;
+    use sluice_metadata::producers::SequenceError;
     use sluice_segment::batch::{self, NewRecord};
 
     use super::*;
@@ -589,5 +708,325 @@ mod tests {
             pending.wait().await,
             Err(IngestError::UnknownTopic(_))
         ));
+    }
+
+    fn idempotent(
+        tag: &str,
+        n: usize,
+        producer_id: i64,
+        epoch: i16,
+        seq: i32,
+    ) -> (Bytes, BatchSummary, Option<ProducerBatch>) {
+        let records: Vec<NewRecord> = (0..n)
+            .map(|i| NewRecord {
+                key: Some(Bytes::from(format!("{tag}-{i}"))),
+                value: Some(Bytes::from(vec![i as u8; 10])),
+                headers: vec![],
+                timestamp_ms: 1_000 + i as i64,
+            })
+            .collect();
+        let bytes = batch::encode_idempotent(&records, producer_id, epoch, seq).unwrap();
+        let summary = batch::validate(&bytes).unwrap();
+        let fields = batch::producer_fields(&bytes).unwrap()[0];
+        let producer = ProducerBatch::new(
+            fields.producer_id,
+            fields.producer_epoch,
+            fields.base_sequence,
+            fields.last_offset_delta,
+        );
+        (bytes, summary, Some(producer))
+    }
+
+    async fn idempotent_setup(name: &str) -> (Catalog, Topic, Arc<ClusterView>) {
+        let catalog = Catalog::new(Arc::new(EmbeddedStore::in_memory()), "t");
+        let topic = catalog
+            .create_topic(name, 1, BTreeMap::new())
+            .await
+            .unwrap();
+        let view = ClusterView::start(catalog.clone()).await.unwrap();
+        view.upsert_topic(topic.clone());
+        (catalog, topic, view)
+    }
+
+    fn fast() -> WriterConfig {
+        WriterConfig {
+            flush_interval: Duration::from_millis(10),
+            ..WriterConfig::default()
+        }
+    }
+
+    async fn stored_keys(
+        store: Arc<dyn ObjectStore>,
+        view: Arc<ClusterView>,
+        topic: &Topic,
+    ) -> Vec<(i64, String)> {
+        let reader = Reader::new(store, view);
+        let chunks = reader.read(&topic.record.id, 0, 0, 1 << 20).await.unwrap();
+        chunks
+            .into_iter()
+            .flat_map(|c| batch::decode(c.batches).unwrap())
+            .map(|r| {
+                (
+                    r.offset,
+                    String::from_utf8_lossy(r.key.as_ref().unwrap()).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_retried_batch_is_stored_once_and_answered_with_its_offset() {
+        let (_catalog, topic, view) = idempotent_setup("idem").await;
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let (writer, tasks) = Writer::start(fast(), store.clone(), view.clone());
+        let submit = |(bytes, summary, producer): (Bytes, BatchSummary, Option<ProducerBatch>)| {
+            let writer = writer.clone();
+            let topic = topic.clone();
+            async move {
+                writer
+                    .submit_idempotent(&topic, 0, bytes, summary, producer)
+                    .await
+                    .unwrap()
+                    .wait()
+                    .await
+            }
+        };
+        // a plain batch first, so producer offsets do not start at 0
+        let (bytes, summary) = records("plain", 2);
+        writer
+            .submit(&topic, 0, bytes, summary)
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        assert_eq!(submit(idempotent("a", 3, 9, 0, 0)).await.unwrap(), 2);
+        // the same batch again (a retry after a lost answer)
+        assert_eq!(submit(idempotent("a", 3, 9, 0, 0)).await.unwrap(), 2);
+        assert_eq!(submit(idempotent("b", 2, 9, 0, 3)).await.unwrap(), 5);
+        // a retry of an older batch of the window is still recognized
+        assert_eq!(submit(idempotent("a", 3, 9, 0, 0)).await.unwrap(), 2);
+        // a gap and a batch that was never sent are out of order
+        let gap = submit(idempotent("c", 1, 9, 0, 6)).await;
+        assert!(
+            matches!(
+                gap,
+                Err(IngestError::Sequence(SequenceError::OutOfOrder {
+                    expected: 5,
+                    got: 6,
+                    ..
+                }))
+            ),
+            "{gap:?}"
+        );
+        assert_eq!(gap.unwrap_err().kind().kafka_error_code(), 45);
+        // a new producer must start at 0
+        assert!(matches!(
+            submit(idempotent("d", 1, 10, 0, 4)).await,
+            Err(IngestError::Sequence(SequenceError::OutOfOrder {
+                expected: 0,
+                ..
+            }))
+        ));
+        // a bumped epoch restarts at 0 and fences the old one
+        assert_eq!(submit(idempotent("e", 1, 9, 1, 0)).await.unwrap(), 7);
+        let fenced = submit(idempotent("f", 1, 9, 0, 5)).await;
+        assert_eq!(fenced.unwrap_err().kind().kafka_error_code(), 47);
+        tasks.shutdown().await;
+        let keys: Vec<String> = stored_keys(store, view, &topic)
+            .await
+            .into_iter()
+            .map(|(_, k)| k)
+            .collect();
+        assert_eq!(
+            keys,
+            vec!["plain-0", "plain-1", "a-0", "a-1", "a-2", "b-0", "b-1", "e-0"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_of_a_batch_in_flight_gets_the_same_answer() {
+        let (_catalog, topic, view) = idempotent_setup("inflight").await;
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let config = WriterConfig {
+            flush_interval: Duration::from_millis(100),
+            ..WriterConfig::default()
+        };
+        let (writer, tasks) = Writer::start(config, store.clone(), view.clone());
+        let mut pending = Vec::new();
+        for (tag, seq) in [("a", 0), ("a", 0), ("b", 2), ("a", 0)] {
+            let (bytes, summary, producer) = idempotent(tag, 2, 3, 0, seq);
+            pending.push(
+                writer
+                    .submit_idempotent(&topic, 0, bytes, summary, producer)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut answers = Vec::new();
+        for p in pending {
+            answers.push(p.wait().await.unwrap());
+        }
+        assert_eq!(answers, vec![0, 0, 2, 0]);
+        tasks.shutdown().await;
+        let keys: Vec<(i64, String)> = stored_keys(store, view, &topic).await;
+        assert_eq!(keys.len(), 4, "{keys:?}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_became_a_duplicate_after_upload_is_not_committed() {
+        // two nodes share one catalog; the producer's batch reaches both
+        let (catalog, topic, view_a) = idempotent_setup("race").await;
+        let view_b = ClusterView::start(catalog.clone()).await.unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let slow = WriterConfig {
+            flush_interval: Duration::from_millis(300),
+            ..WriterConfig::default()
+        };
+        let (writer_a, tasks_a) = Writer::start(fast(), store.clone(), view_a.clone());
+        let (writer_b, tasks_b) = Writer::start(slow, store.clone(), view_b.clone());
+        let (bytes, summary, producer) = idempotent("x", 4, 1, 0, 0);
+        // B accepts it first (nothing committed yet) but flushes late
+        let late = writer_b
+            .submit_idempotent(&topic, 0, bytes.clone(), summary, producer)
+            .await
+            .unwrap();
+        let first = writer_a
+            .submit_idempotent(&topic, 0, bytes.clone(), summary, producer)
+            .await
+            .unwrap();
+        assert_eq!(first.wait().await.unwrap(), 0);
+        let error = late.wait().await.unwrap_err();
+        assert!(
+            matches!(error, IngestError::SequenceRecheck(_)),
+            "{error:?}"
+        );
+        assert!(error.kind().is_retriable());
+        // the client's retry is answered from the committed state
+        for _ in 0..100 {
+            if view_b.snapshot(&topic.record.id, 0).high_watermark == 4 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let retry = writer_b
+            .submit_idempotent(&topic, 0, bytes, summary, producer)
+            .await
+            .unwrap();
+        assert_eq!(retry.wait().await.unwrap(), 0);
+        tasks_a.shutdown().await;
+        tasks_b.shutdown().await;
+        assert_eq!(view_a.snapshot(&topic.record.id, 0).high_watermark, 4);
+        let keys = stored_keys(store, view_a, &topic).await;
+        assert_eq!(keys.len(), 4, "{keys:?}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_after_a_failed_one_is_not_committed() {
+        // the first segment's upload fails, the second one's succeeds: the
+        // later batch must not be committed over the gap
+        let (_catalog, topic, view) = idempotent_setup("gap").await;
+        let store: Arc<dyn ObjectStore> = Arc::new(FailFirstPut::default());
+        let config = WriterConfig {
+            // one append per segment
+            segment_max_bytes: 1,
+            ..fast()
+        };
+        let (writer, tasks) = Writer::start(config, store.clone(), view.clone());
+        let (bytes, summary, producer) = idempotent("a", 1, 5, 0, 0);
+        let first = writer
+            .submit_idempotent(&topic, 0, bytes, summary, producer)
+            .await
+            .unwrap();
+        let (bytes, summary, producer) = idempotent("b", 1, 5, 0, 1);
+        let second = writer
+            .submit_idempotent(&topic, 0, bytes, summary, producer)
+            .await
+            .unwrap();
+        assert!(matches!(first.wait().await, Err(IngestError::Store(_))));
+        let second = second.wait().await.unwrap_err();
+        assert!(
+            matches!(second, IngestError::SequenceRecheck(_)),
+            "{second:?}"
+        );
+        assert!(second.kind().is_retriable());
+        tasks.shutdown().await;
+        assert_eq!(view.snapshot(&topic.record.id, 0).high_watermark, 0);
+    }
+
+    /// An object store whose first put fails.
+    #[derive(Debug, Default)]
+    struct FailFirstPut {
+        inner: InMemory,
+        failed: std::sync::atomic::AtomicBool,
+    }
+
+    impl std::fmt::Display for FailFirstPut {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "FailFirstPut")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for FailFirstPut {
+        async fn put_opts(
+            &self,
+            location: &object_store::path::Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            if !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Err(object_store::Error::Generic {
+                    store: "test",
+                    source: "injected failure".into(),
+                });
+            }
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &object_store::path::Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &object_store::path::Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<
+                'static,
+                object_store::Result<object_store::path::Path>,
+            >,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>
+        {
+            self.inner.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &object_store::path::Path,
+            to: &object_store::path::Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
     }
 }

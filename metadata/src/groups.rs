@@ -224,13 +224,19 @@ impl Catalog {
     /// Every group id with persisted state or committed offsets.
     pub async fn list_groups(&self) -> ModelResult<Vec<String>> {
         let mut groups = std::collections::BTreeSet::new();
-        for prefix in [self.groups_prefix(), format!("{}offsets/", self.root())] {
+        // a coordinator key alone (a group only looked up) is not a group
+        for (prefix, state_only) in [
+            (self.groups_prefix(), true),
+            (format!("{}offsets/", self.root()), false),
+        ] {
             for kv in self.store().range(&prefix).await?.kvs {
-                if let Some(group) = kv
-                    .key
-                    .strip_prefix(&prefix)
-                    .and_then(|rest| rest.split('/').next())
-                {
+                let Some(rest) = kv.key.strip_prefix(&prefix) else {
+                    continue;
+                };
+                if state_only && !rest.ends_with("/state") {
+                    continue;
+                }
+                if let Some(group) = rest.split('/').next() {
                     groups.insert(group.to_string());
                 }
             }

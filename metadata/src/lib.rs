@@ -9,6 +9,7 @@ pub mod etcd;
 pub mod groups;
 pub mod membership;
 pub mod model;
+pub mod producers;
 pub mod store;
 pub mod testing;
 

@@ -5,7 +5,8 @@
 //! cluster                          cluster id (created once)
 //! node-id-counter                  last allocated node id
 //! topics/<name>                    TopicRecord (JSON): id, partitions, configs
-//! heads/<topic-id>/<p>             Head (JSON): next offset, log start
+//! heads/<topic-id>/<p>             Head (JSON): next offset, log start, producer state
+//! producer-ids                     last allocated producer id
 //! index/<topic-id>/<p>/<base>      IndexEntry (JSON): object, byte range, offsets
 //! ```
 //!
@@ -104,17 +105,21 @@ pub struct Topic {
 }
 
 /// A partition head as stored under `heads/<topic-id>/<p>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Head {
     /// The next offset to assign (the high watermark).
     pub next_offset: i64,
     /// The first offset still readable.
     #[serde(default)]
     pub log_start_offset: i64,
+    /// Idempotent producers' sequence state, by producer id (bounded; see
+    /// [`crate::producers`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub producers: BTreeMap<i64, crate::producers::ProducerState>,
 }
 
 /// A head with the revision it was read at (`mod_revision` 0 = never written).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HeadState {
     /// The head.
     pub head: Head,
@@ -557,6 +562,58 @@ impl Catalog {
         })
     }
 
+    /// Replace a topic's whole config set (Kafka AlterConfigs).
+    pub async fn alter_topic_configs(
+        &self,
+        name: &str,
+        new_configs: BTreeMap<String, String>,
+    ) -> ModelResult<Topic> {
+        self.update_topic_configs(name, |_| Ok(new_configs.clone()))
+            .await
+    }
+
+    /// Read a topic, compute its new config set from the current one with
+    /// `edit`, validate it and write it with a compare-and-swap on the
+    /// topic's mod revision; a lost swap re-reads and re-applies `edit`
+    /// (bounded), then fails with [`ModelError::Concurrent`].
+    pub async fn update_topic_configs<F>(&self, name: &str, edit: F) -> ModelResult<Topic>
+    where
+        F: Fn(&BTreeMap<String, String>) -> ModelResult<BTreeMap<String, String>>,
+    {
+        const ATTEMPTS_MAX: usize = 8;
+        let key = self.topic_key(name);
+        for _ in 0..ATTEMPTS_MAX {
+            let topic = self
+                .get_topic(name)
+                .await?
+                .ok_or_else(|| ModelError::UnknownTopic(name.to_string()))?;
+            let configs = edit(&topic.record.configs)?;
+            validate_topic_configs(&configs)?;
+            let mut record = topic.record.clone();
+            record.configs = configs;
+            let response = self
+                .store
+                .txn(
+                    Txn::new()
+                        .when([Compare::mod_revision(
+                            key.clone(),
+                            CmpOp::Equal,
+                            topic.mod_revision,
+                        )])
+                        .and_then([TxnOp::put(key.clone(), encode_json(&record))]),
+                )
+                .await?;
+            if response.succeeded {
+                return Ok(Topic {
+                    record,
+                    create_revision: topic.create_revision,
+                    mod_revision: response.revision,
+                });
+            }
+        }
+        Err(ModelError::Concurrent(name.to_string()))
+    }
+
     /// Decode a head key-value.
     pub fn decode_head(&self, kv: &KeyValue) -> ModelResult<HeadState> {
         Ok(HeadState {
@@ -586,7 +643,30 @@ impl Catalog {
         chunks: &[ChunkCommit],
         expected: &[HeadState],
     ) -> ModelResult<CommitOutcome> {
+        let next_heads: Vec<Head> = chunks
+            .iter()
+            .zip(expected)
+            .map(|(chunk, state)| {
+                let mut head = state.head.clone();
+                head.next_offset += i64::from(chunk.offset_count);
+                head
+            })
+            .collect();
+        self.try_commit_heads(chunks, expected, next_heads).await
+    }
+
+    /// [`Catalog::try_commit`] writing the heads the caller computed from
+    /// `expected` (with producer state): `next_heads[i]` is written only if
+    /// the head is still at `expected[i]`.
+    pub async fn try_commit_heads(
+        &self,
+        chunks: &[ChunkCommit],
+        expected: &[HeadState],
+        next_heads: Vec<Head>,
+    ) -> ModelResult<CommitOutcome> {
         debug_assert_eq!(chunks.len(), expected.len());
+        debug_assert_eq!(chunks.len(), next_heads.len());
+        let mut next_heads = next_heads.into_iter();
         let mut txn = Txn::new();
         let mut topics: BTreeMap<&str, Revision> = BTreeMap::new();
         let mut base_offsets = Vec::with_capacity(chunks.len());
@@ -600,10 +680,8 @@ impl Catalog {
                 state.mod_revision,
             ));
             let base = state.head.next_offset;
-            let new_head = Head {
-                next_offset: base + i64::from(chunk.offset_count),
-                log_start_offset: state.head.log_start_offset,
-            };
+            let new_head = next_heads.next().unwrap_or_default();
+            debug_assert_eq!(new_head.next_offset, base + i64::from(chunk.offset_count));
             let entry = chunk.index_entry(base);
             txn.success
                 .push(TxnOp::put(head_key.clone(), encode_json(&new_head)));
@@ -698,6 +776,46 @@ mod tests {
             batch_count: 1,
             max_timestamp: 5,
         }
+    }
+
+    #[tokio::test]
+    async fn topic_configs_are_replaced_validated_and_guarded() {
+        let catalog = catalog();
+        let mut initial = BTreeMap::new();
+        initial.insert("retention.ms".to_string(), "1000".to_string());
+        let topic = catalog.create_topic("c", 1, initial).await.unwrap();
+        let mut next = BTreeMap::new();
+        next.insert("max.message.bytes".to_string(), "2048".to_string());
+        let altered = catalog
+            .alter_topic_configs("c", next.clone())
+            .await
+            .unwrap();
+        assert_eq!(altered.record.configs, next);
+        assert_eq!(altered.record.id, topic.record.id);
+        assert!(altered.mod_revision > topic.mod_revision);
+        let stored = catalog.get_topic("c").await.unwrap().unwrap();
+        assert_eq!(stored.record.configs, next);
+        let mut bad = BTreeMap::new();
+        bad.insert("no.such.config".to_string(), "1".to_string());
+        assert!(matches!(
+            catalog.alter_topic_configs("c", bad).await,
+            Err(ModelError::Invalid(_))
+        ));
+        assert!(matches!(
+            catalog
+                .alter_topic_configs("missing", BTreeMap::new())
+                .await,
+            Err(ModelError::UnknownTopic(_))
+        ));
+        let edited = catalog
+            .update_topic_configs("c", |current| {
+                let mut configs = current.clone();
+                configs.insert("retention.bytes".to_string(), "5".to_string());
+                Ok(configs)
+            })
+            .await
+            .unwrap();
+        assert_eq!(edited.record.configs.len(), 2);
     }
 
     #[tokio::test]

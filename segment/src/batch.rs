@@ -13,12 +13,18 @@ use kafka_protocol::records::{
 /// Size of the RecordBatch v2 header, up to and including the record count.
 pub const BATCH_HEADER_BYTES: usize = 61;
 const LENGTH_FIELD_END: usize = 12;
+const PARTITION_LEADER_EPOCH_AT: usize = 12;
 const MAGIC_AT: usize = 16;
 const CRC_AT: usize = 17;
 const ATTRIBUTES_AT: usize = 21;
 const LAST_OFFSET_DELTA_AT: usize = 23;
 const MAX_TIMESTAMP_AT: usize = 35;
+const PRODUCER_ID_AT: usize = 43;
+const PRODUCER_EPOCH_AT: usize = 51;
+const BASE_SEQUENCE_AT: usize = 53;
 const RECORD_COUNT_AT: usize = 57;
+/// Attributes bit of a transactional batch.
+const TRANSACTIONAL_BIT: i16 = 0x10;
 
 /// Why bytes are not a valid sequence of RecordBatch v2.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -179,6 +185,43 @@ pub fn validate(bytes: &[u8]) -> Result<BatchSummary, BatchError> {
     Ok(summarize_frames(&frames))
 }
 
+/// The idempotence fields of one RecordBatch v2 header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerFields {
+    /// Producer id; negative for a producer that is not idempotent.
+    pub producer_id: i64,
+    /// Producer epoch.
+    pub producer_epoch: i16,
+    /// Sequence of the first record.
+    pub base_sequence: i32,
+    /// Offsets in the batch minus one.
+    pub last_offset_delta: i32,
+    /// Whether the batch belongs to a transaction.
+    pub transactional: bool,
+}
+
+/// The idempotence fields of each batch of `bytes` (framing is checked,
+/// CRCs are not: call [`validate`] first).
+pub fn producer_fields(bytes: &[u8]) -> Result<Vec<ProducerFields>, BatchError> {
+    Ok(frames(bytes, false)?
+        .iter()
+        .map(|frame| {
+            let batch = &bytes[frame.start..];
+            let attributes = i16::from_be_bytes([batch[ATTRIBUTES_AT], batch[ATTRIBUTES_AT + 1]]);
+            ProducerFields {
+                producer_id: read_i64(batch, PRODUCER_ID_AT),
+                producer_epoch: i16::from_be_bytes([
+                    batch[PRODUCER_EPOCH_AT],
+                    batch[PRODUCER_EPOCH_AT + 1],
+                ]),
+                base_sequence: read_i32(batch, BASE_SEQUENCE_AT),
+                last_offset_delta: read_i32(batch, LAST_OFFSET_DELTA_AT),
+                transactional: attributes & TRANSACTIONAL_BIT != 0,
+            }
+        })
+        .collect())
+}
+
 fn summarize_frames(frames: &[Frame]) -> BatchSummary {
     BatchSummary {
         batch_count: frames.len() as u32,
@@ -195,6 +238,33 @@ pub fn encode(records: &[NewRecord]) -> Result<Bytes, BatchError> {
 /// Encode records into one RecordBatch v2 with base offset 0, compressed
 /// with `compression`.
 pub fn encode_with(records: &[NewRecord], compression: Compression) -> Result<Bytes, BatchError> {
+    encode_as(records, compression, NO_PRODUCER_ID, NO_PRODUCER_EPOCH, -1)
+}
+
+/// Encode records into one uncompressed RecordBatch v2 of an idempotent
+/// producer, as a Kafka client does (used by tests of the write path).
+pub fn encode_idempotent(
+    records: &[NewRecord],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Result<Bytes, BatchError> {
+    encode_as(
+        records,
+        Compression::None,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+    )
+}
+
+fn encode_as(
+    records: &[NewRecord],
+    compression: Compression,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Result<Bytes, BatchError> {
     if records.is_empty() {
         return Err(BatchError::Empty);
     }
@@ -206,14 +276,14 @@ pub fn encode_with(records: &[NewRecord], compression: Compression) -> Result<By
             control: false,
             delete_horizon: false,
             partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-            producer_id: NO_PRODUCER_ID,
-            producer_epoch: NO_PRODUCER_EPOCH,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // The codec starts a new batch whenever `offset - sequence`
-            // changes; keeping the difference at 1 yields one batch whose
-            // base sequence is -1 (no sequence), as a plain producer's is.
-            sequence: i as i32 - 1,
+            // changes; keeping the difference constant yields one batch
+            // (base sequence -1 = no sequence, as a plain producer's is).
+            sequence: base_sequence.wrapping_add(i as i32),
             timestamp: r.timestamp_ms,
             key: r.key.clone(),
             value: r.value.clone(),
@@ -236,12 +306,18 @@ pub fn encode_with(records: &[NewRecord], compression: Compression) -> Result<By
 
 /// Set each batch's base offset, the first to `base`, each next one after
 /// the offsets of the previous; returns the offset after the last batch.
-/// The base offset lies outside the batch CRC, so batches stay valid.
+/// Each batch's partition leader epoch is set to -1 too: sluice has no
+/// leader epochs (Metadata reports -1), and a client that saw a producer's
+/// epoch in a batch would otherwise take later Metadata as stale and stop
+/// following leader changes. Both fields lie outside the batch CRC, so
+/// batches stay valid.
 pub fn patch_base_offsets(bytes: &mut [u8], base: i64) -> Result<i64, BatchError> {
     let frames = frames(bytes, false)?;
     let mut next = base;
     for frame in frames {
         bytes[frame.start..frame.start + 8].copy_from_slice(&next.to_be_bytes());
+        bytes[frame.start + PARTITION_LEADER_EPOCH_AT..frame.start + PARTITION_LEADER_EPOCH_AT + 4]
+            .copy_from_slice(&NO_PARTITION_LEADER_EPOCH.to_be_bytes());
         next += i64::from(frame.offset_count);
     }
     Ok(next)
@@ -352,6 +428,28 @@ mod tests {
     }
 
     #[test]
+    fn producer_fields_are_read_from_the_header() {
+        let records: Vec<_> = (0..4).map(record).collect();
+        let plain = encode(&records).unwrap();
+        let fields = producer_fields(&plain).unwrap();
+        assert_eq!(fields.len(), 1);
+        assert_eq!(fields[0].producer_id, -1);
+        assert_eq!(fields[0].base_sequence, -1);
+        let idempotent = encode_idempotent(&records, 42, 3, 17).unwrap();
+        validate(&idempotent).unwrap();
+        assert_eq!(
+            producer_fields(&idempotent).unwrap(),
+            vec![ProducerFields {
+                producer_id: 42,
+                producer_epoch: 3,
+                base_sequence: 17,
+                last_offset_delta: 3,
+                transactional: false,
+            }]
+        );
+    }
+
+    #[test]
     fn encode_makes_one_valid_batch() {
         let records: Vec<_> = (0..10).map(record).collect();
         let bytes = encode(&records).unwrap();
@@ -376,8 +474,13 @@ mod tests {
         let mut both = BytesMut::new();
         both.extend_from_slice(&a);
         both.extend_from_slice(&b);
+        // a producer's leader epoch is replaced by "none"
+        both[PARTITION_LEADER_EPOCH_AT..PARTITION_LEADER_EPOCH_AT + 4]
+            .copy_from_slice(&7i32.to_be_bytes());
         let next = patch_base_offsets(&mut both, 100).unwrap();
         assert_eq!(next, 108);
+        assert_eq!(read_i32(&both, PARTITION_LEADER_EPOCH_AT), -1);
+        assert_eq!(read_i32(&both, a.len() + PARTITION_LEADER_EPOCH_AT), -1);
         validate(&both).unwrap();
         let decoded = decode(both.freeze()).unwrap();
         assert_eq!(decoded.len(), 8);

@@ -19,6 +19,27 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListOffsets, 1, 6),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
+    // admin: the whole codec range of each
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 2),
+    // idempotent producers (v5 differs from v4 only for transactions)
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 /// Whether `version` of `key` is served.
@@ -70,6 +91,35 @@ mod tests {
                 ApiKey::ListOffsets => ListOffsetsRequest::VERSIONS,
                 ApiKey::Metadata => MetadataRequest::VERSIONS,
                 ApiKey::ApiVersions => ApiVersionsRequest::VERSIONS,
+                ApiKey::FindCoordinator => {
+                    kafka_protocol::messages::FindCoordinatorRequest::VERSIONS
+                }
+                ApiKey::JoinGroup => kafka_protocol::messages::JoinGroupRequest::VERSIONS,
+                ApiKey::SyncGroup => kafka_protocol::messages::SyncGroupRequest::VERSIONS,
+                ApiKey::Heartbeat => kafka_protocol::messages::HeartbeatRequest::VERSIONS,
+                ApiKey::LeaveGroup => kafka_protocol::messages::LeaveGroupRequest::VERSIONS,
+                ApiKey::OffsetCommit => kafka_protocol::messages::OffsetCommitRequest::VERSIONS,
+                ApiKey::OffsetFetch => kafka_protocol::messages::OffsetFetchRequest::VERSIONS,
+                ApiKey::ListGroups => kafka_protocol::messages::ListGroupsRequest::VERSIONS,
+                ApiKey::DescribeGroups => kafka_protocol::messages::DescribeGroupsRequest::VERSIONS,
+                ApiKey::DeleteGroups => kafka_protocol::messages::DeleteGroupsRequest::VERSIONS,
+                ApiKey::OffsetDelete => kafka_protocol::messages::OffsetDeleteRequest::VERSIONS,
+                ApiKey::CreateTopics => kafka_protocol::messages::CreateTopicsRequest::VERSIONS,
+                ApiKey::DeleteTopics => kafka_protocol::messages::DeleteTopicsRequest::VERSIONS,
+                ApiKey::CreatePartitions => {
+                    kafka_protocol::messages::CreatePartitionsRequest::VERSIONS
+                }
+                ApiKey::DescribeConfigs => {
+                    kafka_protocol::messages::DescribeConfigsRequest::VERSIONS
+                }
+                ApiKey::AlterConfigs => kafka_protocol::messages::AlterConfigsRequest::VERSIONS,
+                ApiKey::IncrementalAlterConfigs => {
+                    kafka_protocol::messages::IncrementalAlterConfigsRequest::VERSIONS
+                }
+                ApiKey::DescribeCluster => {
+                    kafka_protocol::messages::DescribeClusterRequest::VERSIONS
+                }
+                ApiKey::InitProducerId => kafka_protocol::messages::InitProducerIdRequest::VERSIONS,
                 other => panic!("no codec check for {other:?}"),
             };
             assert!(codec.min <= min && max <= codec.max, "{key:?}");

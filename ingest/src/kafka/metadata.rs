@@ -1,5 +1,7 @@
-//! Metadata: this node as the only broker and the leader of every
-//! partition; topics auto-created when the client and the node allow it.
+//! Metadata: every live node as a broker, each partition's leader chosen by
+//! rendezvous hashing over the live node ids (any node accepts any write;
+//! the leader only steers a partition's traffic to one node); topics
+//! auto-created when the client and the node allow it.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
@@ -7,6 +9,7 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use sluice_metadata::membership::partition_leader;
 use sluice_metadata::model::Topic;
 
 use super::KafkaContext;
@@ -21,6 +24,8 @@ pub async fn handle(
     let client_allows = version < 4 || request.allow_auto_topic_creation;
     let create = client_allows && context.config.auto_create_topics;
     let view = context.producer.view();
+    let live = context.brokers();
+    let live_ids: Vec<i32> = live.iter().map(|n| n.node_id).collect();
     let requested = match request.topics {
         // v0 asks for every topic with an empty list, v1+ with null
         None => None,
@@ -32,7 +37,7 @@ pub async fn handle(
         None => {
             let mut all = view.topics();
             all.sort_by(|a, b| a.record.name.cmp(&b.record.name));
-            topics.extend(all.iter().map(|topic| describe(context, topic)));
+            topics.extend(all.iter().map(|topic| describe(&live_ids, topic)));
         }
         Some(requested) => {
             for wanted in requested {
@@ -54,7 +59,7 @@ pub async fn handle(
                     }
                 };
                 match context.topic(&name, create).await {
-                    Ok(topic) => topics.push(describe(context, &topic)),
+                    Ok(topic) => topics.push(describe(&live_ids, &topic)),
                     Err(error) => topics.push(
                         MetadataResponseTopic::default()
                             .with_error_code(error.kind().kafka_error_code())
@@ -64,21 +69,33 @@ pub async fn handle(
             }
         }
     }
-    let broker = MetadataResponseBroker::default()
-        .with_node_id(BrokerId(context.node_id))
-        .with_host(StrBytes::from_string(context.advertised_host.clone()))
-        .with_port(context.advertised_port);
+    let brokers: Vec<MetadataResponseBroker> = live
+        .iter()
+        .map(|node| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(node.node_id))
+                .with_host(StrBytes::from_string(node.kafka_host.clone()))
+                .with_port(node.kafka_port)
+                .with_rack(node.zone.clone().map(StrBytes::from_string))
+        })
+        .collect();
+    let controller = live
+        .iter()
+        .map(|n| n.node_id)
+        .min()
+        .unwrap_or(context.node_id);
     MetadataResponse::default()
-        .with_brokers(vec![broker])
+        .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(context.cluster_id.clone())))
-        .with_controller_id(BrokerId(context.node_id))
+        .with_controller_id(BrokerId(controller))
         .with_topics(topics)
 }
 
-fn describe(context: &KafkaContext, topic: &Topic) -> MetadataResponseTopic {
-    let node = BrokerId(context.node_id);
+fn describe(live_ids: &[i32], topic: &Topic) -> MetadataResponseTopic {
     let partitions = (0..topic.record.partitions)
         .map(|index| {
+            let leader = partition_leader(live_ids, &topic.record.name, index).unwrap_or(-1);
+            let node = BrokerId(leader);
             MetadataResponsePartition::default()
                 .with_partition_index(index)
                 .with_leader_id(node)

@@ -9,17 +9,45 @@
 //! A connection reads frames (4-byte big-endian size, then the request) on
 //! its own task, runs at most `in_flight_max` requests at once and writes the
 //! responses in request order. A frame over `request_max_bytes`, a header
-//! that does not decode, an unknown API key, or an unsupported version of an
-//! API other than ApiVersions closes that connection (Kafka brokers do the
-//! same: the response format is unknown); ApiVersions at an unsupported
-//! version is answered with UNSUPPORTED_VERSION in its v0 format so the
-//! client can pick another. The node keeps serving everyone else.
+//! that does not decode, or an API key the codec does not know closes that
+//! connection. An API sluice does not serve, or a served API at a version
+//! outside its advertised range, is answered with that API's response
+//! carrying UNSUPPORTED_VERSION when the codec can encode the requested
+//! version ([`unsupported`]), and closes the connection otherwise (the
+//! response format is unknown); ApiVersions at an unsupported version is
+//! answered with UNSUPPORTED_VERSION in its v0 format so the client can pick
+//! another. The node keeps serving everyone else.
 
 pub mod api_versions;
+pub mod delete_groups;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
+
+// idempotent producers
+pub mod init_producer_id;
+
+// admin APIs and the answer to unserved requests
+pub mod alter_configs;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod incremental_alter_configs;
+pub mod topic_configs;
+pub mod unsupported;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -104,6 +132,42 @@ pub struct KafkaContext {
     pub catalog: Catalog,
     /// Listener settings.
     pub config: KafkaConfig,
+    /// Consumer group coordinator.
+    pub groups: Arc<crate::group::GroupCoordinator>,
+}
+
+/// Client host reported for group members (the listener does not pass
+/// peer addresses to handlers).
+pub const CLIENT_HOST: &str = "/unknown";
+
+impl KafkaContext {
+    /// This node as a broker.
+    pub fn this_broker(&self) -> sluice_metadata::membership::NodeInfo {
+        sluice_metadata::membership::NodeInfo {
+            node_id: self.node_id,
+            kafka_host: self.advertised_host.clone(),
+            kafka_port: self.advertised_port,
+            http_url: String::new(),
+            roles: Vec::new(),
+            zone: None,
+        }
+    }
+
+    /// Every live broker (registered in the metadata store), this node
+    /// always among them.
+    pub fn brokers(&self) -> Vec<sluice_metadata::membership::NodeInfo> {
+        let mut nodes = self.producer.view().nodes();
+        if !nodes.iter().any(|n| n.node_id == self.node_id) {
+            nodes.push(self.this_broker());
+            nodes.sort_by_key(|n| n.node_id);
+        }
+        nodes
+    }
+
+    /// A live broker by id.
+    pub fn broker(&self, node_id: i32) -> Option<sluice_metadata::membership::NodeInfo> {
+        self.brokers().into_iter().find(|n| n.node_id == node_id)
+    }
 }
 
 impl KafkaContext {
@@ -325,6 +389,11 @@ pub fn parse_frame(mut frame: Bytes) -> Result<Parsed, ConnectionError> {
                 &body,
             )?));
         }
+        // an error response where the codec can encode one; else close
+        if let Some(answer) = unsupported::answer(api_key, version, frame.clone()) {
+            debug!(api = ?api_key, version, "answered an unserved request with UNSUPPORTED_VERSION");
+            return Ok(Parsed::Answer(answer));
+        }
         return Err(ConnectionError::BadRequest(format!(
             "unsupported version {version} of {api_key:?}"
         )));
@@ -386,6 +455,11 @@ pub async fn handle_frame(
                 None => Ok(Reply::Nothing),
             }
         }
+        ApiKey::InitProducerId => {
+            let request: kafka_protocol::messages::InitProducerIdRequest =
+                decode_body(&mut framed)?;
+            encode(&init_producer_id::handle(&context, request).await).map(Reply::Send)
+        }
         ApiKey::Fetch => {
             let request: FetchRequest = decode_body(&mut framed)?;
             encode(&fetch::handle(&context, request).await).map(Reply::Send)
@@ -394,10 +468,96 @@ pub async fn handle_frame(
             let request: ListOffsetsRequest = decode_body(&mut framed)?;
             encode(&list_offsets::handle(&context, version, request).await).map(Reply::Send)
         }
-        // is_supported admits only the APIs above
-        other => Err(ConnectionError::BadRequest(format!(
-            "{other:?} is not implemented"
-        ))),
+        ApiKey::FindCoordinator => {
+            let request: kafka_protocol::messages::FindCoordinatorRequest =
+                decode_body(&mut framed)?;
+            encode(&find_coordinator::handle(&context, version, request).await).map(Reply::Send)
+        }
+        ApiKey::JoinGroup => {
+            let client_id = framed
+                .header
+                .client_id
+                .as_deref()
+                .unwrap_or_default()
+                .to_string();
+            let request: kafka_protocol::messages::JoinGroupRequest = decode_body(&mut framed)?;
+            encode(&join_group::handle(&context, version, &client_id, request).await)
+                .map(Reply::Send)
+        }
+        ApiKey::SyncGroup => {
+            let request: kafka_protocol::messages::SyncGroupRequest = decode_body(&mut framed)?;
+            encode(&sync_group::handle(&context, request).await).map(Reply::Send)
+        }
+        ApiKey::Heartbeat => {
+            let request: kafka_protocol::messages::HeartbeatRequest = decode_body(&mut framed)?;
+            encode(&heartbeat::handle(&context, request).await).map(Reply::Send)
+        }
+        ApiKey::LeaveGroup => {
+            let request: kafka_protocol::messages::LeaveGroupRequest = decode_body(&mut framed)?;
+            encode(&leave_group::handle(&context, version, request).await).map(Reply::Send)
+        }
+        ApiKey::OffsetCommit => {
+            let request: kafka_protocol::messages::OffsetCommitRequest = decode_body(&mut framed)?;
+            encode(&offset_commit::handle(&context, version, request).await).map(Reply::Send)
+        }
+        ApiKey::OffsetFetch => {
+            let request: kafka_protocol::messages::OffsetFetchRequest = decode_body(&mut framed)?;
+            encode(&offset_fetch::handle(&context, version, request).await).map(Reply::Send)
+        }
+        ApiKey::ListGroups => {
+            let request: kafka_protocol::messages::ListGroupsRequest = decode_body(&mut framed)?;
+            encode(&list_groups::handle(&context, request).await).map(Reply::Send)
+        }
+        ApiKey::DescribeGroups => {
+            let request: kafka_protocol::messages::DescribeGroupsRequest =
+                decode_body(&mut framed)?;
+            encode(&describe_groups::handle(&context, request).await).map(Reply::Send)
+        }
+        ApiKey::DeleteGroups => {
+            let request: kafka_protocol::messages::DeleteGroupsRequest = decode_body(&mut framed)?;
+            encode(&delete_groups::handle(&context, request).await).map(Reply::Send)
+        }
+        ApiKey::OffsetDelete => {
+            let request: kafka_protocol::messages::OffsetDeleteRequest = decode_body(&mut framed)?;
+            encode(&offset_delete::handle(&context, request).await).map(Reply::Send)
+        }
+        ApiKey::CreateTopics => {
+            let request: kafka_protocol::messages::CreateTopicsRequest = decode_body(&mut framed)?;
+            encode(&create_topics::handle(&context, version, request).await).map(Reply::Send)
+        }
+        ApiKey::DeleteTopics => {
+            let request: kafka_protocol::messages::DeleteTopicsRequest = decode_body(&mut framed)?;
+            encode(&delete_topics::handle(&context, version, request).await).map(Reply::Send)
+        }
+        ApiKey::CreatePartitions => {
+            let request: kafka_protocol::messages::CreatePartitionsRequest =
+                decode_body(&mut framed)?;
+            encode(&create_partitions::handle(&context, request).await).map(Reply::Send)
+        }
+        ApiKey::DescribeConfigs => {
+            let request: kafka_protocol::messages::DescribeConfigsRequest =
+                decode_body(&mut framed)?;
+            encode(&describe_configs::handle(&context, version, request).await).map(Reply::Send)
+        }
+        ApiKey::AlterConfigs => {
+            let request: kafka_protocol::messages::AlterConfigsRequest = decode_body(&mut framed)?;
+            encode(&alter_configs::handle(&context, request).await).map(Reply::Send)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let request: kafka_protocol::messages::IncrementalAlterConfigsRequest =
+                decode_body(&mut framed)?;
+            encode(&incremental_alter_configs::handle(&context, request).await).map(Reply::Send)
+        }
+        ApiKey::DescribeCluster => {
+            let request: kafka_protocol::messages::DescribeClusterRequest =
+                decode_body(&mut framed)?;
+            encode(&describe_cluster::handle(&context, request)).map(Reply::Send)
+        }
+        // is_supported admits only the APIs above; answer anything else
+        // with UNSUPPORTED_VERSION where the response can be encoded
+        other => unsupported::answer_body(other, version, correlation_id, framed.body.clone())
+            .map(Reply::Send)
+            .ok_or_else(|| ConnectionError::BadRequest(format!("{other:?} is not implemented"))),
     }
 }
 

@@ -1,10 +1,17 @@
 //! Produce: validate every partition's batches, append them all to the
 //! node's segment buffer, then wait for their commit. Batches are stored as
 //! sent, so compressed batches (gzip, snappy, lz4, zstd) pass through.
+//!
+//! Batches of an idempotent producer (producer id set) carry their producer
+//! id, epoch and sequences to the writer, which answers a retried batch with
+//! its original base offset; as in Kafka, such a partition must hold exactly
+//! one batch. Transactional batches are refused: transactions are not
+//! supported.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use sluice_metadata::producers::ProducerBatch;
 use sluice_segment::batch;
 
 use super::KafkaContext;
@@ -49,10 +56,11 @@ pub async fn handle(context: &KafkaContext, request: ProduceRequest) -> Option<P
                 }
                 let summary = batch::validate(&records)
                     .map_err(|error| IngestError::CorruptBatch(error.to_string()))?;
+                let producer = producer_batch(&records)?;
                 context
                     .producer
                     .writer()
-                    .submit(&topic, index, records, summary)
+                    .submit_idempotent(&topic, index, records, summary, producer)
                     .await
             };
             pending.push(append.await);
@@ -102,4 +110,37 @@ pub async fn handle(context: &KafkaContext, request: ProduceRequest) -> Option<P
         responses.push(topic_response);
     }
     Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// The idempotence fields of a partition's validated batches; `None` for a
+/// producer that is not idempotent.
+fn producer_batch(records: &[u8]) -> IngestResult<Option<ProducerBatch>> {
+    let fields = batch::producer_fields(records)
+        .map_err(|error| IngestError::CorruptBatch(error.to_string()))?;
+    if fields.iter().any(|f| f.transactional) {
+        return Err(IngestError::Invalid(
+            "transactional batches are not supported".to_string(),
+        ));
+    }
+    let mut idempotent = fields.iter().filter(|f| f.producer_id >= 0);
+    let Some(first) = idempotent.next() else {
+        return Ok(None);
+    };
+    if fields.len() != 1 {
+        return Err(IngestError::Invalid(
+            "an idempotent producer must send exactly one record batch per partition".to_string(),
+        ));
+    }
+    if first.producer_epoch < 0 || first.base_sequence < 0 {
+        return Err(IngestError::Invalid(format!(
+            "idempotent batch of producer {} has epoch {} and base sequence {}",
+            first.producer_id, first.producer_epoch, first.base_sequence
+        )));
+    }
+    Ok(Some(ProducerBatch::new(
+        first.producer_id,
+        first.producer_epoch,
+        first.base_sequence,
+        first.last_offset_delta,
+    )))
 }
