@@ -97,8 +97,11 @@ struct ServeArgs {
     #[arg(long, env = "SLUICE_KAFKA_REQUEST_MAX_BYTES", default_value_t = 100 * 1024 * 1024)]
     kafka_request_max_bytes: usize,
     /// Kafka requests one connection may have in flight.
-    #[arg(long, env = "SLUICE_KAFKA_IN_FLIGHT_MAX", default_value_t = 16)]
+    #[arg(long, env = "SLUICE_KAFKA_IN_FLIGHT_MAX", default_value_t = 256)]
     kafka_in_flight_max: usize,
+    /// Bytes of Kafka requests read but not yet answered, all connections together.
+    #[arg(long, env = "SLUICE_KAFKA_IN_FLIGHT_BYTES_MAX", default_value_t = 256 * 1024 * 1024)]
+    kafka_in_flight_bytes_max: usize,
     /// Node id (default: remembered in the data directory, else allocated).
     #[arg(long, env = "SLUICE_NODE_ID")]
     node_id: Option<i32>,
@@ -166,6 +169,7 @@ impl ServeArgs {
                 auto_create_topics: self.auto_create_topics,
                 request_max_bytes: self.kafka_request_max_bytes,
                 in_flight_max: self.kafka_in_flight_max,
+                in_flight_bytes_max: self.kafka_in_flight_bytes_max,
                 ..KafkaConfig::default()
             },
         }

@@ -177,6 +177,9 @@ pub async fn run(
         catalog: catalog.clone(),
         config: config.kafka.clone(),
         groups,
+        request_budget: Arc::new(tokio::sync::Semaphore::new(
+            config.kafka.in_flight_bytes_max.max(1),
+        )),
     });
     info!(
         node_id,

@@ -111,12 +111,13 @@ def headers_of(msg) -> list:
 
 # ---------------------------------------------------------------------------
 
-def test_kcat_produce_and_consume_with_keys_and_headers(module_node):
+@pytest.mark.parametrize("codec", CODECS)
+def test_kcat_produce_and_consume_with_keys_and_headers(module_node, codec):
     node = module_node
-    topic = topic_name("kcat")
+    topic = topic_name(f"kcat-{codec}")
     node.api.create_topic(topic, 1)
     lines = [f"key-{i}:value {i} é".encode() for i in range(50)]
-    kcat(node, "-t", topic, "-P", "-K:", "-H", "source=kcat", "-H", "n=1",
+    kcat(node, "-t", topic, "-P", "-K:", "-z", codec, "-H", "source=kcat", "-H", "n=1",
          input=b"\n".join(lines) + b"\n")
     out = kcat(node, "-t", topic, "-C", "-o", "beginning", "-e", "-f", "%k:%s:%o\n")
     got = out.decode().splitlines()
@@ -129,6 +130,27 @@ def test_kcat_produce_and_consume_with_keys_and_headers(module_node):
         [(f"key-{i}".encode(), f"value {i} é".encode(), i) for i in range(50)]
     assert [(h["name"], unb64(h["value"])) for h in read[0]["headers"]] == \
         [("source", b"kcat"), ("n", b"1")]
+
+
+def test_kcat_consumes_from_a_timestamp(module_node):
+    node = module_node
+    topic = topic_name("kcat-ts")
+    node.api.create_topic(topic, 1)
+    base = 1_700_000_000_000
+    entries = [{"id": str(i), "partition_id": 0, "timestamp": _rfc3339(base + 1000 * i),
+                "value": {"type": "STRING", "data": f"v{i}"}} for i in range(10)]
+    assert node.api.produce_batch_raw(topic, {"entries": entries}).status_code == 200
+    # -o s@<ms>: the first record at or after that time
+    out = kcat(node, "-t", topic, "-C", "-o", f"s@{base + 6500}", "-e", "-f", "%s:%o:%T\n")
+    assert out.decode().splitlines() == [f"v{i}:{i}:{base + 1000 * i}" for i in range(7, 10)]
+    out = kcat(node, "-t", topic, "-C", "-o", f"s@{base + 3000}", "-e", "-f", "%o\n")
+    assert out.decode().splitlines() == [str(i) for i in range(3, 10)]
+
+
+def _rfc3339(ms: int) -> str:
+    import datetime
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc) \
+        .isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @pytest.mark.parametrize("codec", CODECS)

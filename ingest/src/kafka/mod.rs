@@ -68,7 +68,7 @@ use sluice_fetch::Reader;
 use sluice_metadata::model::{Catalog, Topic};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -90,8 +90,13 @@ pub struct KafkaConfig {
     pub auto_create_topics: bool,
     /// Largest request frame; a larger one closes the connection.
     pub request_max_bytes: usize,
-    /// Requests of one connection being handled at once.
+    /// Requests of one connection being handled at once. Produce requests
+    /// wait for a segment flush (the flush interval), so clients pipeline
+    /// deeply; memory is bounded by `in_flight_bytes_max` instead.
     pub in_flight_max: usize,
+    /// Bytes of requests read but not yet answered, across all connections
+    /// of the node; a connection waits before reading more.
+    pub in_flight_bytes_max: usize,
     /// Upper bound of a Fetch's `max_wait_ms`.
     pub fetch_wait_max: Duration,
     /// How long shutdown waits for connections to finish their requests.
@@ -106,7 +111,8 @@ impl Default for KafkaConfig {
             default_partitions: 1,
             auto_create_topics: true,
             request_max_bytes: 100 * 1024 * 1024,
-            in_flight_max: 16,
+            in_flight_max: 256,
+            in_flight_bytes_max: 256 * 1024 * 1024,
             fetch_wait_max: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
         }
@@ -134,6 +140,8 @@ pub struct KafkaContext {
     pub config: KafkaConfig,
     /// Consumer group coordinator.
     pub groups: Arc<crate::group::GroupCoordinator>,
+    /// Budget of request bytes in flight (see `KafkaConfig::in_flight_bytes_max`).
+    pub request_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// Client host reported for group members (the listener does not pass
@@ -291,11 +299,11 @@ pub enum ConnectionError {
     BadRequest(String),
 }
 
-/// Read one size-prefixed frame; `None` at a clean end of stream.
-pub async fn read_frame<R: AsyncRead + Unpin>(
+/// Read a frame's 4-byte size prefix; `None` at a clean end of stream.
+async fn read_frame_size<R: AsyncRead + Unpin>(
     reader: &mut R,
     max_bytes: usize,
-) -> Result<Option<Bytes>, ConnectionError> {
+) -> Result<Option<usize>, ConnectionError> {
     let mut size = [0u8; 4];
     match reader.read_exact(&mut size).await {
         Ok(_) => {}
@@ -309,9 +317,46 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             max: max_bytes,
         });
     }
-    let mut frame = BytesMut::zeroed(size as usize);
+    Ok(Some(size as usize))
+}
+
+async fn read_frame_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    size: usize,
+) -> Result<Bytes, ConnectionError> {
+    let mut frame = BytesMut::zeroed(size);
     reader.read_exact(&mut frame).await?;
-    Ok(Some(frame.freeze()))
+    Ok(frame.freeze())
+}
+
+/// Read one size-prefixed frame; `None` at a clean end of stream.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_bytes: usize,
+) -> Result<Option<Bytes>, ConnectionError> {
+    match read_frame_size(reader, max_bytes).await? {
+        Some(size) => Ok(Some(read_frame_body(reader, size).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Read one frame like [`read_frame`], first taking budget for its bytes
+/// (the size prefix says how many) so that all connections together hold at
+/// most the node's `in_flight_bytes_max` of unanswered requests.
+async fn read_budgeted_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_bytes: usize,
+    budget: &Arc<tokio::sync::Semaphore>,
+) -> Result<Option<(Bytes, OwnedSemaphorePermit)>, ConnectionError> {
+    let Some(size) = read_frame_size(reader, max_bytes).await? else {
+        return Ok(None);
+    };
+    let permit = budget
+        .clone()
+        .acquire_many_owned((size as u32).max(1))
+        .await
+        .map_err(|_| ConnectionError::BadRequest("node is shutting down".to_string()))?;
+    Ok(Some((read_frame_body(reader, size).await?, permit)))
 }
 
 /// What handling one request produced.
@@ -604,12 +649,19 @@ where
     W: AsyncWrite + Unpin,
 {
     let in_flight_max = context.config.in_flight_max.max(1);
-    let request_max_bytes = context.config.request_max_bytes;
-    // The reader task runs ahead by at most `in_flight_max` frames.
-    let (frames_tx, mut frames_rx) = mpsc::channel::<Result<Bytes, ConnectionError>>(1);
+    let request_max_bytes = context
+        .config
+        .request_max_bytes
+        .min(context.config.in_flight_bytes_max);
+    let budget = context.request_budget.clone();
+    // The reader task runs ahead by at most `in_flight_max` frames, and
+    // holds budget for the bytes of every frame until it is answered.
+    let (frames_tx, mut frames_rx) =
+        mpsc::channel::<Result<(Bytes, OwnedSemaphorePermit), ConnectionError>>(1);
     let reader = tokio::spawn(async move {
         loop {
-            let frame = match read_frame(&mut read_half, request_max_bytes).await {
+            let frame = match read_budgeted_frame(&mut read_half, request_max_bytes, &budget).await
+            {
                 Ok(Some(frame)) => Ok(frame),
                 Ok(None) => return,
                 Err(error) => Err(error),
@@ -629,8 +681,13 @@ where
         }
         tokio::select! {
             frame = frames_rx.recv(), if reading && in_flight.len() < in_flight_max => match frame {
-                Some(Ok(frame)) => {
-                    in_flight.push_back(Box::pin(handle_frame(context.clone(), frame)));
+                Some(Ok((frame, permit))) => {
+                    let context = context.clone();
+                    in_flight.push_back(Box::pin(async move {
+                        let reply = handle_frame(context, frame).await;
+                        drop(permit);
+                        reply
+                    }));
                 }
                 Some(Err(error)) => {
                     // answer what was read before the bad frame, then close
@@ -762,7 +819,7 @@ mod tests {
             .map(|_| (answer.get_i16(), answer.get_i16(), answer.get_i16()))
             .collect();
         assert!(!answer.has_remaining());
-        assert!(keys.contains(&(ApiKey::ApiVersions as i16, 0, 3)));
+        assert!(keys.contains(&(ApiKey::ApiVersions as i16, 0, 4)));
     }
 
     #[test]

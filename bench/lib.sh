@@ -1,0 +1,53 @@
+# Shared by the benchmark scripts: start etcd, an S3-compatible server (moto)
+# and a release build of sluice on this machine, all on free ports, and stop
+# them on exit. After `start_cluster`: $HTTP_URL, $KAFKA_BOOTSTRAP.
+# `SLUICE_*` variables in the environment reach the node.
+
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+for tool in etcd moto_server python3; do
+    command -v "$tool" >/dev/null || { echo "$tool missing: run tests/run.sh once (it installs it)"; exit 1; }
+done
+
+BENCH_WORK=$(mktemp -d)
+BENCH_PIDS=()
+bench_cleanup() {
+    for pid in "${BENCH_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$BENCH_WORK"
+}
+trap bench_cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_for() {  # wait_for URL: up to 10 s
+    for _ in $(seq 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done
+    echo "not up: $1"; exit 1
+}
+
+start_cluster() {
+    cargo build --release --bin sluice
+    local etcd_port peer_port s3_port http_port kafka_port
+    etcd_port=$(free_port); peer_port=$(free_port); s3_port=$(free_port)
+    http_port=$(free_port); kafka_port=$(free_port)
+    etcd --data-dir "$BENCH_WORK/etcd" --listen-client-urls "http://127.0.0.1:$etcd_port" \
+        --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+        --listen-peer-urls "http://127.0.0.1:$peer_port" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+        --initial-cluster "default=http://127.0.0.1:$peer_port" >"$BENCH_WORK/etcd.log" 2>&1 &
+    BENCH_PIDS+=($!)
+    moto_server -H 127.0.0.1 -p "$s3_port" >"$BENCH_WORK/moto.log" 2>&1 &
+    BENCH_PIDS+=($!)
+    export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
+    wait_for "http://127.0.0.1:$s3_port/"
+    curl -sf -X PUT "http://127.0.0.1:$s3_port/bench" >/dev/null
+    wait_for "http://127.0.0.1:$etcd_port/health"
+    ./target/release/sluice serve --data-dir "$BENCH_WORK/node" --etcd "http://127.0.0.1:$etcd_port" \
+        --store s3://bench/sluice --s3-endpoint "http://127.0.0.1:$s3_port" \
+        --http-addr "127.0.0.1:$http_port" --kafka-addr "127.0.0.1:$kafka_port" \
+        >"$BENCH_WORK/sluice.log" 2>&1 &
+    BENCH_PIDS+=($!)
+    HTTP_URL="http://127.0.0.1:$http_port"
+    KAFKA_BOOTSTRAP="127.0.0.1:$kafka_port"
+    wait_for "$HTTP_URL/health/ready"
+}
