@@ -1384,6 +1384,54 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_static_member_that_restarts_keeps_its_assignment_without_a_rebalance() {
+        let catalog = Catalog::new(Arc::new(EmbeddedStore::in_memory()), "t");
+        let (c, _) = coordinator(&catalog, 1).await;
+        let mut static_join = join_request("", "static");
+        static_join.instance_id = Some("instance-1".into());
+        let (leader, member) = tokio::join!(join_new(&c, "dynamic"), async {
+            let first = c.join(static_join.clone()).await;
+            let mut again = static_join.clone();
+            again.member_id = first.member_id.clone();
+            c.join(again).await
+        });
+        assert_eq!((leader.error, member.error), (None, None));
+        let (leader_id, static_id) = if leader.member_id == leader.leader {
+            (leader.member_id.clone(), member.member_id.clone())
+        } else {
+            (member.member_id.clone(), leader.member_id.clone())
+        };
+        assert_ne!(
+            static_id, leader_id,
+            "the dynamic member joined first and leads"
+        );
+        let assignments = vec![
+            (leader_id.clone(), b"p0".to_vec()),
+            (static_id.clone(), b"p1".to_vec()),
+        ];
+        let (a, b) = tokio::join!(
+            c.sync("g", 1, &leader_id, None, assignments),
+            c.sync("g", 1, &static_id, Some("instance-1"), vec![])
+        );
+        assert_eq!((a.error, b.assignment.clone()), (None, b"p1".to_vec()));
+        // the static member's process restarts: a new member id, the same
+        // generation and assignment, and no rebalance for the others
+        let rejoined = c.join(static_join.clone()).await;
+        assert_eq!((rejoined.error, rejoined.generation), (None, 1));
+        assert_ne!(rejoined.member_id, static_id);
+        let synced = c
+            .sync("g", 1, &rejoined.member_id, Some("instance-1"), vec![])
+            .await;
+        assert_eq!((synced.error, synced.assignment), (None, b"p1".to_vec()));
+        assert_eq!(c.heartbeat("g", 1, &leader_id, None).await, Ok(()));
+        // the old incarnation is fenced out
+        assert_eq!(
+            c.heartbeat("g", 1, &static_id, Some("instance-1")).await,
+            Err(GroupError::FencedInstanceId)
+        );
+    }
+
     #[tokio::test]
     async fn another_node_takes_over_when_the_coordinator_lease_ends() {
         let catalog = Catalog::new(Arc::new(EmbeddedStore::in_memory()), "t");

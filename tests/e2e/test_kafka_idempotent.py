@@ -270,3 +270,19 @@ def test_a_retried_produce_request_is_stored_once(sluice):
     assert produce(node, first)[0] == INVALID_PRODUCER_EPOCH  # epoch 0 is fenced now
     values = [v for _, _, v in read_partition(node, topic, 0)]
     assert values == [b"a0", b"a1", b"a2", b"b0", b"b1", b"e0"]
+
+
+def test_produce_to_an_unknown_topic_creates_it(module_node):
+    """A Produce (without a Metadata request first) auto-creates its topic
+    with the default partition count, and the record is stored."""
+    node = module_node
+    topic = topic_name("autoprod")
+    batch = record_batch([(b"k", b"created by produce")], producer_id=-1, epoch=-1,
+                         base_sequence=-1)
+    error, base_offset = produce(node, produce_request(1, topic, 0, batch))
+    assert (error, base_offset) == (0, 0)
+    assert node.api.get_topic(topic).status_code == 200
+    assert read_partition(node, topic, 0) == [(0, b"k", b"created by produce")]
+    # a partition beyond the auto-created count is refused
+    error, _ = produce(node, produce_request(2, topic, 5, batch))
+    assert error == 3, "UNKNOWN_TOPIC_OR_PARTITION"

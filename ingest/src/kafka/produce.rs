@@ -26,7 +26,11 @@ pub async fn handle(context: &KafkaContext, request: ProduceRequest) -> Option<P
     let mut submitted: Vec<(TopicProduceResponse, Vec<IngestResult<Pending>>)> = Vec::new();
     for topic_data in request.topic_data {
         let name = topic_data.name.0.to_string();
-        let topic = context.producer.topic(&name);
+        // like Kafka's auto.create.topics.enable, a produce to an unknown
+        // topic creates it (with the default partition count)
+        let topic = context
+            .topic(&name, context.config.auto_create_topics)
+            .await;
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         let mut pending = Vec::with_capacity(topic_data.partition_data.len());
         for data in topic_data.partition_data {
