@@ -470,19 +470,9 @@ impl GroupCoordinator {
                     }
                     if state.phase == Phase::Stable && same_protocols && !was_leader {
                         // KIP-345: no rebalance; hand back the current generation
-                        let (tx, rx) = oneshot::channel();
-                        let response = JoinResponse {
-                            error: None,
-                            generation: state.generation,
-                            protocol_type: state.protocol_type.clone(),
-                            protocol_name: state.protocol_name.clone(),
-                            leader: state.leader.clone().unwrap_or_default(),
-                            member_id: member_id.clone(),
-                            members: Vec::new(),
-                        };
+                        let response = current_generation(state, &member_id);
                         state.members.insert(member_id, old);
-                        let _ = tx.send(response);
-                        return rx;
+                        return answered(response);
                     }
                     state.members.insert(member_id.clone(), old);
                 }
@@ -517,17 +507,7 @@ impl GroupCoordinator {
                 let is_leader = state.leader.as_deref() == Some(member_id.as_str());
                 if !is_leader && member.protocols == request.protocols {
                     member.last_heartbeat = now();
-                    let (tx, rx) = oneshot::channel();
-                    let _ = tx.send(JoinResponse {
-                        error: None,
-                        generation: state.generation,
-                        protocol_type: state.protocol_type.clone(),
-                        protocol_name: state.protocol_name.clone(),
-                        leader: state.leader.clone().unwrap_or_default(),
-                        member_id: member_id.clone(),
-                        members: Vec::new(),
-                    });
-                    return rx;
+                    return answered(current_generation(state, &member_id));
                 }
             }
         }
@@ -1045,6 +1025,20 @@ impl GroupState {
     /// Whether the rebalance is still inside an empty group's initial delay.
     fn initial_delay(&self) -> bool {
         self.generation == 0 && self.rebalance_deadline.is_some_and(|d| d > now())
+    }
+}
+
+/// A JoinGroup answer that hands `member_id` the group's current
+/// generation without a rebalance.
+fn current_generation(state: &GroupState, member_id: &str) -> JoinResponse {
+    JoinResponse {
+        error: None,
+        generation: state.generation,
+        protocol_type: state.protocol_type.clone(),
+        protocol_name: state.protocol_name.clone(),
+        leader: state.leader.clone().unwrap_or_default(),
+        member_id: member_id.to_string(),
+        members: Vec::new(),
     }
 }
 

@@ -404,31 +404,41 @@ impl Catalog {
     /// Allocate a fresh node id from the cluster's counter (ids start at 1).
     pub async fn allocate_node_id(&self) -> ModelResult<i32> {
         let key = format!("{}node-id-counter", self.root);
-        for _ in 0..32 {
-            let current = self.store.get(&key).await?;
-            let (last, guard) = match &current {
-                Some(kv) => (
-                    String::from_utf8_lossy(&kv.value)
-                        .parse::<i32>()
-                        .unwrap_or(0),
-                    Compare::mod_revision(key.clone(), CmpOp::Equal, kv.mod_revision),
-                ),
-                None => (0, Compare::absent(key.clone())),
+        let id = self.increment_counter(&key, 1).await?;
+        i32::try_from(id).map_err(|_| ModelError::Invalid(format!("{key} overflowed")))
+    }
+
+    /// Take the next value of the counter at `key` (`first` when it does
+    /// not exist yet) by a bounded compare-and-swap loop.
+    pub async fn increment_counter(&self, key: &str, first: i64) -> ModelResult<i64> {
+        const ATTEMPTS_MAX: usize = 64;
+        for _ in 0..ATTEMPTS_MAX {
+            let current = self.store.get(key).await?;
+            let (next, guard) = match &current {
+                Some(kv) => {
+                    let last: i64 = String::from_utf8_lossy(&kv.value)
+                        .parse()
+                        .map_err(|_| ModelError::Invalid(format!("{key} is not a number")))?;
+                    (
+                        last + 1,
+                        Compare::mod_revision(key, CmpOp::Equal, kv.mod_revision),
+                    )
+                }
+                None => (first, Compare::absent(key)),
             };
-            let next = last + 1;
             let response = self
                 .store
                 .txn(
                     Txn::new()
                         .when([guard])
-                        .and_then([TxnOp::put(key.clone(), next.to_string())]),
+                        .and_then([TxnOp::put(key, next.to_string())]),
                 )
                 .await?;
             if response.succeeded {
                 return Ok(next);
             }
         }
-        Err(ModelError::Concurrent("node-id-counter".to_string()))
+        Err(ModelError::Concurrent(key.to_string()))
     }
 
     /// Create a topic.

@@ -24,8 +24,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Catalog, Head, ModelError, ModelResult};
-use crate::store::{CmpOp, Compare, Txn, TxnOp};
+use crate::model::{Catalog, Head, ModelResult};
 
 /// Batches remembered per producer for duplicate detection (Kafka's
 /// `max.in.flight.requests.per.connection` limit for idempotence).
@@ -279,9 +278,6 @@ pub fn advance(
     Ok(head)
 }
 
-/// Attempts of a producer id allocation before giving up.
-const ALLOCATE_ATTEMPTS_MAX: usize = 32;
-
 impl Catalog {
     /// Key of the producer id counter (the last id handed out).
     pub fn producer_ids_key(&self) -> String {
@@ -291,34 +287,7 @@ impl Catalog {
     /// Allocate a fresh producer id (ids start at 0) by a compare-and-swap
     /// increment of the cluster's counter.
     pub async fn allocate_producer_id(&self) -> ModelResult<i64> {
-        let key = self.producer_ids_key();
-        for _ in 0..ALLOCATE_ATTEMPTS_MAX {
-            let current = self.store().get(&key).await?;
-            let (next, guard) = match &current {
-                Some(kv) => {
-                    let last: i64 = String::from_utf8_lossy(&kv.value)
-                        .parse()
-                        .map_err(|_| ModelError::Invalid(format!("{key} is not a number")))?;
-                    (
-                        last + 1,
-                        Compare::mod_revision(key.clone(), CmpOp::Equal, kv.mod_revision),
-                    )
-                }
-                None => (0, Compare::absent(key.clone())),
-            };
-            let response = self
-                .store()
-                .txn(
-                    Txn::new()
-                        .when([guard])
-                        .and_then([TxnOp::put(key.clone(), next.to_string())]),
-                )
-                .await?;
-            if response.succeeded {
-                return Ok(next);
-            }
-        }
-        Err(ModelError::Concurrent("producer-ids".to_string()))
+        self.increment_counter(&self.producer_ids_key(), 0).await
     }
 }
 
