@@ -176,11 +176,63 @@ fn frames(bytes: &[u8], check_crc: bool) -> Result<Vec<Frame>, BatchError> {
     Ok(frames)
 }
 
-/// Validate produced batches (framing, magic 2, CRC) and summarize them.
+/// Smallest encoding of one record inside a batch (length, attributes,
+/// timestamp delta, offset delta, key length, value length, header count:
+/// one byte each).
+const RECORD_BYTES_MIN: usize = 7;
+/// Bits of the batch attributes that name the compression codec.
+const COMPRESSION_MASK: i16 = 0x07;
+
+/// Validate produced batches (framing, magic 2, CRC, record counts) and
+/// summarize them. As Kafka's broker does, a batch must hold exactly
+/// `last offset delta + 1` records: uncompressed batches must be large
+/// enough for their count, compressed ones are decompressed and counted, so
+/// that a batch cannot claim offsets (or make readers reserve memory) for
+/// records it does not hold.
 pub fn validate(bytes: &[u8]) -> Result<BatchSummary, BatchError> {
     let frames = frames(bytes, true)?;
     if frames.is_empty() {
         return Err(BatchError::Empty);
+    }
+    let mut offsets: u64 = 0;
+    for (i, frame) in frames.iter().enumerate() {
+        let at = frame.start;
+        let end = frames.get(i + 1).map_or(bytes.len(), |next| next.start);
+        let batch = &bytes[at..end];
+        let record_count = read_i32(batch, RECORD_COUNT_AT);
+        if record_count < 1 || record_count as u32 != frame.offset_count {
+            return Err(BatchError::Invalid {
+                at,
+                reason: "record count does not match the last offset delta",
+            });
+        }
+        let attributes = i16::from_be_bytes([batch[ATTRIBUTES_AT], batch[ATTRIBUTES_AT + 1]]);
+        if attributes & COMPRESSION_MASK == 0 {
+            let room = (batch.len() - BATCH_HEADER_BYTES) / RECORD_BYTES_MIN;
+            if record_count as usize > room {
+                return Err(BatchError::Invalid {
+                    at,
+                    reason: "more records declared than the batch can hold",
+                });
+            }
+        } else {
+            let mut one = Bytes::copy_from_slice(batch);
+            let set = RecordBatchDecoder::decode(&mut one)
+                .map_err(|e| BatchError::Codec(e.to_string()))?;
+            if set.records.len() != record_count as usize {
+                return Err(BatchError::Invalid {
+                    at,
+                    reason: "compressed batch holds a different number of records than declared",
+                });
+            }
+        }
+        offsets += u64::from(frame.offset_count);
+    }
+    if offsets > u64::from(u32::MAX) {
+        return Err(BatchError::Invalid {
+            at: 0,
+            reason: "too many records in one request",
+        });
     }
     Ok(summarize_frames(&frames))
 }
@@ -555,6 +607,35 @@ mod tests {
             Some((104, t0 + 4))
         );
         assert_eq!(offset_for_timestamp(&bytes, t0 + 6).unwrap(), None);
+    }
+
+    /// Rewrite a batch's last offset delta and record count, with a valid CRC.
+    fn with_counts(bytes: &Bytes, last_offset_delta: i32, record_count: i32) -> Vec<u8> {
+        let mut out = bytes.to_vec();
+        out[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+            .copy_from_slice(&last_offset_delta.to_be_bytes());
+        out[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&record_count.to_be_bytes());
+        let crc = crc32c::crc32c(&out[ATTRIBUTES_AT..]);
+        out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn batches_cannot_claim_records_they_do_not_hold() {
+        let records: Vec<_> = (0..3).map(record).collect();
+        let plain = encode(&records).unwrap();
+        assert_eq!(
+            validate(&with_counts(&plain, 2, 3)).unwrap().offset_count,
+            3
+        );
+        // count and last offset delta disagree
+        assert!(validate(&with_counts(&plain, 9, 3)).is_err());
+        // a count far beyond what the bytes can hold (it would claim 2^31 offsets)
+        assert!(validate(&with_counts(&plain, i32::MAX - 1, i32::MAX)).is_err());
+        // a compressed batch is decompressed and counted
+        let zipped = encode_with(&records, Compression::Gzip).unwrap();
+        assert_eq!(validate(&zipped).unwrap().offset_count, 3);
+        assert!(validate(&with_counts(&zipped, 4, 5)).is_err());
     }
 
     #[test]
