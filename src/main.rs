@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use sluice_fetch::CacheConfig;
 use sluice_ingest::group::GroupConfig;
 use sluice_ingest::kafka::KafkaConfig;
 use sluice_ingest::writer::WriterConfig;
@@ -128,11 +129,40 @@ struct ServeArgs {
     /// Smallest consumer session timeout accepted (group.min.session.timeout.ms).
     #[arg(long, env = "SLUICE_GROUP_MIN_SESSION_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     group_min_session_timeout: Duration,
+    /// Bytes of the read cache's memory tier.
+    #[arg(long, env = "SLUICE_CACHE_MEMORY_BYTES", default_value_t = 256 * 1024 * 1024)]
+    cache_memory_bytes: usize,
+    /// Bytes of the read cache's disk tier (0 = memory only).
+    #[arg(long, env = "SLUICE_CACHE_DISK_BYTES", default_value_t = 4 * 1024 * 1024 * 1024)]
+    cache_disk_bytes: usize,
+    /// Read cache block size: the unit of caching and of object-store GETs.
+    #[arg(long, env = "SLUICE_CACHE_BLOCK_BYTES", default_value_t = 4 * 1024 * 1024)]
+    cache_block_bytes: u64,
+    /// Directory of the read cache's disk tier (default: <data-dir>/cache).
+    #[arg(long, env = "SLUICE_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Blocks fetched ahead of a read that missed the cache (0 = none).
+    #[arg(long, env = "SLUICE_READAHEAD_BLOCKS", default_value_t = 1)]
+    readahead_blocks: u64,
+    /// Readahead GETs in flight on the node at once; more are skipped.
+    #[arg(long, env = "SLUICE_READAHEAD_IN_FLIGHT_MAX", default_value_t = 8)]
+    readahead_in_flight_max: usize,
 }
 
 impl ServeArgs {
     fn into_config(self) -> NodeConfig {
+        let cache = CacheConfig {
+            memory_bytes: self.cache_memory_bytes,
+            disk_bytes: self.cache_disk_bytes,
+            dir: self
+                .cache_dir
+                .unwrap_or_else(|| self.data_dir.join("cache")),
+            block_bytes: self.cache_block_bytes,
+            readahead_blocks: self.readahead_blocks,
+            readahead_in_flight_max: self.readahead_in_flight_max,
+        };
         NodeConfig {
+            cache,
             data_dir: self.data_dir,
             store_url: self.store,
             store_options: StoreOptions {

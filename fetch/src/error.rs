@@ -39,6 +39,10 @@ pub enum FetchError {
     /// The object store failed; retrying may help.
     #[error("object store unavailable: {0}")]
     Store(#[from] object_store::Error),
+    /// The object store failed, reached through the read cache (which
+    /// keeps only the message); retrying may help.
+    #[error("object store unavailable: {0}")]
+    Unavailable(String),
     /// The metadata store failed.
     #[error(transparent)]
     Meta(#[from] MetaError),

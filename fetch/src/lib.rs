@@ -5,14 +5,20 @@
 //! the metadata store (and by the node's own commits, so a producer can read
 //! its writes at once). [`Reader`] turns (topic, partition, offset) into
 //! byte-range reads of segment objects, verifies each range's checksum and
-//! patches the base offsets that were assigned at commit. Long-polls wait on
+//! patches the base offsets that were assigned at commit. Ranges are read
+//! through the node's [`BlockCache`] (foyer, memory + disk) when it has
+//! one, so repeated and tail reads cost no object-store GET. Long-polls wait on
 //! per-partition high-watermark notifications, never on timers.
 
+pub mod cache;
+pub mod counting;
 pub mod error;
 pub mod metrics;
 pub mod reader;
 pub mod view;
 
+pub use cache::{BlockCache, CacheConfig, CacheError};
+pub use counting::CountingStore;
 pub use error::{FetchError, FetchResult};
 pub use reader::{ReadChunk, Reader};
 pub use view::{ClusterView, PartitionSnapshot};

@@ -1,8 +1,9 @@
-//! Reading records: index lookup, byte-range GET, verification, base-offset
+//! Reading records: index lookup, byte-range read (through the block cache
+//! when the node has one, else one range GET), verification, base-offset
 //! patching, and long-poll at the high watermark.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
@@ -11,9 +12,11 @@ use sluice_metadata::model::IndexEntry;
 use sluice_segment::format::verify_range;
 use sluice_segment::{batch, SegmentId};
 
+use crate::cache::BlockCache;
 use crate::error::{FetchError, FetchResult};
 use crate::metrics;
 use crate::view::ClusterView;
+use tracing::warn;
 
 /// Most index entries one read looks at.
 pub const ENTRIES_PER_READ_MAX: usize = 64;
@@ -36,12 +39,23 @@ pub struct ReadChunk {
 pub struct Reader {
     store: Arc<dyn ObjectStore>,
     view: Arc<ClusterView>,
+    cache: Option<BlockCache>,
 }
 
 impl Reader {
-    /// A reader over `store`, looking offsets up in `view`.
+    /// A reader over `store`, looking offsets up in `view`, without a cache.
     pub fn new(store: Arc<dyn ObjectStore>, view: Arc<ClusterView>) -> Self {
-        Self { store, view }
+        Self {
+            store,
+            view,
+            cache: None,
+        }
+    }
+
+    /// This reader, reading ranges through `cache`.
+    pub fn with_cache(mut self, cache: BlockCache) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// The view this reader uses.
@@ -53,6 +67,19 @@ impl Reader {
     /// `max_bytes` (always at least one run when `offset` is below the high
     /// watermark, so a reader always makes progress).
     pub async fn read(
+        &self,
+        topic_id: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+    ) -> FetchResult<Vec<ReadChunk>> {
+        let started = Instant::now();
+        let result = self.read_runs(topic_id, partition, offset, max_bytes).await;
+        metrics::FETCH_LATENCY.observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn read_runs(
         &self,
         topic_id: &str,
         partition: i32,
@@ -95,6 +122,10 @@ impl Reader {
     }
 
     /// Fetch one index entry's bytes, verify them and patch base offsets.
+    ///
+    /// With a cache, bytes that fail verification may be a damaged cache
+    /// entry: their blocks are read again from the object store once
+    /// (replacing the cached copies) before the range is reported corrupt.
     pub async fn read_entry(
         &self,
         topic_id: &str,
@@ -105,29 +136,34 @@ impl Reader {
             FetchError::corrupt(&entry.segment, "index entry names no valid segment id")
         })?;
         let range = entry.start..entry.start + u64::from(entry.len);
-        metrics::OBJECT_GETS.inc();
-        let bytes =
-            self.store
-                .get_range(&segment.path(), range)
-                .await
-                .map_err(|error| match error {
-                    object_store::Error::NotFound { .. } => {
-                        FetchError::corrupt(&entry.segment, "segment object is missing")
+        let bytes = match &self.cache {
+            // entries written before `object_bytes` was recorded cannot be
+            // split into blocks
+            Some(cache) if entry.object_bytes > 0 => {
+                let cached = cache
+                    .read(segment, range.clone(), entry.object_bytes)
+                    .await?;
+                match verified(topic_id, partition, entry, cached) {
+                    Err(FetchError::Corrupt { reason, .. }) => {
+                        warn!(%segment, topic_id, partition, reason, "cached range failed verification; refetching");
+                        metrics::CACHE_REFETCHES.inc();
+                        let again = cache.refetch(segment, range, entry.object_bytes).await?;
+                        verified(topic_id, partition, entry, again).inspect_err(|_| {
+                            // never leave bytes known to be bad in the cache
+                            cache.evict(segment, entry.start..entry.start + u64::from(entry.len));
+                            metrics::CORRUPT_RANGES.inc();
+                        })?
                     }
-                    other => FetchError::Store(other),
-                })?;
-        metrics::OBJECT_GET_BYTES.inc_by(bytes.len() as u64);
-        if bytes.len() != entry.len as usize {
-            metrics::CORRUPT_RANGES.inc();
-            return Err(FetchError::corrupt(
-                &entry.segment,
-                "segment object shorter than its index entry",
-            ));
-        }
-        if let Err(error) = verify_range(topic_id, partition, entry.crc, &bytes) {
-            metrics::CORRUPT_RANGES.inc();
-            return Err(FetchError::corrupt(&entry.segment, error));
-        }
+                    other => other?,
+                }
+            }
+            _ => {
+                let bytes = self.get_range(segment, entry, range).await?;
+                verified(topic_id, partition, entry, bytes).inspect_err(|_| {
+                    metrics::CORRUPT_RANGES.inc();
+                })?
+            }
+        };
         let mut patched = BytesMut::from(bytes.as_ref());
         let end = batch::patch_base_offsets(&mut patched, entry.base_offset)
             .map_err(|error| FetchError::corrupt(&entry.segment, error))?;
@@ -140,6 +176,28 @@ impl Reader {
         }
         metrics::FETCH_BYTES.inc_by(patched.len() as u64);
         Ok(patched.freeze())
+    }
+
+    /// One range GET of exactly the entry's bytes (no cache).
+    async fn get_range(
+        &self,
+        segment: SegmentId,
+        entry: &IndexEntry,
+        range: std::ops::Range<u64>,
+    ) -> FetchResult<Bytes> {
+        metrics::OBJECT_GETS.inc();
+        let bytes =
+            self.store
+                .get_range(&segment.path(), range)
+                .await
+                .map_err(|error| match error {
+                    object_store::Error::NotFound { .. } => {
+                        FetchError::corrupt(&entry.segment, "segment object is missing")
+                    }
+                    other => FetchError::Store(other),
+                })?;
+        metrics::OBJECT_GET_BYTES.inc_by(bytes.len() as u64);
+        Ok(bytes)
     }
 
     /// Wait until the partition's high watermark passes `offset` or
@@ -158,4 +216,22 @@ impl Reader {
             _ => self.view.snapshot(topic_id, partition).high_watermark,
         }
     }
+}
+
+/// `bytes` if they are the entry's range: right length, right crc32c.
+fn verified(
+    topic_id: &str,
+    partition: i32,
+    entry: &IndexEntry,
+    bytes: Bytes,
+) -> FetchResult<Bytes> {
+    if bytes.len() != entry.len as usize {
+        return Err(FetchError::corrupt(
+            &entry.segment,
+            "segment object shorter than its index entry",
+        ));
+    }
+    verify_range(topic_id, partition, entry.crc, &bytes)
+        .map_err(|error| FetchError::corrupt(&entry.segment, error))?;
+    Ok(bytes)
 }

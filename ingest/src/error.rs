@@ -193,6 +193,7 @@ impl From<FetchError> for IngestError {
             FetchError::OffsetOutOfRange { .. } => IngestError::OutOfRange(error.to_string()),
             FetchError::Corrupt { .. } => IngestError::Corrupt(error.to_string()),
             FetchError::Store(store) => store.into(),
+            FetchError::Unavailable(reason) => IngestError::Store(reason),
             FetchError::Meta(meta) => meta.into(),
             FetchError::Model(model) => model.into(),
         }

@@ -1,6 +1,7 @@
 //! One `sluice serve` process: opens the object store and the metadata
 //! store, loads the cluster view, starts the write pipeline, the HTTP
-//! listener and the Kafka listener, and on shutdown stops accepting on both,
+//! listener and the Kafka listener (reads go through the node's block
+//! cache, which the write path fills with what it uploads), and on shutdown stops accepting on both,
 //! answers what was read, flushes and commits what was accepted, then
 //! returns.
 
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use sluice_fetch::{ClusterView, Reader};
+use sluice_fetch::{BlockCache, CacheConfig, ClusterView, Reader};
 use sluice_metadata::embedded::EmbeddedStore;
 use sluice_metadata::etcd::EtcdStore;
 use sluice_metadata::membership::{Membership, MembershipOptions, NodeInfo};
@@ -52,6 +53,8 @@ pub struct NodeConfig {
     pub membership: MembershipOptions,
     /// Kafka listener settings.
     pub kafka: KafkaConfig,
+    /// Read cache settings (its disk tier normally lives in `<data_dir>/cache`).
+    pub cache: CacheConfig,
 }
 
 /// Why a node could not start.
@@ -121,11 +124,18 @@ pub async fn run(
     let view = ClusterView::start(catalog.clone())
         .await
         .map_err(startup("loading the cluster view"))?;
-    let (writer, writer_tasks) =
-        Writer::start(config.writer.clone(), objects.clone(), view.clone());
+    let cache = BlockCache::open(&config.cache, objects.clone())
+        .await
+        .map_err(startup("opening the read cache"))?;
+    let (writer, writer_tasks) = Writer::start_with_cache(
+        config.writer.clone(),
+        objects.clone(),
+        view.clone(),
+        Some(cache.clone()),
+    );
     let ready = Arc::new(AtomicBool::new(false));
     let producer = Arc::new(Producer::new(view.clone(), writer));
-    let reader = Reader::new(objects, view.clone());
+    let reader = Reader::new(objects, view.clone()).with_cache(cache.clone());
     let state = HttpState {
         producer: producer.clone(),
         reader: reader.clone(),
@@ -207,6 +217,7 @@ pub async fn run(
     // every accepted append is flushed and committed (or failed) before exit
     writer_tasks.shutdown().await;
     membership.leave().await;
+    cache.close().await;
     info!("sluice node stopped");
     served.map_err(startup("serving HTTP"))
 }

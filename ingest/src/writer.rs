@@ -29,7 +29,7 @@ use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use rand::Rng;
-use sluice_fetch::ClusterView;
+use sluice_fetch::{BlockCache, ClusterView};
 use sluice_metadata::model::{ChunkCommit, CommitOutcome, HeadState, Topic};
 use sluice_metadata::producers::{self, ProducerBatch};
 use sluice_segment::format::BatchSlot;
@@ -189,6 +189,17 @@ impl Writer {
         store: Arc<dyn ObjectStore>,
         view: Arc<ClusterView>,
     ) -> (Writer, WriterTasks) {
+        Self::start_with_cache(config, store, view, None)
+    }
+
+    /// [`Writer::start`], also putting every uploaded segment into `cache`
+    /// (write-through: readers at the tail then need no object-store GET).
+    pub fn start_with_cache(
+        config: WriterConfig,
+        store: Arc<dyn ObjectStore>,
+        view: Arc<ClusterView>,
+        cache: Option<BlockCache>,
+    ) -> (Writer, WriterTasks) {
         let (commands, command_rx) = mpsc::channel(config.queue_max.max(1));
         let (sealed_tx, sealed_rx) = mpsc::channel(1);
         let (uploaded_tx, uploaded_rx) = mpsc::channel(config.uploads_in_flight_max.max(1));
@@ -201,7 +212,13 @@ impl Writer {
                 command_rx,
                 sealed_tx,
             )),
-            tokio::spawn(upload_loop(config.clone(), store, sealed_rx, uploaded_tx)),
+            tokio::spawn(upload_loop(
+                config.clone(),
+                store,
+                cache,
+                sealed_rx,
+                uploaded_tx,
+            )),
             tokio::spawn(commit_loop(config.clone(), view, uploaded_rx)),
         ];
         let writer = Writer {
@@ -388,7 +405,11 @@ fn fail_all(waiters: Vec<Waiter>, error: &IngestError) {
     }
 }
 
-async fn upload(store: Arc<dyn ObjectStore>, segment: Sealed) -> (Sealed, IngestResult<()>) {
+async fn upload(
+    store: Arc<dyn ObjectStore>,
+    cache: Option<BlockCache>,
+    segment: Sealed,
+) -> (Sealed, IngestResult<()>) {
     metrics::OBJECT_PUTS.inc();
     let options = PutOptions {
         mode: PutMode::Create,
@@ -398,7 +419,12 @@ async fn upload(store: Arc<dyn ObjectStore>, segment: Sealed) -> (Sealed, Ingest
     let result = store
         .put_opts(&segment.id.path(), payload, options)
         .await
-        .map(|_| ())
+        .map(|_| {
+            // before the commit makes the segment visible to readers
+            if let Some(cache) = &cache {
+                cache.insert_object(segment.id, &segment.object);
+            }
+        })
         .map_err(|error| {
             metrics::OBJECT_PUT_FAILURES.inc();
             warn!(segment = %segment.id, %error, "segment upload failed");
@@ -410,6 +436,7 @@ async fn upload(store: Arc<dyn ObjectStore>, segment: Sealed) -> (Sealed, Ingest
 async fn upload_loop(
     config: WriterConfig,
     store: Arc<dyn ObjectStore>,
+    cache: Option<BlockCache>,
     mut sealed: mpsc::Receiver<Sealed>,
     uploaded: mpsc::Sender<(Sealed, IngestResult<()>)>,
 ) {
@@ -418,7 +445,7 @@ async fn upload_loop(
     while open || !in_flight.is_empty() {
         tokio::select! {
             next = sealed.recv(), if open && in_flight.len() < config.uploads_in_flight_max.max(1) => match next {
-                Some(segment) => in_flight.push_back(upload(store.clone(), segment)),
+                Some(segment) => in_flight.push_back(upload(store.clone(), cache.clone(), segment)),
                 None => open = false,
             },
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
@@ -463,6 +490,7 @@ async fn commit_segment(config: &WriterConfig, view: &ClusterView, segment: Seal
             offset_count: chunk.offset_count,
             batch_count: chunk.batch_count,
             max_timestamp: chunk.max_timestamp,
+            object_bytes: segment.object.len() as u64,
         })
         .collect();
     // per chunk: its idempotent batches in order, with their offset deltas
@@ -607,7 +635,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use object_store::memory::InMemory;
-    use sluice_fetch::Reader;
+    use sluice_fetch::{CacheConfig, CountingStore, Reader};
     use sluice_metadata::embedded::EmbeddedStore;
     use sluice_metadata::model::Catalog;
     use sluice_metadata::producers::SequenceError;
@@ -688,6 +716,55 @@ mod tests {
             writer.submit(&topic, 1, bytes, summary).await,
             Err(IngestError::ShuttingDown)
         ));
+    }
+
+    #[tokio::test]
+    async fn uploaded_segments_are_read_from_the_cache_without_a_get() {
+        let catalog = Catalog::new(Arc::new(EmbeddedStore::in_memory()), "t");
+        let topic = catalog
+            .create_topic("tail", 1, BTreeMap::new())
+            .await
+            .unwrap();
+        let view = ClusterView::start(catalog.clone()).await.unwrap();
+        let counting = Arc::new(CountingStore::new(Arc::new(InMemory::new())));
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlockCache::open(
+            &CacheConfig {
+                memory_bytes: 1 << 20,
+                disk_bytes: 0,
+                block_bytes: 4096,
+                ..CacheConfig::with_dir(dir.path())
+            },
+            counting.clone(),
+        )
+        .await
+        .unwrap();
+        let (writer, tasks) =
+            Writer::start_with_cache(fast(), counting.clone(), view.clone(), Some(cache.clone()));
+        for tag in ["a", "b", "c"] {
+            let (bytes, summary) = records(tag, 50);
+            writer
+                .submit(&topic, 0, bytes, summary)
+                .await
+                .unwrap()
+                .wait()
+                .await
+                .unwrap();
+        }
+        tasks.shutdown().await;
+        let reader = Reader::new(counting.clone(), view).with_cache(cache);
+        let chunks = reader.read(&topic.record.id, 0, 0, 1 << 20).await.unwrap();
+        let offsets: Vec<i64> = chunks
+            .into_iter()
+            .flat_map(|c| batch::decode(c.batches).unwrap())
+            .map(|r| r.offset)
+            .collect();
+        assert_eq!(offsets, (0..150).collect::<Vec<_>>());
+        assert_eq!(
+            counting.gets(),
+            0,
+            "tail reads are served by the write-through cache"
+        );
     }
 
     #[tokio::test]

@@ -146,6 +146,10 @@ pub struct IndexEntry {
     pub crc: u32,
     /// Largest record timestamp in the run.
     pub max_timestamp: i64,
+    /// Length of the whole object (the read cache's blocks are clamped to
+    /// it); 0 in entries written before it was recorded.
+    #[serde(default)]
+    pub object_bytes: u64,
 }
 
 impl IndexEntry {
@@ -180,6 +184,8 @@ pub struct ChunkCommit {
     pub batch_count: u32,
     /// Largest timestamp in the chunk.
     pub max_timestamp: i64,
+    /// Length of the whole uploaded object.
+    pub object_bytes: u64,
 }
 
 impl ChunkCommit {
@@ -194,6 +200,7 @@ impl ChunkCommit {
             len: self.len,
             crc: self.crc,
             max_timestamp: self.max_timestamp,
+            object_bytes: self.object_bytes,
         }
     }
 }
@@ -785,6 +792,7 @@ mod tests {
             offset_count: count,
             batch_count: 1,
             max_timestamp: 5,
+            object_bytes: 116,
         }
     }
 

@@ -1,0 +1,909 @@
+//! The node's read cache: a foyer hybrid cache (memory + local disk) of
+//! aligned blocks of segment objects, keyed by (segment id, block index).
+//!
+//! Block `b` of an object covers bytes `b * block_bytes ..` up to the next
+//! block or the object's end, so a segment smaller than a block is one
+//! block. A read asks for the blocks covering its byte range; a missing
+//! block is fetched with one ranged GET of the whole block, and concurrent
+//! misses of one block share that GET (foyer's `get_or_fetch` is
+//! single-flight). A block fetched for a read also starts a bounded
+//! background readahead of the next blocks of the same object.
+//!
+//! The cache never vouches for its bytes: the reader verifies every range
+//! against the crc32c of its index entry and, on a mismatch, fetches the
+//! blocks again from the object store once, replacing the cached copies (see
+//! [`crate::Reader::read_entry`]). foyer itself checksums each disk entry
+//! and treats a damaged one as a miss.
+//!
+//! Segments are immutable, so a cached block never goes stale; the disk
+//! tier is written on insertion and recovered when the same directory is
+//! reopened, so it survives a restart.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+use sluice_segment::SegmentId;
+use tokio::sync::Semaphore;
+use tracing::warn;
+
+use foyer::{
+    BlockEngineConfig, Code, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
+    HybridCachePolicy, RecoverMode, Source,
+};
+
+use crate::error::{FetchError, FetchResult};
+use crate::metrics;
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+
+/// Settings of the read cache.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Bytes of blocks kept in memory.
+    pub memory_bytes: usize,
+    /// Bytes of the disk tier; 0 = memory only.
+    pub disk_bytes: usize,
+    /// Directory of the disk tier (reopened after a restart).
+    pub dir: PathBuf,
+    /// Block size: the unit of caching and of object-store GETs.
+    pub block_bytes: u64,
+    /// Blocks fetched ahead after a block was fetched for a read; 0 = none.
+    pub readahead_blocks: u64,
+    /// Readahead GETs in flight on the node at once; more are skipped.
+    pub readahead_in_flight_max: usize,
+}
+
+impl CacheConfig {
+    /// The defaults, with the disk tier in `dir`.
+    pub fn with_dir(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            memory_bytes: 256 * MIB as usize,
+            disk_bytes: 4 * 1024 * MIB as usize,
+            dir: dir.into(),
+            block_bytes: 4 * MIB,
+            readahead_blocks: 1,
+            readahead_in_flight_max: 8,
+        }
+    }
+
+    /// Size of one foyer disk block (its unit of eviction, which must hold
+    /// a whole cache block plus entry headers): room for four cache blocks.
+    fn engine_block_bytes(&self) -> usize {
+        let per_entry = self.block_bytes + 64 * KIB;
+        let bytes = (4 * per_entry).div_ceil(4 * KIB) * 4 * KIB;
+        bytes.max(MIB) as usize
+    }
+}
+
+/// Why the cache could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The settings cannot work.
+    #[error("invalid cache settings: {0}")]
+    Invalid(String),
+    /// The directory could not be created.
+    #[error("creating the cache directory {dir}: {source}")]
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// foyer refused to build the cache.
+    #[error("building the cache: {0}")]
+    Build(String),
+}
+
+/// The key of one cached block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BlockKey {
+    /// The segment's ULID.
+    pub segment: u128,
+    /// Block index inside the object.
+    pub block: u64,
+}
+
+impl BlockKey {
+    const ENCODED_BYTES: usize = 24;
+
+    fn new(segment: SegmentId, block: u64) -> Self {
+        Self {
+            segment: segment.0 .0,
+            block,
+        }
+    }
+}
+
+impl Code for BlockKey {
+    fn encode(&self, writer: &mut impl Write) -> foyer::Result<()> {
+        writer
+            .write_all(&self.segment.to_le_bytes())
+            .and_then(|()| writer.write_all(&self.block.to_le_bytes()))
+            .map_err(foyer::Error::io_error)
+    }
+
+    fn decode(reader: &mut impl Read) -> foyer::Result<Self> {
+        let mut buf = [0u8; Self::ENCODED_BYTES];
+        reader
+            .read_exact(&mut buf)
+            .map_err(foyer::Error::io_error)?;
+        let (segment, block) = buf.split_at(16);
+        let mut segment_bytes = [0u8; 16];
+        segment_bytes.copy_from_slice(segment);
+        let mut block_bytes = [0u8; 8];
+        block_bytes.copy_from_slice(block);
+        Ok(Self {
+            segment: u128::from_le_bytes(segment_bytes),
+            block: u64::from_le_bytes(block_bytes),
+        })
+    }
+
+    fn estimated_size(&self) -> usize {
+        Self::ENCODED_BYTES
+    }
+}
+
+/// Who asked for a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A reader: counted as a lookup, its GET starts readahead.
+    Read,
+    /// The readahead of a read.
+    Readahead,
+    /// A reader going around a failed cache straight to the object store.
+    Bypass,
+}
+
+struct Inner {
+    cache: HybridCache<BlockKey, Bytes>,
+    store: Arc<dyn ObjectStore>,
+    block_bytes: u64,
+    readahead_blocks: u64,
+    readahead_permits: Arc<Semaphore>,
+}
+
+/// The node's block cache; cheap to clone.
+#[derive(Clone)]
+pub struct BlockCache {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for BlockCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockCache")
+            .field("block_bytes", &self.inner.block_bytes)
+            .field("readahead_blocks", &self.inner.readahead_blocks)
+            .finish()
+    }
+}
+
+impl BlockCache {
+    /// Open (or reopen, keeping its disk tier) the cache described by
+    /// `config`, fetching missing blocks from `store`.
+    pub async fn open(
+        config: &CacheConfig,
+        store: Arc<dyn ObjectStore>,
+    ) -> Result<Self, CacheError> {
+        if config.block_bytes == 0 || config.block_bytes > 256 * MIB {
+            return Err(CacheError::Invalid(format!(
+                "block size {} is not in 1..=256 MiB",
+                config.block_bytes
+            )));
+        }
+        if config.memory_bytes == 0 {
+            return Err(CacheError::Invalid("memory size must not be 0".into()));
+        }
+        let engine_block = config.engine_block_bytes();
+        if config.disk_bytes > 0 && config.disk_bytes < 4 * engine_block {
+            return Err(CacheError::Invalid(format!(
+                "disk size {} is below {} (four disk blocks of {} for blocks of {}); use 0 for no disk tier",
+                config.disk_bytes,
+                4 * engine_block,
+                engine_block,
+                config.block_bytes
+            )));
+        }
+        // a shard must hold many blocks, or large blocks evict each other
+        let shards = (config.memory_bytes as u64 / (config.block_bytes * 16)).clamp(1, 8) as usize;
+        let builder = HybridCacheBuilder::new()
+            .with_name("sluice-blocks")
+            // every block goes to disk when inserted, so the disk tier has
+            // it after a restart (or a crash) too
+            .with_policy(HybridCachePolicy::WriteOnInsertion)
+            .memory(config.memory_bytes)
+            .with_shards(shards)
+            .with_weighter(|_key: &BlockKey, value: &Bytes| value.len().max(1))
+            .storage();
+        let builder = if config.disk_bytes > 0 {
+            create_dir(&config.dir)?;
+            let device = FsDeviceBuilder::new(&config.dir)
+                .with_capacity(config.disk_bytes)
+                .build()
+                .map_err(|error| CacheError::Build(error.to_string()))?;
+            builder
+                .with_engine_config(
+                    BlockEngineConfig::new(device)
+                        .with_block_size(engine_block)
+                        .with_buffer_pool_size(2 * engine_block),
+                )
+                .with_recover_mode(RecoverMode::Quiet)
+        } else {
+            builder
+        };
+        let cache = builder
+            .build()
+            .await
+            .map_err(|error| CacheError::Build(error.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                cache,
+                store,
+                block_bytes: config.block_bytes,
+                readahead_blocks: config.readahead_blocks,
+                readahead_permits: Arc::new(Semaphore::new(config.readahead_in_flight_max)),
+            }),
+        })
+    }
+
+    /// The block size.
+    pub fn block_bytes(&self) -> u64 {
+        self.inner.block_bytes
+    }
+
+    /// Put every block of a just-uploaded object into the cache
+    /// (write-through), so readers at the tail need no GET.
+    pub fn insert_object(&self, segment: SegmentId, object: &Bytes) {
+        let object_bytes = object.len() as u64;
+        for block in 0..object_bytes.div_ceil(self.inner.block_bytes) {
+            let range = self.inner.block_range(block, object_bytes);
+            self.inner.cache.insert(
+                BlockKey::new(segment, block),
+                object.slice(range.start as usize..range.end as usize),
+            );
+            metrics::CACHE_WRITE_THROUGH_BLOCKS.inc();
+        }
+    }
+
+    /// Read `range` of the object `segment` (of `object_bytes` bytes)
+    /// through the cache. The bytes are not verified here.
+    pub async fn read(
+        &self,
+        segment: SegmentId,
+        range: Range<u64>,
+        object_bytes: u64,
+    ) -> FetchResult<Bytes> {
+        if range.start > range.end || range.end > object_bytes {
+            return Err(FetchError::corrupt(
+                &segment.to_string(),
+                "index entry range lies outside its object",
+            ));
+        }
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let blocks = self.inner.blocks_of(&range);
+        let fetched = futures::future::try_join_all(
+            blocks
+                .clone()
+                .map(|block| self.inner.block(segment, block, object_bytes, Origin::Read)),
+        )
+        .await?;
+        match self
+            .inner
+            .assemble(segment, &range, object_bytes, blocks, fetched)
+        {
+            Err(FetchError::Corrupt { reason, .. }) => {
+                // a damaged entry foyer's checksum did not catch
+                warn!(%segment, reason, "cached block failed its length check; refetching");
+                metrics::CACHE_REFETCHES.inc();
+                self.refetch(segment, range, object_bytes).await
+            }
+            other => other,
+        }
+    }
+
+    /// Read `range` like [`BlockCache::read`], but with every block fetched
+    /// again from the object store and replacing the cached copy: for
+    /// cached bytes that failed verification.
+    pub async fn refetch(
+        &self,
+        segment: SegmentId,
+        range: Range<u64>,
+        object_bytes: u64,
+    ) -> FetchResult<Bytes> {
+        if range.start > range.end || range.end > object_bytes {
+            return Err(FetchError::corrupt(
+                &segment.to_string(),
+                "index entry range lies outside its object",
+            ));
+        }
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let blocks = self.inner.blocks_of(&range);
+        let fetched = futures::future::try_join_all(blocks.clone().map(|block| async move {
+            let block_range = self.inner.block_range(block, object_bytes);
+            let bytes = self
+                .inner
+                .get_block(segment, block_range, object_bytes, Origin::Bypass)
+                .await
+                .map_err(|error| store_failure(segment, &error))?;
+            // a newer insert replaces the entry in memory and on disk
+            self.inner
+                .cache
+                .insert(BlockKey::new(segment, block), bytes.clone());
+            Ok::<_, FetchError>(bytes)
+        }))
+        .await?;
+        self.inner
+            .assemble(segment, &range, object_bytes, blocks, fetched)
+    }
+
+    /// Drop the blocks covering `range` from both tiers (they failed
+    /// verification).
+    pub fn evict(&self, segment: SegmentId, range: Range<u64>) {
+        if range.is_empty() {
+            return;
+        }
+        for block in self.inner.blocks_of(&range) {
+            self.inner.cache.remove(&BlockKey::new(segment, block));
+        }
+    }
+
+    /// Whether block `block` of `segment` is cached (a hint: may be a false
+    /// positive on a hash collision).
+    pub fn contains(&self, segment: SegmentId, block: u64) -> bool {
+        self.inner.cache.contains(&BlockKey::new(segment, block))
+    }
+
+    /// Wait for the disk tier's pending writes and close it.
+    pub async fn close(&self) {
+        if let Err(error) = self.inner.cache.close().await {
+            warn!(%error, "closing the read cache failed");
+        }
+    }
+}
+
+impl Inner {
+    /// Cut `range` out of the fetched `blocks`.
+    fn assemble(
+        &self,
+        segment: SegmentId,
+        range: &Range<u64>,
+        object_bytes: u64,
+        blocks: std::ops::RangeInclusive<u64>,
+        fetched: Vec<Bytes>,
+    ) -> FetchResult<Bytes> {
+        let mut parts = Vec::with_capacity(fetched.len());
+        for (block, bytes) in blocks.zip(fetched) {
+            let block_range = self.block_range(block, object_bytes);
+            if bytes.len() as u64 != block_range.end - block_range.start {
+                return Err(FetchError::corrupt(
+                    &segment.to_string(),
+                    "block has the wrong length",
+                ));
+            }
+            let from = range.start.max(block_range.start) - block_range.start;
+            let to = range.end.min(block_range.end) - block_range.start;
+            parts.push(bytes.slice(from as usize..to as usize));
+        }
+        if parts.len() == 1 {
+            return Ok(parts.swap_remove(0));
+        }
+        let mut joined = BytesMut::with_capacity((range.end - range.start) as usize);
+        for part in parts {
+            joined.extend_from_slice(&part);
+        }
+        Ok(joined.freeze())
+    }
+
+    fn block_range(&self, block: u64, object_bytes: u64) -> Range<u64> {
+        let start = block * self.block_bytes;
+        start..(start + self.block_bytes).min(object_bytes)
+    }
+
+    fn blocks_of(&self, range: &Range<u64>) -> std::ops::RangeInclusive<u64> {
+        debug_assert!(!range.is_empty());
+        range.start / self.block_bytes..=(range.end - 1) / self.block_bytes
+    }
+
+    /// One block, from memory, disk or (one shared GET) the object store.
+    async fn block(
+        self: &Arc<Self>,
+        segment: SegmentId,
+        block: u64,
+        object_bytes: u64,
+        origin: Origin,
+    ) -> FetchResult<Bytes> {
+        let key = BlockKey::new(segment, block);
+        let range = self.block_range(block, object_bytes);
+        let inner = self.clone();
+        let fetch_range = range.clone();
+        let lookup = self.cache.get_or_fetch(&key, move || async move {
+            inner
+                .get_block(segment, fetch_range, object_bytes, origin)
+                .await
+        });
+        match lookup.await {
+            Ok(entry) => {
+                if origin == Origin::Read {
+                    count_lookup(entry.source());
+                }
+                Ok(entry.value().clone())
+            }
+            Err(error) => {
+                if let Some(store_error) = error.downcast_ref::<object_store::Error>() {
+                    return Err(store_failure(segment, store_error));
+                }
+                // the cache itself failed (e.g. a disk read error): the
+                // object store still has the bytes
+                warn!(%segment, block, %error, "read cache failed; reading the object store");
+                self.get_block(segment, range, object_bytes, Origin::Bypass)
+                    .await
+                    .map_err(|error| store_failure(segment, &error))
+            }
+        }
+    }
+
+    /// The ranged GET of one block; a read's GET also starts readahead.
+    async fn get_block(
+        self: &Arc<Self>,
+        segment: SegmentId,
+        range: Range<u64>,
+        object_bytes: u64,
+        origin: Origin,
+    ) -> object_store::Result<Bytes> {
+        metrics::OBJECT_GETS.inc();
+        if origin == Origin::Readahead {
+            metrics::READAHEAD_GETS.inc();
+        }
+        let block = range.start / self.block_bytes;
+        let bytes = self.store.get_range(&segment.path(), range).await?;
+        metrics::OBJECT_GET_BYTES.inc_by(bytes.len() as u64);
+        if origin == Origin::Read {
+            self.start_readahead(segment, block, object_bytes);
+        }
+        Ok(bytes)
+    }
+
+    /// Fetch the blocks after `block` in the background, within the
+    /// node-wide limit and never past the object's end.
+    fn start_readahead(self: &Arc<Self>, segment: SegmentId, block: u64, object_bytes: u64) {
+        for next in block + 1..=block.saturating_add(self.readahead_blocks) {
+            if next.saturating_mul(self.block_bytes) >= object_bytes {
+                break;
+            }
+            if self.cache.contains(&BlockKey::new(segment, next)) {
+                continue;
+            }
+            let Ok(permit) = self.readahead_permits.clone().try_acquire_owned() else {
+                metrics::READAHEAD_SKIPPED.inc();
+                break;
+            };
+            tokio::spawn(readahead(self.clone(), segment, next, object_bytes, permit));
+        }
+    }
+}
+
+/// One readahead (boxed: it runs the same lookup that spawns it).
+fn readahead(
+    inner: Arc<Inner>,
+    segment: SegmentId,
+    block: u64,
+    object_bytes: u64,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> BoxFuture<'static, ()> {
+    async move {
+        let _permit = permit;
+        if let Err(error) = inner
+            .block(segment, block, object_bytes, Origin::Readahead)
+            .await
+        {
+            tracing::debug!(%segment, block, %error, "readahead failed");
+        }
+    }
+    .boxed()
+}
+
+fn count_lookup(source: Source) {
+    let (memory_hit, disk_hit) = match source {
+        Source::Memory => (true, false),
+        Source::Disk => (false, true),
+        Source::Outer => (false, false),
+    };
+    if memory_hit {
+        metrics::CACHE_HITS.with_label_values(&["memory"]).inc();
+        return;
+    }
+    metrics::CACHE_MISSES.with_label_values(&["memory"]).inc();
+    if disk_hit {
+        metrics::CACHE_HITS.with_label_values(&["disk"]).inc();
+    } else {
+        metrics::CACHE_MISSES.with_label_values(&["disk"]).inc();
+    }
+}
+
+fn store_failure(segment: SegmentId, error: &object_store::Error) -> FetchError {
+    match error {
+        object_store::Error::NotFound { .. } => {
+            FetchError::corrupt(&segment.to_string(), "segment object is missing")
+        }
+        other => FetchError::Unavailable(other.to_string()),
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<(), CacheError> {
+    std::fs::create_dir_all(dir).map_err(|source| CacheError::Dir {
+        dir: dir.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use object_store::memory::InMemory;
+    use object_store::PutPayload;
+    use sluice_metadata::embedded::EmbeddedStore;
+    use sluice_metadata::model::{Catalog, IndexEntry};
+    use sluice_segment::batch::{self, NewRecord};
+    use sluice_segment::SegmentBuilder;
+
+    use super::*;
+    use crate::counting::CountingStore;
+    use crate::view::ClusterView;
+    use crate::Reader;
+
+    const BLOCK: u64 = 4096;
+    const TOPIC: &str = "topic-id";
+
+    /// One stored segment of three partition chunks of about 10 KB each,
+    /// so each chunk spans several 4 KiB blocks.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        counting: Arc<CountingStore>,
+        plain: Arc<dyn ObjectStore>,
+        view: Arc<ClusterView>,
+        segment: SegmentId,
+        object: Bytes,
+        entries: Vec<IndexEntry>,
+    }
+
+    /// Bytes without repeats, so a probe finds the one place they are stored.
+    fn noise(seed: i32, len: usize) -> Vec<u8> {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ seed as u64;
+        (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (state >> 56) as u8
+            })
+            .collect()
+    }
+
+    impl Fixture {
+        async fn new() -> Self {
+            let mut builder = SegmentBuilder::new();
+            for partition in 0..3 {
+                let records: Vec<NewRecord> = (0..10)
+                    .map(|i| NewRecord {
+                        key: Some(Bytes::from(format!("p{partition}-{i}"))),
+                        value: Some(Bytes::from(noise(partition * 100 + i, 1000))),
+                        headers: vec![],
+                        timestamp_ms: 1_000 + i as i64,
+                    })
+                    .collect();
+                let bytes = batch::encode(&records).unwrap();
+                let summary = batch::validate(&bytes).unwrap();
+                builder.add(TOPIC, partition, bytes, summary);
+            }
+            let (object, footer) = builder.finish();
+            let segment = SegmentId::generate();
+            let plain: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+            plain
+                .put(&segment.path(), PutPayload::from_bytes(object.clone()))
+                .await
+                .unwrap();
+            let entries = footer
+                .chunks
+                .iter()
+                .map(|chunk| IndexEntry {
+                    base_offset: 0,
+                    offset_count: chunk.offset_count,
+                    batch_count: chunk.batch_count,
+                    segment: segment.to_string(),
+                    start: chunk.start,
+                    len: chunk.len,
+                    crc: chunk.crc,
+                    max_timestamp: chunk.max_timestamp,
+                    object_bytes: object.len() as u64,
+                })
+                .collect();
+            let catalog = Catalog::new(Arc::new(EmbeddedStore::in_memory()), "t");
+            Self {
+                dir: tempfile::tempdir().unwrap(),
+                counting: Arc::new(CountingStore::new(plain.clone())),
+                plain,
+                view: ClusterView::start(catalog).await.unwrap(),
+                segment,
+                object,
+                entries,
+            }
+        }
+
+        fn config(&self, readahead_blocks: u64) -> CacheConfig {
+            CacheConfig {
+                memory_bytes: 1 << 20,
+                disk_bytes: 16 << 20,
+                dir: self.dir.path().join("cache"),
+                block_bytes: BLOCK,
+                readahead_blocks,
+                readahead_in_flight_max: 4,
+            }
+        }
+
+        async fn cache(&self, readahead_blocks: u64) -> BlockCache {
+            BlockCache::open(&self.config(readahead_blocks), self.counting.clone())
+                .await
+                .unwrap()
+        }
+
+        fn reader(&self, cache: &BlockCache) -> Reader {
+            Reader::new(self.counting.clone(), self.view.clone()).with_cache(cache.clone())
+        }
+
+        /// The entry's bytes as the uncached reader serves them.
+        async fn expected(&self, index: usize) -> Bytes {
+            Reader::new(self.plain.clone(), self.view.clone())
+                .read_entry(TOPIC, index as i32, &self.entries[index])
+                .await
+                .unwrap()
+        }
+
+        async fn read(&self, reader: &Reader, index: usize) -> Bytes {
+            reader
+                .read_entry(TOPIC, index as i32, &self.entries[index])
+                .await
+                .unwrap()
+        }
+
+        fn blocks(&self, indices: &[usize]) -> BTreeSet<u64> {
+            indices
+                .iter()
+                .flat_map(|&i| {
+                    let e = &self.entries[i];
+                    e.start / BLOCK..=(e.start + u64::from(e.len) - 1) / BLOCK
+                })
+                .collect()
+        }
+
+        /// The path of foyer's (only) device file under the cache dir.
+        fn device_files(&self) -> Vec<PathBuf> {
+            std::fs::read_dir(self.dir.path().join("cache"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.is_file())
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_read_of_a_range_costs_no_get() {
+        let f = Fixture::new().await;
+        let cache = f.cache(0).await;
+        let reader = f.reader(&cache);
+        let first = f.read(&reader, 1).await;
+        let blocks = f.blocks(&[1]).len() as u64;
+        assert!(blocks >= 3, "the chunk spans several blocks");
+        assert_eq!(f.counting.gets(), blocks);
+        assert_eq!(f.read(&reader, 1).await, first);
+        assert_eq!(
+            f.counting.gets(),
+            blocks,
+            "second read is served by the cache"
+        );
+        assert_eq!(first, f.expected(1).await);
+    }
+
+    #[tokio::test]
+    async fn reads_spanning_blocks_fetch_each_block_once() {
+        let f = Fixture::new().await;
+        let cache = f.cache(0).await;
+        let reader = f.reader(&cache);
+        for index in [1, 0, 2, 1, 0] {
+            assert_eq!(f.read(&reader, index).await, f.expected(index).await);
+        }
+        // neighbouring chunks share their boundary blocks
+        assert_eq!(f.counting.gets(), f.blocks(&[0, 1, 2]).len() as u64);
+        // whole blocks, clamped to the object's end
+        let last = f.object.len() as u64 / BLOCK;
+        assert!(f.blocks(&[2]).contains(&last));
+        assert_eq!(f.counting.get_bytes(), {
+            let blocks = f.blocks(&[0, 1, 2]);
+            blocks
+                .iter()
+                .map(|b| ((b + 1) * BLOCK).min(f.object.len() as u64) - b * BLOCK)
+                .sum::<u64>()
+        });
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_of_one_block_share_one_get() {
+        let f = Fixture::new().await;
+        let cache = f.cache(0).await;
+        let object_bytes = f.object.len() as u64;
+        let reads = (0..16).map(|i| cache.read(f.segment, i * 10..i * 10 + 100, object_bytes));
+        let results = futures::future::try_join_all(reads).await.unwrap();
+        for (i, bytes) in results.iter().enumerate() {
+            assert_eq!(bytes, &f.object.slice(i * 10..i * 10 + 100));
+        }
+        assert_eq!(f.counting.gets(), 1);
+    }
+
+    #[tokio::test]
+    async fn written_through_objects_are_read_without_a_get() {
+        let f = Fixture::new().await;
+        let cache = f.cache(1).await;
+        cache.insert_object(f.segment, &f.object);
+        let reader = f.reader(&cache);
+        for index in 0..3 {
+            assert_eq!(f.read(&reader, index).await, f.expected(index).await);
+        }
+        assert_eq!(f.counting.gets(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_disk_tier_survives_a_reopen() {
+        let f = Fixture::new().await;
+        let cache = f.cache(0).await;
+        cache.insert_object(f.segment, &f.object);
+        cache.close().await;
+        drop(cache);
+        let disk_hits = metrics::CACHE_HITS.with_label_values(&["disk"]).get();
+        let reopened = f.cache(0).await;
+        let reader = f.reader(&reopened);
+        for index in 0..3 {
+            assert_eq!(f.read(&reader, index).await, f.expected(index).await);
+        }
+        assert_eq!(f.counting.gets(), 0, "served by the reopened disk tier");
+        assert!(metrics::CACHE_HITS.with_label_values(&["disk"]).get() > disk_hits);
+    }
+
+    #[tokio::test]
+    async fn a_corrupted_disk_file_is_refetched_never_served() {
+        let f = Fixture::new().await;
+        let cache = f.cache(0).await;
+        cache.insert_object(f.segment, &f.object);
+        cache.close().await;
+        drop(cache);
+        // damage every cached copy of the object's bytes on disk
+        let mut damaged = 0;
+        for path in f.device_files() {
+            let mut file = std::fs::read(&path).unwrap();
+            for block in f.object.chunks(BLOCK as usize) {
+                let probe = &block[block.len() / 2..block.len() / 2 + 32];
+                let hits: Vec<usize> = file
+                    .windows(probe.len())
+                    .enumerate()
+                    .filter(|(_, w)| *w == probe)
+                    .map(|(at, _)| at)
+                    .collect();
+                if hits.is_empty() {
+                    continue;
+                }
+                for at in hits {
+                    for byte in &mut file[at..at + probe.len()] {
+                        *byte ^= 0x5a;
+                    }
+                }
+                damaged += 1;
+            }
+            std::fs::write(&path, file).unwrap();
+        }
+        assert_eq!(
+            damaged,
+            f.object.len().div_ceil(BLOCK as usize),
+            "every block found on disk"
+        );
+        let reopened = f.cache(0).await;
+        let reader = f.reader(&reopened);
+        for index in 0..3 {
+            assert_eq!(f.read(&reader, index).await, f.expected(index).await);
+        }
+        // every damaged block came again from the object store
+        assert_eq!(f.counting.gets(), f.blocks(&[0, 1, 2]).len() as u64);
+    }
+
+    #[tokio::test]
+    async fn bad_bytes_in_the_cache_are_replaced_by_one_refetch() {
+        let f = Fixture::new().await;
+        let cache = f.cache(0).await;
+        // a cache that holds wrong bytes for the object (e.g. a bit flip
+        // that foyer's own checksum did not see)
+        let entry = &f.entries[1];
+        let mut poisoned = f.object.to_vec();
+        poisoned[entry.start as usize + 100] ^= 0xff;
+        cache.insert_object(f.segment, &Bytes::from(poisoned));
+        let refetches = metrics::CACHE_REFETCHES.get();
+        let reader = f.reader(&cache);
+        assert_eq!(f.read(&reader, 1).await, f.expected(1).await);
+        assert_eq!(metrics::CACHE_REFETCHES.get(), refetches + 1);
+        assert_eq!(f.counting.gets(), f.blocks(&[1]).len() as u64);
+        // the good bytes are cached now
+        assert_eq!(f.read(&reader, 1).await, f.expected(1).await);
+        assert_eq!(f.counting.gets(), f.blocks(&[1]).len() as u64);
+    }
+
+    #[tokio::test]
+    async fn a_range_bad_in_the_store_too_is_reported_corrupt() {
+        let f = Fixture::new().await;
+        let cache = f.cache(0).await;
+        let mut entry = f.entries[0].clone();
+        entry.crc ^= 1;
+        let error = f
+            .reader(&cache)
+            .read_entry(TOPIC, 0, &entry)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, FetchError::Corrupt { .. }), "{error:?}");
+        // read twice: once through the cache, once after evicting
+        assert_eq!(f.counting.gets(), 2 * f.blocks(&[0]).len() as u64);
+    }
+
+    #[tokio::test]
+    async fn readahead_fetches_the_next_block_and_stops_at_the_end() {
+        let f = Fixture::new().await;
+        let cache = f.cache(1).await;
+        let object_bytes = f.object.len() as u64;
+        let readaheads = metrics::READAHEAD_GETS.get();
+        cache.read(f.segment, 0..10, object_bytes).await.unwrap();
+        for _ in 0..200 {
+            if f.counting.gets() == 2 && cache.contains(f.segment, 1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(f.counting.gets(), 2);
+        assert!(metrics::READAHEAD_GETS.get() > readaheads);
+        cache
+            .read(f.segment, BLOCK..BLOCK + 10, object_bytes)
+            .await
+            .unwrap();
+        assert_eq!(f.counting.gets(), 2, "block 1 came from the readahead");
+        // the last block has nothing after it
+        let last = (object_bytes - 1) / BLOCK;
+        cache
+            .read(f.segment, last * BLOCK..object_bytes, object_bytes)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(f.counting.gets(), 3);
+    }
+
+    #[tokio::test]
+    async fn entries_without_an_object_length_use_a_plain_range_get() {
+        let f = Fixture::new().await;
+        let cache = f.cache(1).await;
+        let mut entry = f.entries[2].clone();
+        entry.object_bytes = 0;
+        let reader = f.reader(&cache);
+        for _ in 0..2 {
+            let bytes = reader.read_entry(TOPIC, 2, &entry).await.unwrap();
+            assert_eq!(bytes, f.expected(2).await);
+        }
+        assert_eq!(f.counting.gets(), 2);
+        assert_eq!(f.counting.get_bytes(), 2 * u64::from(entry.len));
+    }
+}
