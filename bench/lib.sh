@@ -42,12 +42,33 @@ start_cluster() {
     wait_for "http://127.0.0.1:$s3_port/"
     curl -sf -X PUT "http://127.0.0.1:$s3_port/bench" >/dev/null
     wait_for "http://127.0.0.1:$etcd_port/health"
-    ./target/release/sluice serve --data-dir "$BENCH_WORK/node" --etcd "http://127.0.0.1:$etcd_port" \
-        --store s3://bench/sluice --s3-endpoint "http://127.0.0.1:$s3_port" \
-        --http-addr "127.0.0.1:$http_port" --kafka-addr "127.0.0.1:$kafka_port" \
-        >"$BENCH_WORK/sluice.log" 2>&1 &
-    BENCH_PIDS+=($!)
-    HTTP_URL="http://127.0.0.1:$http_port"
+    BENCH_ETCD="http://127.0.0.1:$etcd_port"
+    BENCH_S3="http://127.0.0.1:$s3_port"
+    start_node node --http-addr "127.0.0.1:$http_port" --kafka-addr "127.0.0.1:$kafka_port"
+    HTTP_URL=$NODE_URL
+    HTTP_PID=$NODE_PID
     KAFKA_BOOTSTRAP="127.0.0.1:$kafka_port"
-    wait_for "$HTTP_URL/health/ready"
+}
+
+# start_node NAME [serve flags]: one more node of the same cluster (data in
+# $BENCH_WORK/NAME, log in $BENCH_WORK/NAME.log); sets $NODE_URL, $NODE_PID.
+start_node() {
+    local name=$1; shift
+    local args=("$@")
+    if [[ " ${args[*]} " != *" --http-addr "* ]]; then
+        args+=(--http-addr "127.0.0.1:$(free_port)" --kafka-addr "127.0.0.1:$(free_port)")
+    fi
+    ./target/release/sluice serve --data-dir "$BENCH_WORK/$name" --etcd "$BENCH_ETCD" \
+        --store s3://bench/sluice --s3-endpoint "$BENCH_S3" "${args[@]}" \
+        >"$BENCH_WORK/$name.log" 2>&1 &
+    NODE_PID=$!
+    BENCH_PIDS+=("$NODE_PID")
+    local addr
+    addr=$(printf '%s\n' "${args[@]}" | grep -A1 -x -- --http-addr | tail -1)
+    NODE_URL="http://$addr"
+    wait_for "$NODE_URL/health/ready"
+}
+
+rss_mib() {  # rss_mib PID: resident set size in MiB
+    awk '/^VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sluice_fetch::CacheConfig;
+use sluice_fetch::{CacheConfig, PeerConfig};
 use sluice_ingest::group::GroupConfig;
 use sluice_ingest::kafka::KafkaConfig;
 use sluice_ingest::writer::WriterConfig;
@@ -147,6 +147,14 @@ struct ServeArgs {
     /// Readahead GETs in flight on the node at once; more are skipped.
     #[arg(long, env = "SLUICE_READAHEAD_IN_FLIGHT_MAX", default_value_t = 8)]
     readahead_in_flight_max: usize,
+    /// Ask the owner node of a missing cache block (rendezvous hashing over
+    /// the live nodes) before the object store.
+    #[arg(long, env = "SLUICE_PEER_FETCH", default_value_t = true, action = clap::ArgAction::Set)]
+    peer_fetch: bool,
+    /// Time limit of one block request to a peer; on expiry the node reads
+    /// the object store.
+    #[arg(long, env = "SLUICE_PEER_FETCH_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    peer_fetch_timeout: Duration,
 }
 
 impl ServeArgs {
@@ -163,6 +171,10 @@ impl ServeArgs {
         };
         NodeConfig {
             cache,
+            peer: PeerConfig {
+                enabled: self.peer_fetch,
+                timeout: self.peer_fetch_timeout,
+            },
             data_dir: self.data_dir,
             store_url: self.store,
             store_options: StoreOptions {

@@ -15,6 +15,12 @@
 //! [`crate::Reader::read_entry`]). foyer itself checksums each disk entry
 //! and treats a damaged one as a miss.
 //!
+//! With peers set ([`BlockCache::set_peers`]), a missing block that another
+//! live node owns (see [`crate::peer`]) is asked of that node first; its
+//! answer is cached here like a GET's, and any failure falls back to the
+//! object store. Blocks asked for by peers ([`BlockCache::serve_peer`])
+//! come from this cache or the object store, never from another peer.
+//!
 //! Segments are immutable, so a cached block never goes stale; the disk
 //! tier is written on insertion and recovered when the same directory is
 //! reopened, so it survives a restart.
@@ -23,7 +29,7 @@ use std::fmt;
 use std::io::{Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
@@ -40,6 +46,7 @@ use foyer::{
 
 use crate::error::{FetchError, FetchResult};
 use crate::metrics;
+use crate::peer::Peers;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -160,6 +167,9 @@ enum Origin {
     Readahead,
     /// A reader going around a failed cache straight to the object store.
     Bypass,
+    /// Another node asking its owner: never forwarded to a peer, starts no
+    /// readahead (the asking node runs its own).
+    Peer,
 }
 
 struct Inner {
@@ -168,6 +178,7 @@ struct Inner {
     block_bytes: u64,
     readahead_blocks: u64,
     readahead_permits: Arc<Semaphore>,
+    peers: OnceLock<Peers>,
 }
 
 /// The node's block cache; cheap to clone.
@@ -249,6 +260,7 @@ impl BlockCache {
                 block_bytes: config.block_bytes,
                 readahead_blocks: config.readahead_blocks,
                 readahead_permits: Arc::new(Semaphore::new(config.readahead_in_flight_max)),
+                peers: OnceLock::new(),
             }),
         })
     }
@@ -256,6 +268,60 @@ impl BlockCache {
     /// The block size.
     pub fn block_bytes(&self) -> u64 {
         self.inner.block_bytes
+    }
+
+    /// Ask the owners of missing blocks before the object store (once;
+    /// later calls are ignored).
+    pub fn set_peers(&self, peers: Peers) {
+        if self.inner.peers.set(peers).is_err() {
+            warn!("read cache peers were already set");
+        }
+    }
+
+    /// Serve block `block` of `segment` (an object of `object_bytes`
+    /// bytes) to another node: from this cache, else with one GET of this
+    /// node's, which is cached. Never asks a peer, so peer requests cannot
+    /// loop. A block index past the object's end is an error.
+    pub async fn serve_peer(
+        &self,
+        segment: SegmentId,
+        block: u64,
+        object_bytes: u64,
+    ) -> FetchResult<Bytes> {
+        if object_bytes == 0 || block >= object_bytes.div_ceil(self.inner.block_bytes) {
+            return Err(FetchError::corrupt(
+                &segment.to_string(),
+                "block index lies outside its object",
+            ));
+        }
+        metrics::PEER_SERVED_BLOCKS.inc();
+        let owned = self
+            .inner
+            .peers
+            .get()
+            .is_none_or(|peers| peers.owns(segment, block));
+        if owned {
+            // shares a GET with concurrent readers and peers of this block
+            return self
+                .inner
+                .block(segment, block, object_bytes, Origin::Peer)
+                .await;
+        }
+        // the asker thinks this node owns the block, this node does not
+        // (their membership views differ for a moment): no single flight,
+        // whose fetch might be a peer request of this node's
+        let key = BlockKey::new(segment, block);
+        if let Ok(Some(entry)) = self.inner.cache.get(&key).await {
+            return Ok(entry.value().clone());
+        }
+        let range = self.inner.block_range(block, object_bytes);
+        let bytes = self
+            .inner
+            .get_block(segment, range, Origin::Peer)
+            .await
+            .map_err(|error| store_failure(segment, &error))?;
+        self.inner.cache.insert(key, bytes.clone());
+        Ok(bytes)
     }
 
     /// Put every block of a just-uploaded object into the cache
@@ -333,7 +399,7 @@ impl BlockCache {
             let block_range = self.inner.block_range(block, object_bytes);
             let bytes = self
                 .inner
-                .get_block(segment, block_range, object_bytes, Origin::Bypass)
+                .get_block(segment, block_range, Origin::Bypass)
                 .await
                 .map_err(|error| store_failure(segment, &error))?;
             // a newer insert replaces the entry in memory and on disk
@@ -429,7 +495,7 @@ impl Inner {
         let fetch_range = range.clone();
         let lookup = self.cache.get_or_fetch(&key, move || async move {
             inner
-                .get_block(segment, fetch_range, object_bytes, origin)
+                .fetch_block(segment, fetch_range, object_bytes, origin)
                 .await
         });
         match lookup.await {
@@ -446,30 +512,71 @@ impl Inner {
                 // the cache itself failed (e.g. a disk read error): the
                 // object store still has the bytes
                 warn!(%segment, block, %error, "read cache failed; reading the object store");
-                self.get_block(segment, range, object_bytes, Origin::Bypass)
+                self.get_block(segment, range, Origin::Bypass)
                     .await
                     .map_err(|error| store_failure(segment, &error))
             }
         }
     }
 
-    /// The ranged GET of one block; a read's GET also starts readahead.
-    async fn get_block(
+    /// A missing block: from its owner when that is another node (and
+    /// the block was not asked for by a peer), else (or when the owner
+    /// fails) one ranged GET. A read's fetch also starts readahead.
+    async fn fetch_block(
         self: &Arc<Self>,
         segment: SegmentId,
         range: Range<u64>,
         object_bytes: u64,
         origin: Origin,
     ) -> object_store::Result<Bytes> {
+        let block = range.start / self.block_bytes;
+        let from_peer = match (origin, self.peers.get()) {
+            (Origin::Read | Origin::Readahead, Some(peers)) => match peers.owner(segment, block) {
+                Some(owner) => {
+                    peers
+                        .fetch(
+                            &owner,
+                            segment,
+                            block,
+                            object_bytes,
+                            range.end - range.start,
+                        )
+                        .await
+                }
+                None => None,
+            },
+            _ => None,
+        };
+        let bytes = match from_peer {
+            Some(bytes) => bytes,
+            None => self.get_block(segment, range, origin).await?,
+        };
+        if origin == Origin::Read {
+            self.start_readahead(segment, block, object_bytes);
+        }
+        Ok(bytes)
+    }
+
+    /// The ranged GET of one block, checked to be as long as asked.
+    async fn get_block(
+        self: &Arc<Self>,
+        segment: SegmentId,
+        range: Range<u64>,
+        origin: Origin,
+    ) -> object_store::Result<Bytes> {
         metrics::OBJECT_GETS.inc();
         if origin == Origin::Readahead {
             metrics::READAHEAD_GETS.inc();
         }
-        let block = range.start / self.block_bytes;
+        let expected = range.end - range.start;
         let bytes = self.store.get_range(&segment.path(), range).await?;
         metrics::OBJECT_GET_BYTES.inc_by(bytes.len() as u64);
-        if origin == Origin::Read {
-            self.start_readahead(segment, block, object_bytes);
+        if bytes.len() as u64 != expected {
+            // e.g. a peer's request with a wrong object length: never cache it
+            return Err(object_store::Error::Generic {
+                store: "sluice",
+                source: format!("ranged GET returned {} bytes, not {expected}", bytes.len()).into(),
+            });
         }
         Ok(bytes)
     }

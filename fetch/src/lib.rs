@@ -14,11 +14,13 @@ pub mod cache;
 pub mod counting;
 pub mod error;
 pub mod metrics;
+pub mod peer;
 pub mod reader;
 pub mod view;
 
 pub use cache::{BlockCache, CacheConfig, CacheError};
 pub use counting::CountingStore;
 pub use error::{FetchError, FetchResult};
+pub use peer::{PeerConfig, Peers};
 pub use reader::{ReadChunk, Reader};
 pub use view::{ClusterView, PartitionSnapshot};

@@ -96,6 +96,23 @@ pub static CACHE_WRITE_THROUGH_BLOCKS: LazyLock<IntCounter> = LazyLock::new(|| {
         "blocks inserted into the read cache by the node's own uploads",
     )
 });
+/// Block fetches from the block's owner, by `result`: `hit` (the owner
+/// answered) or `fallback` (the node read the object store instead).
+pub static PEER_FETCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_peer_fetches_total",
+        "blocks asked of their owner node, by result (hit, fallback to the object store)",
+        &["result"]
+    )
+    .expect("metric names are unique and valid")
+});
+/// Blocks this node served to peers over the internal endpoint.
+pub static PEER_SERVED_BLOCKS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "sluice_peer_served_blocks_total",
+        "blocks served to other nodes over the internal block endpoint",
+    )
+});
 /// Time to serve one read (index lookup, cache or object store,
 /// verification), without the long-poll wait.
 pub static FETCH_LATENCY: LazyLock<Histogram> = LazyLock::new(|| {
@@ -120,12 +137,16 @@ pub fn register() {
         &READAHEAD_SKIPPED,
         &CACHE_REFETCHES,
         &CACHE_WRITE_THROUGH_BLOCKS,
+        &PEER_SERVED_BLOCKS,
     ] {
         LazyLock::force(counter);
     }
     for tier in ["memory", "disk"] {
         CACHE_HITS.with_label_values(&[tier]);
         CACHE_MISSES.with_label_values(&[tier]);
+    }
+    for result in ["hit", "fallback"] {
+        PEER_FETCHES.with_label_values(&[result]);
     }
     LazyLock::force(&FETCH_LATENCY);
 }

@@ -58,6 +58,11 @@ impl Reader {
         self
     }
 
+    /// The block cache reads go through, if any.
+    pub fn cache(&self) -> Option<&BlockCache> {
+        self.cache.as_ref()
+    }
+
     /// The view this reader uses.
     pub fn view(&self) -> &Arc<ClusterView> {
         &self.view

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use sluice_fetch::{BlockCache, CacheConfig, ClusterView, Reader};
+use sluice_fetch::{BlockCache, CacheConfig, ClusterView, PeerConfig, Peers, Reader};
 use sluice_metadata::embedded::EmbeddedStore;
 use sluice_metadata::etcd::EtcdStore;
 use sluice_metadata::membership::{Membership, MembershipOptions, NodeInfo};
@@ -55,6 +55,8 @@ pub struct NodeConfig {
     pub kafka: KafkaConfig,
     /// Read cache settings (its disk tier normally lives in `<data_dir>/cache`).
     pub cache: CacheConfig,
+    /// Peer-owned blocks: ask a block's owner node before the object store.
+    pub peer: PeerConfig,
 }
 
 /// Why a node could not start.
@@ -127,6 +129,9 @@ pub async fn run(
     let cache = BlockCache::open(&config.cache, objects.clone())
         .await
         .map_err(startup("opening the read cache"))?;
+    if config.peer.enabled {
+        cache.set_peers(Peers::new(view.clone(), node_id, config.peer));
+    }
     let (writer, writer_tasks) = Writer::start_with_cache(
         config.writer.clone(),
         objects.clone(),

@@ -1,8 +1,10 @@
 //! The HTTP front door (axum): Confluent REST Proxy v3 compatible topic
 //! administration and produce, an NDJSON read endpoint with long-poll,
-//! health and Prometheus metrics. Every error is JSON:
+//! health and Prometheus metrics, and the internal block endpoint that
+//! other nodes of the cluster read cache blocks from. Every error is JSON:
 //! `{"error_code": <http status>, "message": "..."}`.
 
+mod internal;
 mod read;
 mod records;
 mod topics;
@@ -120,6 +122,10 @@ pub fn router(state: HttpState) -> Router {
         .route(
             "/v1/topics/{topic}/partitions/{partition}/offsets",
             get(read::offsets),
+        )
+        .route(
+            "/internal/v1/blocks/{segment}/{block}",
+            get(internal::block),
         )
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))

@@ -1,0 +1,187 @@
+//! Peer-owned blocks: every cache block has one owner among the live nodes
+//! (rendezvous hashing of (segment id, block index) over the node ids of
+//! the cluster view), so that N nodes serving the same data fetch each
+//! block from the object store about once. A node that misses a block it
+//! does not own asks the owner over `GET /internal/v1/blocks/{segment}/
+//! {block}?object_bytes=N` (served from the owner's cache or one GET of
+//! the owner's); any failure of that request (dead owner, timeout, other
+//! status, wrong length) falls back to the node's own object-store GET.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_metadata::membership::NodeInfo;
+use sluice_segment::SegmentId;
+
+use crate::metrics;
+use crate::view::ClusterView;
+
+/// Settings of peer fetches.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerConfig {
+    /// Whether a node asks the owner of a block before the object store.
+    pub enabled: bool,
+    /// Time limit of one peer request (connect included).
+    pub timeout: Duration,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The node's client of its peers' block endpoints.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    view: Arc<ClusterView>,
+    self_id: i32,
+    client: reqwest::Client,
+    timeout: Duration,
+}
+
+impl Peers {
+    /// Peers of node `self_id`, as listed by `view`.
+    pub fn new(view: Arc<ClusterView>, self_id: i32, config: PeerConfig) -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.timeout)
+            .timeout(config.timeout)
+            .build()
+            // only fails when the TLS backend or the resolver cannot be
+            // initialised; a default client is the best left then
+            .unwrap_or_default();
+        Self {
+            view,
+            self_id,
+            client,
+            timeout: config.timeout,
+        }
+    }
+
+    /// The owner of the block, or `None` when it is this node (or no node
+    /// is listed).
+    pub fn owner(&self, segment: SegmentId, block: u64) -> Option<NodeInfo> {
+        let nodes = self.view.nodes();
+        let ids: Vec<i32> = nodes.iter().map(|n| n.node_id).collect();
+        let owner = block_owner(&ids, segment, block)?;
+        if owner == self.self_id {
+            return None;
+        }
+        nodes.into_iter().find(|n| n.node_id == owner)
+    }
+
+    /// Whether this node owns the block.
+    pub fn owns(&self, segment: SegmentId, block: u64) -> bool {
+        self.owner(segment, block).is_none()
+    }
+
+    /// Ask `owner` for the block; `Some` only for exactly `expected_len`
+    /// bytes answered with 200 within the timeout. Counts the result.
+    pub async fn fetch(
+        &self,
+        owner: &NodeInfo,
+        segment: SegmentId,
+        block: u64,
+        object_bytes: u64,
+        expected_len: u64,
+    ) -> Option<Bytes> {
+        let url = format!(
+            "{}/internal/v1/blocks/{segment}/{block}?object_bytes={object_bytes}",
+            owner.http_url.trim_end_matches('/')
+        );
+        let attempt = async {
+            let response = self
+                .client
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            if status.as_u16() != 200 {
+                return Err(format!("answered {status}"));
+            }
+            let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+            if bytes.len() as u64 != expected_len {
+                return Err(format!(
+                    "answered {} bytes, not {expected_len}",
+                    bytes.len()
+                ));
+            }
+            Ok(bytes)
+        };
+        // the client's timeout covers the body too; this one is a backstop
+        let result = match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err("timed out".to_string()),
+        };
+        match result {
+            Ok(bytes) => {
+                metrics::PEER_FETCHES.with_label_values(&["hit"]).inc();
+                Some(bytes)
+            }
+            Err(error) => {
+                metrics::PEER_FETCHES.with_label_values(&["fallback"]).inc();
+                tracing::debug!(%segment, block, owner = owner.node_id, error, "peer fetch failed; reading the object store");
+                None
+            }
+        }
+    }
+}
+
+/// The owner of block `block` of `segment` among `live_node_ids`:
+/// rendezvous hashing, so a node joining or leaving moves only the blocks
+/// it gains or owned.
+pub fn block_owner(live_node_ids: &[i32], segment: SegmentId, block: u64) -> Option<i32> {
+    live_node_ids
+        .iter()
+        .copied()
+        .max_by_key(|node| (score(*node, segment.0 .0, block), *node))
+}
+
+fn score(node: i32, segment: u128, block: u64) -> u64 {
+    // FNV-1a over (node, segment, block), then a 64-bit finalizer (as
+    // `partition_leader` does for partitions).
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    feed(&node.to_be_bytes());
+    feed(&segment.to_be_bytes());
+    feed(&block.to_be_bytes());
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_spread_and_move_only_when_their_node_leaves() {
+        let segment = SegmentId::generate();
+        let all = [1, 2, 3];
+        let mut counts = [0usize; 3];
+        for block in 0..3000 {
+            let owner = block_owner(&all, segment, block).unwrap_or_default();
+            counts[(owner - 1) as usize] += 1;
+            let without_3 = block_owner(&[1, 2], segment, block);
+            if owner != 3 {
+                assert_eq!(without_3, Some(owner), "block {block} moved");
+            }
+        }
+        for count in counts {
+            assert!((800..1200).contains(&count), "{counts:?}");
+        }
+        assert_eq!(block_owner(&[], segment, 0), None);
+        assert_eq!(block_owner(&[7], segment, 9), Some(7));
+    }
+}
