@@ -114,16 +114,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 async fn http_produce(args: HttpProduceArgs) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
-    let clusters: Value = http
-        .get(format!("{}/v3/clusters", args.url))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let cluster = clusters["data"][0]["cluster_id"]
-        .as_str()
-        .context("no cluster id")?
-        .to_string();
+    let cluster = crate::client::cluster_id(&http, &args.url).await?;
     let topics = format!("{}/v3/clusters/{cluster}/topics", args.url);
     let created = http
         .post(&topics)
@@ -305,16 +296,7 @@ async fn read_partition(
 async fn read(args: ReadArgs) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let first = args.url.first().context("no --url")?.clone();
-    let clusters: Value = http
-        .get(format!("{first}/v3/clusters"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let cluster = clusters["data"][0]["cluster_id"]
-        .as_str()
-        .context("no cluster id")?
-        .to_string();
+    let cluster = crate::client::cluster_id(&http, &first).await?;
     let topic: Value = http
         .get(format!(
             "{first}/v3/clusters/{cluster}/topics/{}",

@@ -105,7 +105,8 @@ async fn check(response: reqwest::Response) -> anyhow::Result<reqwest::Response>
     bail!("{status}: {message}")
 }
 
-async fn cluster_id(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+/// The cluster id a node reports in `GET /v3/clusters`.
+pub(crate) async fn cluster_id(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
     let clusters: Value = check(http.get(format!("{url}/v3/clusters")).send().await?)
         .await?
         .json()

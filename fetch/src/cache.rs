@@ -346,13 +346,7 @@ impl BlockCache {
         range: Range<u64>,
         object_bytes: u64,
     ) -> FetchResult<Bytes> {
-        if range.start > range.end || range.end > object_bytes {
-            return Err(FetchError::corrupt(
-                &segment.to_string(),
-                "index entry range lies outside its object",
-            ));
-        }
-        if range.is_empty() {
+        if check_range(segment, &range, object_bytes)? {
             return Ok(Bytes::new());
         }
         let blocks = self.inner.blocks_of(&range);
@@ -385,13 +379,7 @@ impl BlockCache {
         range: Range<u64>,
         object_bytes: u64,
     ) -> FetchResult<Bytes> {
-        if range.start > range.end || range.end > object_bytes {
-            return Err(FetchError::corrupt(
-                &segment.to_string(),
-                "index entry range lies outside its object",
-            ));
-        }
-        if range.is_empty() {
+        if check_range(segment, &range, object_bytes)? {
             return Ok(Bytes::new());
         }
         let blocks = self.inner.blocks_of(&range);
@@ -652,6 +640,18 @@ fn create_dir(dir: &Path) -> Result<(), CacheError> {
         dir: dir.to_path_buf(),
         source,
     })
+}
+
+/// Check that `range` lies inside an object of `object_bytes`; `true` when
+/// it is empty (nothing to read).
+fn check_range(segment: SegmentId, range: &Range<u64>, object_bytes: u64) -> FetchResult<bool> {
+    if range.start > range.end || range.end > object_bytes {
+        return Err(FetchError::corrupt(
+            &segment.to_string(),
+            "index entry range lies outside its object",
+        ));
+    }
+    Ok(range.is_empty())
 }
 
 #[cfg(test)]
