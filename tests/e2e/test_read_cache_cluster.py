@@ -28,6 +28,7 @@ import random
 import re
 import threading
 
+import pytest
 import requests
 
 from harness import b64, unb64
@@ -115,6 +116,8 @@ def read_concurrently(readers: list, records: int) -> list[str]:
     return [r or "" for r in results]
 
 
+# two 1 GiB fills and six full reads: ~3.5 min on the 2-core machine
+@pytest.mark.timeout(900)
 def test_five_groups_on_three_nodes_cost_about_the_gets_of_one(sluice):
     # one group, reading through a node that did not produce the data
     nodes = start_cluster(sluice)
