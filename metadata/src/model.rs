@@ -556,7 +556,19 @@ impl Catalog {
         }
         let mut record = topic.record.clone();
         record.partitions = partitions;
-        let key = self.topic_key(name);
+        self.replace_topic_record(&topic, record)
+            .await?
+            .ok_or_else(|| ModelError::Concurrent(name.to_string()))
+    }
+
+    /// Write `record` over `topic` if the topic key has not changed since it
+    /// was read (compare-and-swap on its mod revision); `None` when it has.
+    async fn replace_topic_record(
+        &self,
+        topic: &Topic,
+        record: TopicRecord,
+    ) -> ModelResult<Option<Topic>> {
+        let key = self.topic_key(&topic.record.name);
         let response = self
             .store
             .txn(
@@ -569,14 +581,11 @@ impl Catalog {
                     .and_then([TxnOp::put(key, encode_json(&record))]),
             )
             .await?;
-        if !response.succeeded {
-            return Err(ModelError::Concurrent(name.to_string()));
-        }
-        Ok(Topic {
+        Ok(response.succeeded.then_some(Topic {
             record,
             create_revision: topic.create_revision,
             mod_revision: response.revision,
-        })
+        }))
     }
 
     /// Replace a topic's whole config set (Kafka AlterConfigs).
@@ -598,7 +607,6 @@ impl Catalog {
         F: Fn(&BTreeMap<String, String>) -> ModelResult<BTreeMap<String, String>>,
     {
         const ATTEMPTS_MAX: usize = 8;
-        let key = self.topic_key(name);
         for _ in 0..ATTEMPTS_MAX {
             let topic = self
                 .get_topic(name)
@@ -608,24 +616,8 @@ impl Catalog {
             validate_topic_configs(&configs)?;
             let mut record = topic.record.clone();
             record.configs = configs;
-            let response = self
-                .store
-                .txn(
-                    Txn::new()
-                        .when([Compare::mod_revision(
-                            key.clone(),
-                            CmpOp::Equal,
-                            topic.mod_revision,
-                        )])
-                        .and_then([TxnOp::put(key.clone(), encode_json(&record))]),
-                )
-                .await?;
-            if response.succeeded {
-                return Ok(Topic {
-                    record,
-                    create_revision: topic.create_revision,
-                    mod_revision: response.revision,
-                });
+            if let Some(updated) = self.replace_topic_record(&topic, record).await? {
+                return Ok(updated);
             }
         }
         Err(ModelError::Concurrent(name.to_string()))
