@@ -92,7 +92,7 @@ pub struct ConsumeArgs {
 }
 
 /// Turn a non-2xx answer into an error carrying the node's message.
-async fn check(response: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+pub(crate) async fn check(response: reqwest::Response) -> anyhow::Result<reqwest::Response> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);

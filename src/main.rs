@@ -1,6 +1,8 @@
 //! The `sluice` command: `serve` runs a node; `topic`, `produce` and
-//! `consume` talk to a running node over HTTP; `bench` measures one.
+//! `consume` talk to a running node over HTTP; `archive` lists and queries
+//! a topic's Parquet archive; `bench` measures a node.
 
+mod archive;
 mod bench;
 mod client;
 
@@ -13,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use sluice_compactor::CompactorConfig;
 use sluice_fetch::{CacheConfig, PeerConfig};
 use sluice_ingest::group::GroupConfig;
 use sluice_ingest::kafka::KafkaConfig;
@@ -45,6 +48,11 @@ enum Command {
     Produce(client::ProduceArgs),
     /// Print a partition's records, one value per line.
     Consume(client::ConsumeArgs),
+    /// List or query (SQL, with DataFusion) a topic's Parquet archive.
+    Archive {
+        #[command(subcommand)]
+        command: archive::ArchiveCommand,
+    },
     /// Benchmarks against a running node.
     Bench {
         #[command(subcommand)]
@@ -155,6 +163,36 @@ struct ServeArgs {
     /// the object store.
     #[arg(long, env = "SLUICE_PEER_FETCH_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     peer_fetch_timeout: Duration,
+    /// Roles of this node, comma separated: `ingest`, `fetch`, `compactor`
+    /// (the compactor role runs compaction jobs; every node serves Kafka
+    /// and HTTP and may be elected controller).
+    #[arg(long, env = "SLUICE_ROLES", value_delimiter = ',', default_value = "ingest,fetch,compactor", value_parser = ["ingest", "fetch", "compactor"])]
+    roles: Vec<String>,
+    /// Every record older than this is in an archive (Parquet) file
+    /// (archive.max.lag).
+    #[arg(long, env = "SLUICE_ARCHIVE_MAX_LAG", default_value = "60s", value_parser = humantime::parse_duration)]
+    archive_max_lag: Duration,
+    /// Size small archive files are merged up to.
+    #[arg(long, env = "SLUICE_ARCHIVE_TARGET_BYTES", default_value_t = 128 * 1024 * 1024)]
+    archive_target_bytes: u64,
+    /// Uncompressed bytes of one Parquet row group (the unit of archive reads).
+    #[arg(long, env = "SLUICE_ARCHIVE_ROW_GROUP_BYTES", default_value_t = 8 * 1024 * 1024)]
+    archive_row_group_bytes: usize,
+    /// Segment bytes one roll job reads at most.
+    #[arg(long, env = "SLUICE_ARCHIVE_ROLL_BYTES_MAX", default_value_t = 64 * 1024 * 1024)]
+    archive_roll_bytes_max: u64,
+    /// Adjacent small archive files that trigger a merge.
+    #[arg(long, env = "SLUICE_ARCHIVE_MERGE_MIN_FILES", default_value_t = 8)]
+    archive_merge_min_files: usize,
+    /// Compaction jobs this node runs at once.
+    #[arg(long, env = "SLUICE_COMPACTION_CONCURRENCY", default_value_t = 2)]
+    compaction_concurrency: usize,
+    /// How often the controller garbage-collects unreferenced objects.
+    #[arg(long, env = "SLUICE_GC_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    gc_interval: Duration,
+    /// How long an unreferenced object is kept after GC first sees it.
+    #[arg(long, env = "SLUICE_GC_GRACE", default_value = "10m", value_parser = humantime::parse_duration)]
+    gc_grace: Duration,
 }
 
 impl ServeArgs {
@@ -169,7 +207,21 @@ impl ServeArgs {
             readahead_blocks: self.readahead_blocks,
             readahead_in_flight_max: self.readahead_in_flight_max,
         };
+        let compactor = CompactorConfig {
+            archive_max_lag: self.archive_max_lag,
+            archive_target_bytes: self.archive_target_bytes,
+            row_group_bytes: self.archive_row_group_bytes.max(1),
+            roll_bytes_max: self.archive_roll_bytes_max,
+            merge_min_files: self.archive_merge_min_files,
+            job_concurrency: self.compaction_concurrency.max(1),
+            gc_interval: self.gc_interval,
+            gc_grace: self.gc_grace,
+            txn_ops_max: self.txn_ops_max,
+            ..CompactorConfig::default()
+        };
         NodeConfig {
+            roles: self.roles,
+            compactor,
             cache,
             peer: PeerConfig {
                 enabled: self.peer_fetch,
@@ -256,6 +308,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Topic { command } => client::topic(command).await?,
         Command::Produce(args) => client::produce(args).await?,
         Command::Consume(args) => client::consume(args).await?,
+        Command::Archive { command } => archive::run(command).await?,
         Command::Bench { command } => bench::run(command).await?,
     }
     Ok(())

@@ -109,6 +109,10 @@ pub enum CacheError {
     Build(String),
 }
 
+/// How a `get_or_compute` computation marks data it found corrupt (as
+/// opposed to a store that failed).
+pub const CORRUPT_PREFIX: &str = "corrupt: ";
+
 /// The key of one cached block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BlockKey {
@@ -399,6 +403,44 @@ impl BlockCache {
         .await?;
         self.inner
             .assemble(segment, &range, object_bytes, blocks, fetched)
+    }
+
+    /// A derived value cached under (`object`, `slot`): from memory or disk,
+    /// else computed once by `compute` (concurrent misses share it) and
+    /// kept. Used for archive row groups re-encoded as record batches;
+    /// `object` must be an id no segment shares (a fresh ULID).
+    pub async fn get_or_compute<F, Fut>(
+        &self,
+        object: u128,
+        slot: u64,
+        compute: F,
+    ) -> FetchResult<Bytes>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = object_store::Result<Bytes>> + Send + 'static,
+    {
+        let key = BlockKey {
+            segment: object,
+            block: slot,
+        };
+        let lookup = self.inner.cache.get_or_fetch(&key, compute);
+        match lookup.await {
+            Ok(entry) => {
+                count_lookup(entry.source());
+                Ok(entry.value().clone())
+            }
+            Err(error) => match error.downcast_ref::<object_store::Error>() {
+                Some(object_store::Error::NotFound { path, .. }) => {
+                    Err(FetchError::corrupt(path, "archive file is missing"))
+                }
+                Some(object_store::Error::Generic { source, .. })
+                    if source.to_string().starts_with(CORRUPT_PREFIX) =>
+                {
+                    Err(FetchError::corrupt(&format!("{object:x}"), source))
+                }
+                _ => Err(FetchError::Unavailable(error.to_string())),
+            },
+        }
     }
 
     /// Drop the blocks covering `range` from both tiers (they failed
@@ -736,6 +778,8 @@ mod tests {
                     crc: chunk.crc,
                     max_timestamp: chunk.max_timestamp,
                     object_bytes: object.len() as u64,
+                    committed_ms: 0,
+                    archive: None,
                 })
                 .collect();
             let catalog = Catalog::new(Arc::new(EmbeddedStore::in_memory()), "t");

@@ -10,6 +10,7 @@
 //! one, so repeated and tail reads cost no object-store GET. Long-polls wait on
 //! per-partition high-watermark notifications, never on timers.
 
+pub mod archive;
 pub mod cache;
 pub mod counting;
 pub mod error;

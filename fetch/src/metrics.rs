@@ -124,6 +124,14 @@ pub static FETCH_LATENCY: LazyLock<Histogram> = LazyLock::new(|| {
     .expect("metric names are unique and valid")
 });
 
+/// Archive row groups read and re-encoded (cache misses of archived offsets).
+pub static ARCHIVE_ROW_GROUP_READS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "sluice_archive_row_group_reads_total",
+        "archive row groups read from Parquet and re-encoded as record batches",
+    )
+});
+
 /// Register every read-path metric now, so that `/metrics` lists each one
 /// (at zero) before its first event.
 pub fn register() {
@@ -138,6 +146,7 @@ pub fn register() {
         &CACHE_REFETCHES,
         &CACHE_WRITE_THROUGH_BLOCKS,
         &PEER_SERVED_BLOCKS,
+        &ARCHIVE_ROW_GROUP_READS,
     ] {
         LazyLock::force(counter);
     }

@@ -12,6 +12,7 @@ use sluice_metadata::model::IndexEntry;
 use sluice_segment::format::verify_range;
 use sluice_segment::{batch, SegmentId};
 
+use crate::archive;
 use crate::cache::BlockCache;
 use crate::error::{FetchError, FetchResult};
 use crate::metrics;
@@ -32,6 +33,12 @@ pub struct ReadChunk {
     pub end_offset: i64,
     /// RecordBatch v2 bytes, base offsets patched, checksums verified.
     pub batches: Bytes,
+}
+
+/// A part of a read: a segment range or one archive row group.
+enum Piece {
+    Segment(IndexEntry),
+    RowGroup(Arc<IndexEntry>, usize),
 }
 
 /// Serves reads of partitions; see the crate docs.
@@ -99,31 +106,95 @@ impl Reader {
                 high_watermark: snapshot.high_watermark,
             });
         }
-        let mut entries = self
+        let entries = self
             .view
             .entries_from(topic_id, partition, offset, ENTRIES_PER_READ_MAX);
+        // an archived run is read a row group at a time
+        let mut pieces = Vec::new();
+        for entry in entries {
+            match &entry.archive {
+                None => pieces.push((entry.len as usize, Piece::Segment(entry))),
+                Some(archive) => {
+                    let groups = archive.row_groups.len().max(1);
+                    let each = (entry.len as usize / groups).max(1);
+                    let entry = Arc::new(entry.clone());
+                    for group in archive::row_group_of(archive, offset)..groups {
+                        pieces.push((each, Piece::RowGroup(entry.clone(), group)));
+                    }
+                }
+            }
+        }
         let mut total = 0usize;
-        let keep = entries
+        let keep = pieces
             .iter()
-            .take_while(|e| {
-                let take = total == 0 || total + e.len as usize <= max_bytes;
-                total += e.len as usize;
+            .take_while(|(bytes, _)| {
+                let take = total == 0 || total + bytes <= max_bytes;
+                total += bytes;
                 take
             })
             .count();
-        entries.truncate(keep);
-        futures::stream::iter(entries)
-            .map(|entry| async move {
-                let batches = self.read_entry(topic_id, partition, &entry).await?;
-                Ok::<_, FetchError>(ReadChunk {
-                    base_offset: entry.base_offset,
-                    end_offset: entry.end_offset(),
-                    batches,
-                })
+        pieces.truncate(keep);
+        futures::stream::iter(pieces)
+            .map(|(_, piece)| async move {
+                match piece {
+                    Piece::Segment(entry) => {
+                        let batches = self.read_entry(topic_id, partition, &entry).await?;
+                        Ok::<_, FetchError>(ReadChunk {
+                            base_offset: entry.base_offset,
+                            end_offset: entry.end_offset(),
+                            batches,
+                        })
+                    }
+                    Piece::RowGroup(entry, group) => {
+                        let batches = archive::read_row_group(
+                            &self.store,
+                            self.cache.as_ref(),
+                            &entry,
+                            group,
+                        )
+                        .await?;
+                        let (base_offset, end_offset) = entry
+                            .archive
+                            .as_ref()
+                            .map(|a| archive::row_group_range(&entry, a, group))
+                            .unwrap_or((entry.base_offset, entry.end_offset()));
+                        Ok(ReadChunk {
+                            base_offset,
+                            end_offset,
+                            batches,
+                        })
+                    }
+                }
             })
             .buffered(GETS_IN_FLIGHT_MAX)
             .try_collect()
             .await
+    }
+
+    /// The first record of the run `entry` whose timestamp is at least
+    /// `timestamp`, as (offset, timestamp).
+    pub async fn offset_for_timestamp(
+        &self,
+        topic_id: &str,
+        partition: i32,
+        entry: &IndexEntry,
+        timestamp: i64,
+    ) -> FetchResult<Option<(i64, i64)>> {
+        let Some(archived) = &entry.archive else {
+            let bytes = self.read_entry(topic_id, partition, entry).await?;
+            return batch::offset_for_timestamp(&bytes, timestamp)
+                .map_err(|error| FetchError::corrupt(&entry.segment, error));
+        };
+        for group in 0..archived.row_groups.len() {
+            let bytes =
+                archive::read_row_group(&self.store, self.cache.as_ref(), entry, group).await?;
+            let found = batch::offset_for_timestamp(&bytes, timestamp)
+                .map_err(|error| FetchError::corrupt(&archived.path, error))?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
     }
 
     /// Fetch one index entry's bytes, verify them and patch base offsets.

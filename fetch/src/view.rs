@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use sluice_metadata::membership::NodeInfo;
-use sluice_metadata::model::{Catalog, ChunkCommit, HeadState, IndexEntry, Topic};
+use sluice_metadata::model::{now_ms, Catalog, ChunkCommit, HeadState, IndexEntry, Topic};
 use sluice_metadata::{KeyValue, MetaResult, Revision, WatchEvent};
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -253,7 +253,9 @@ impl ClusterView {
                 continue;
             }
             let partition = state.partition_mut(&chunk.topic_id, chunk.partition);
-            partition.entries.insert(*base, chunk.index_entry(*base));
+            partition
+                .entries
+                .insert(*base, chunk.index_entry(*base, now_ms()));
             partition.set_head(head.clone());
         }
     }
@@ -347,6 +349,24 @@ impl ClusterView {
             .take(max_entries)
             .map(|(_, e)| e.clone())
             .collect()
+    }
+
+    /// Every index entry of a partition, in offset order.
+    pub fn entries(&self, topic_id: &str, partition: i32) -> Vec<IndexEntry> {
+        self.read()
+            .partitions
+            .get(&(topic_id.to_string(), partition))
+            .map(|p| p.entries.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Index entries held, over all partitions.
+    pub fn index_entry_count(&self) -> usize {
+        self.read()
+            .partitions
+            .values()
+            .map(|p| p.entries.len())
+            .sum()
     }
 
     /// A receiver of the partition's high watermark, for long-polls.

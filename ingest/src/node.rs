@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use sluice_compactor::{CompactorConfig, NodeParts, Roles};
 use sluice_fetch::{BlockCache, CacheConfig, ClusterView, PeerConfig, Peers, Reader};
 use sluice_metadata::embedded::EmbeddedStore;
 use sluice_metadata::etcd::EtcdStore;
@@ -57,6 +58,12 @@ pub struct NodeConfig {
     pub cache: CacheConfig,
     /// Peer-owned blocks: ask a block's owner node before the object store.
     pub peer: PeerConfig,
+    /// Roles this node runs (`ingest`, `fetch`, `compactor`): the
+    /// `compactor` role runs compaction jobs. Every node serves Kafka and
+    /// HTTP and may be elected controller.
+    pub roles: Vec<String>,
+    /// Compaction, retention and GC settings.
+    pub compactor: CompactorConfig,
 }
 
 /// Why a node could not start.
@@ -140,7 +147,7 @@ pub async fn run(
     );
     let ready = Arc::new(AtomicBool::new(false));
     let producer = Arc::new(Producer::new(view.clone(), writer));
-    let reader = Reader::new(objects, view.clone()).with_cache(cache.clone());
+    let reader = Reader::new(objects.clone(), view.clone()).with_cache(cache.clone());
     let state = HttpState {
         producer: producer.clone(),
         reader: reader.clone(),
@@ -169,13 +176,28 @@ pub async fn run(
         kafka_host: advertised_host.clone(),
         kafka_port: advertised_port,
         http_url: format!("http://{local}"),
-        roles: vec!["ingest".into(), "fetch".into()],
+        roles: config.roles.clone(),
         zone: None,
     };
     let membership = Membership::join(catalog.clone(), node_info.clone(), config.membership)
         .await
         .map_err(startup("registering the node"))?;
     view.upsert_node(node_info);
+    let compactor = sluice_compactor::start(
+        config.compactor.clone(),
+        Roles {
+            controller: true,
+            worker: config.roles.iter().any(|r| r == "compactor"),
+        },
+        NodeParts {
+            catalog: catalog.clone(),
+            store: objects.clone(),
+            view: view.clone(),
+            reader: reader.clone(),
+            node_id,
+            lease: membership.lease_receiver(),
+        },
+    );
     let groups = GroupCoordinator::start(
         catalog.clone(),
         node_id,
@@ -221,6 +243,7 @@ pub async fn run(
     }
     // every accepted append is flushed and committed (or failed) before exit
     writer_tasks.shutdown().await;
+    compactor.stop().await;
     membership.leave().await;
     cache.close().await;
     info!("sluice node stopped");

@@ -150,12 +150,49 @@ pub struct IndexEntry {
     /// it); 0 in entries written before it was recorded.
     #[serde(default)]
     pub object_bytes: u64,
+    /// When the run was committed (ms since the epoch; 0 when unknown): the
+    /// compactor archives runs by age.
+    #[serde(default)]
+    pub committed_ms: i64,
+    /// Set when the run is an archive (Parquet) file rather than a range of
+    /// a segment object; `segment`, `start` and `crc` are then unused and
+    /// `len` is the file's size (saturated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveRef>,
+}
+
+/// Where an archived run lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveRef {
+    /// Object path of the Parquet file.
+    pub path: String,
+    /// A ULID unique to this file: the read cache's key.
+    pub id: String,
+    /// First offset of each row group.
+    pub row_groups: Vec<i64>,
 }
 
 impl IndexEntry {
     /// One past the last offset of the run.
     pub fn end_offset(&self) -> i64 {
         self.base_offset + i64::from(self.offset_count)
+    }
+
+    /// The object the run is stored in: a segment's or an archive file's path.
+    pub fn object_path(&self) -> String {
+        match &self.archive {
+            Some(archive) => archive.path.clone(),
+            None => format!("segments/{}.seg", self.segment),
+        }
+    }
+
+    /// Bytes of the object the run takes (its share of a segment, or the
+    /// whole archive file).
+    pub fn stored_bytes(&self) -> u64 {
+        match &self.archive {
+            Some(_) => self.object_bytes,
+            None => u64::from(self.len),
+        }
     }
 }
 
@@ -189,8 +226,9 @@ pub struct ChunkCommit {
 }
 
 impl ChunkCommit {
-    /// The index entry of this chunk once committed at `base_offset`.
-    pub fn index_entry(&self, base_offset: i64) -> IndexEntry {
+    /// The index entry of this chunk once committed at `base_offset`, at
+    /// `committed_ms`.
+    pub fn index_entry(&self, base_offset: i64, committed_ms: i64) -> IndexEntry {
         IndexEntry {
             base_offset,
             offset_count: self.offset_count,
@@ -201,6 +239,8 @@ impl ChunkCommit {
             crc: self.crc,
             max_timestamp: self.max_timestamp,
             object_bytes: self.object_bytes,
+            committed_ms,
+            archive: None,
         }
     }
 }
@@ -240,7 +280,8 @@ impl std::fmt::Debug for Catalog {
     }
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the epoch now.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -676,6 +717,7 @@ impl Catalog {
         debug_assert_eq!(chunks.len(), expected.len());
         debug_assert_eq!(chunks.len(), next_heads.len());
         let mut next_heads = next_heads.into_iter();
+        let committed_ms = now_ms();
         let mut txn = Txn::new();
         let mut topics: BTreeMap<&str, Revision> = BTreeMap::new();
         let mut base_offsets = Vec::with_capacity(chunks.len());
@@ -691,7 +733,7 @@ impl Catalog {
             let base = state.head.next_offset;
             let new_head = next_heads.next().unwrap_or_default();
             debug_assert_eq!(new_head.next_offset, base + i64::from(chunk.offset_count));
-            let entry = chunk.index_entry(base);
+            let entry = chunk.index_entry(base, committed_ms);
             txn.success
                 .push(TxnOp::put(head_key.clone(), encode_json(&new_head)));
             txn.success.push(TxnOp::put(

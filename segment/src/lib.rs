@@ -8,6 +8,7 @@
 //! Object paths and store construction live here too, so that writers and
 //! readers cannot drift.
 
+pub mod archive;
 pub mod batch;
 pub mod format;
 pub mod paths;

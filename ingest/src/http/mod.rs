@@ -4,6 +4,7 @@
 //! other nodes of the cluster read cache blocks from. Every error is JSON:
 //! `{"error_code": <http status>, "message": "..."}`.
 
+mod archive;
 mod internal;
 mod read;
 mod records;
@@ -123,6 +124,7 @@ pub fn router(state: HttpState) -> Router {
             "/v1/topics/{topic}/partitions/{partition}/offsets",
             get(read::offsets),
         )
+        .route("/v1/topics/{topic}/archive", get(archive::list_archive))
         .route(
             "/internal/v1/blocks/{segment}/{block}",
             get(internal::block),

@@ -8,7 +8,6 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use sluice_fetch::reader::ENTRIES_PER_READ_MAX;
-use sluice_segment::batch;
 
 use super::KafkaContext;
 use crate::error::{IngestError, IngestResult};
@@ -86,12 +85,10 @@ async fn lookup(
         };
         let next = last.end_offset();
         for entry in entries.iter().filter(|e| e.max_timestamp >= timestamp) {
-            let bytes = context
+            let found = context
                 .reader
-                .read_entry(topic_id, partition, entry)
+                .offset_for_timestamp(topic_id, partition, entry, timestamp)
                 .await?;
-            let found = batch::offset_for_timestamp(&bytes, timestamp)
-                .map_err(|error| IngestError::Corrupt(error.to_string()))?;
             if let Some((offset, found_timestamp)) = found {
                 return Ok((found_timestamp, offset.max(from)));
             }

@@ -1,0 +1,531 @@
+//! The controller loop (election, planning, retention, metrics, GC) and the
+//! worker loop (claiming and running jobs).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use serde::{Deserialize, Serialize};
+use sluice_fetch::{ClusterView, Reader};
+use sluice_metadata::model::{now_ms, Catalog, Head, IndexEntry, Topic};
+use sluice_metadata::{CmpOp, Compare, LeaseId, Txn, TxnOp};
+use sluice_segment::archive::ArchiveWriteOptions;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::jobs::{self, CompactionKeys, Job, JobContext, JobOutcome};
+use crate::plan;
+use crate::{metrics, CompactorConfig, CompactorError};
+
+/// What this node does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Stand for controller (plan, retention, GC).
+    pub controller: bool,
+    /// Run compaction jobs.
+    pub worker: bool,
+}
+
+/// The running compactor duties of a node; dropping it does not stop them,
+/// [`CompactorHandle::stop`] does.
+#[derive(Debug)]
+pub struct CompactorHandle {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl CompactorHandle {
+    /// Stop planning and claiming; jobs in progress are abandoned (their
+    /// claims expire with the node lease, which the caller revokes).
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// What the compactor duties run on: the node's own parts.
+#[derive(Clone)]
+pub struct NodeParts {
+    /// The catalog.
+    pub catalog: Catalog,
+    /// The object store.
+    pub store: Arc<dyn ObjectStore>,
+    /// The node's cluster view.
+    pub view: Arc<ClusterView>,
+    /// The node's reader (through its cache).
+    pub reader: Reader,
+    /// This node's id.
+    pub node_id: i32,
+    /// The node's registration lease (claims and the controller key live on it).
+    pub lease: watch::Receiver<LeaseId>,
+}
+
+/// Start this node's compactor duties.
+pub fn start(config: CompactorConfig, roles: Roles, parts: NodeParts) -> CompactorHandle {
+    let NodeParts {
+        catalog,
+        store,
+        view,
+        reader,
+        node_id,
+        lease,
+    } = parts;
+    metrics::register();
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let config = Arc::new(config);
+    if roles.controller {
+        let controller = Controller {
+            config: config.clone(),
+            catalog: catalog.clone(),
+            store: store.clone(),
+            view: view.clone(),
+            node_id,
+        };
+        tasks.spawn(controller.run(lease.clone(), stopped.clone()));
+    }
+    if roles.worker {
+        let ctx = JobContext {
+            catalog,
+            store,
+            reader,
+            node_id,
+            write: ArchiveWriteOptions {
+                row_group_bytes: config.row_group_bytes,
+                ..ArchiveWriteOptions::default()
+            },
+        };
+        tasks.spawn(worker(ctx, config, lease, stopped));
+    }
+    CompactorHandle { stop, tasks }
+}
+
+async fn sleep_or_stop(duration: Duration, stopped: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = stopped.wait_for(|s| *s) => true,
+        () = tokio::time::sleep(duration) => false,
+    }
+}
+
+/// Claim and run jobs, at most `job_concurrency` at once.
+async fn worker(
+    ctx: JobContext,
+    config: Arc<CompactorConfig>,
+    lease: watch::Receiver<LeaseId>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(config.job_concurrency.max(1)));
+    let mut running: JoinSet<()> = JoinSet::new();
+    let mut mine: HashSet<String> = HashSet::new();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    loop {
+        while let Ok(key) = done_rx.try_recv() {
+            mine.remove(&key);
+        }
+        while running.try_join_next().is_some() {}
+        let lease_id = *lease.borrow();
+        if let Err(error) =
+            claim_jobs(&ctx, &slots, &mut running, &mut mine, &done_tx, lease_id).await
+        {
+            warn!(%error, "looking for compaction jobs failed");
+        }
+        if sleep_or_stop(config.job_poll, &mut stopped).await {
+            running.abort_all();
+            return;
+        }
+    }
+}
+
+async fn claim_jobs(
+    ctx: &JobContext,
+    slots: &Arc<Semaphore>,
+    running: &mut JoinSet<()>,
+    mine: &mut HashSet<String>,
+    done: &tokio::sync::mpsc::UnboundedSender<String>,
+    lease: LeaseId,
+) -> Result<(), CompactorError> {
+    if slots.available_permits() == 0 {
+        return Ok(());
+    }
+    let store = ctx.catalog.store();
+    let jobs = store.range(&ctx.catalog.jobs_prefix()).await?;
+    let claims = store.range(&ctx.catalog.claims_prefix()).await?;
+    let claimed: HashSet<String> = claims
+        .kvs
+        .iter()
+        .filter_map(|kv| {
+            kv.key
+                .strip_prefix(&ctx.catalog.claims_prefix())
+                .map(str::to_string)
+        })
+        .collect();
+    for kv in jobs.kvs {
+        let Some(suffix) = kv.key.strip_prefix(&ctx.catalog.jobs_prefix()) else {
+            continue;
+        };
+        if claimed.contains(suffix) || mine.contains(&kv.key) {
+            continue;
+        }
+        let Some(job) = jobs::decode_job(&kv) else {
+            continue;
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            break;
+        };
+        let Some(claim_revision) = jobs::claim(ctx, &job, &kv, lease).await? else {
+            continue;
+        };
+        debug!(
+            topic = job.topic,
+            partition = job.partition,
+            kind = job.kind.label(),
+            "compaction job claimed"
+        );
+        mine.insert(kv.key.clone());
+        let ctx = ctx.clone();
+        let done = done.clone();
+        running.spawn(async move {
+            let _permit = permit;
+            match jobs::run(&ctx, &job, &kv, claim_revision).await {
+                Ok(JobOutcome::Published(_)) => {}
+                Ok(JobOutcome::Abandoned(reason)) => {
+                    info!(topic = job.topic, partition = job.partition, reason, "compaction job abandoned");
+                }
+                Err(error) => {
+                    warn!(topic = job.topic, partition = job.partition, %error, "compaction job failed");
+                }
+            }
+            let _ = done.send(kv.key);
+        });
+    }
+    Ok(())
+}
+
+/// The controller's value under `controller`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ControllerRecord {
+    node_id: i32,
+}
+
+/// A GC mark: when an object was first seen unreferenced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct GcMark {
+    first_seen_ms: i64,
+}
+
+struct Controller {
+    config: Arc<CompactorConfig>,
+    catalog: Catalog,
+    store: Arc<dyn ObjectStore>,
+    view: Arc<ClusterView>,
+    node_id: i32,
+}
+
+impl Controller {
+    async fn run(self, lease: watch::Receiver<LeaseId>, mut stopped: watch::Receiver<bool>) {
+        let mut last_gc = tokio::time::Instant::now();
+        let mut was_controller = false;
+        loop {
+            let lease_id = *lease.borrow();
+            let is_controller = match self.elect(lease_id).await {
+                Ok(held) => held,
+                Err(error) => {
+                    warn!(%error, "controller election failed");
+                    false
+                }
+            };
+            if is_controller != was_controller {
+                info!(
+                    node_id = self.node_id,
+                    is_controller, "controller role changed"
+                );
+                metrics::CONTROLLER.set(i64::from(is_controller));
+                was_controller = is_controller;
+            }
+            if is_controller {
+                if let Err(error) = self.tick().await {
+                    warn!(%error, "controller tick failed");
+                }
+                if last_gc.elapsed() >= self.config.gc_interval {
+                    last_gc = tokio::time::Instant::now();
+                    match self.gc().await {
+                        Ok(deleted) if deleted > 0 => {
+                            info!(deleted, "GC deleted unreferenced objects")
+                        }
+                        Ok(_) => {}
+                        Err(error) => warn!(%error, "GC failed"),
+                    }
+                }
+            }
+            if sleep_or_stop(self.config.tick(), &mut stopped).await {
+                return;
+            }
+        }
+    }
+
+    /// Hold or take the `controller` key (on this node's lease).
+    async fn elect(&self, lease: LeaseId) -> Result<bool, CompactorError> {
+        let key = self.catalog.controller_key();
+        let store = self.catalog.store();
+        if let Some(kv) = store.get(&key).await? {
+            return Ok(kv.lease == lease
+                && serde_json::from_slice::<ControllerRecord>(&kv.value)
+                    .is_ok_and(|r| r.node_id == self.node_id));
+        }
+        let value = serde_json::to_vec(&ControllerRecord {
+            node_id: self.node_id,
+        })?;
+        let response = store
+            .txn(
+                Txn::new()
+                    .when([Compare::absent(key.clone())])
+                    .and_then([TxnOp::put_with_lease(key, value, lease)]),
+            )
+            .await?;
+        Ok(response.succeeded)
+    }
+
+    /// Plan jobs, apply retention, publish metrics.
+    async fn tick(&self) -> Result<(), CompactorError> {
+        let now = now_ms();
+        let jobs = self
+            .catalog
+            .store()
+            .range(&self.catalog.jobs_prefix())
+            .await?;
+        let pending: HashSet<&str> = jobs
+            .kvs
+            .iter()
+            .filter_map(|kv| kv.key.strip_prefix(&self.catalog.jobs_prefix()))
+            .collect();
+        let mut archive_files = 0i64;
+        let mut max_entries = 0usize;
+        let topics = self.view.topics();
+        let ids: HashSet<&str> = topics.iter().map(|t| t.record.id.as_str()).collect();
+        // jobs of deleted topics
+        for kv in &jobs.kvs {
+            let topic_id = kv
+                .key
+                .strip_prefix(&self.catalog.jobs_prefix())
+                .and_then(|rest| rest.split('/').next());
+            if topic_id.is_some_and(|id| !ids.contains(id)) {
+                self.catalog.store().delete(&kv.key).await?;
+            }
+        }
+        for topic in &topics {
+            for partition in 0..topic.record.partitions {
+                let mut entries = self.view.entries(&topic.record.id, partition);
+                let dropped = self.retain(topic, partition, &entries, now).await?;
+                entries.drain(..dropped);
+                archive_files += entries.iter().filter(|e| e.archive.is_some()).count() as i64;
+                max_entries = max_entries.max(entries.len());
+                let lag = entries
+                    .iter()
+                    .filter(|e| e.archive.is_none())
+                    .map(|e| e.committed_ms)
+                    .min()
+                    .map_or(0.0, |oldest| (now - oldest).max(0) as f64 / 1000.0);
+                metrics::COMPACTION_LAG
+                    .with_label_values(&[&topic.record.name, &partition.to_string()])
+                    .set(lag);
+                if pending.contains(format!("{}/{partition}", topic.record.id).as_str()) {
+                    continue;
+                }
+                if let Some((kind, first, end)) = plan::next_job(&entries, now, &self.config) {
+                    let job = Job {
+                        kind,
+                        topic: topic.record.name.clone(),
+                        topic_id: topic.record.id.clone(),
+                        topic_create_revision: topic.create_revision,
+                        partition,
+                        first,
+                        end,
+                        created_ms: now,
+                    };
+                    let key = self.catalog.job_key(&topic.record.id, partition);
+                    self.catalog
+                        .store()
+                        .txn(
+                            Txn::new()
+                                .when([Compare::absent(key.clone())])
+                                .and_then([TxnOp::put(key, serde_json::to_vec(&job)?)]),
+                        )
+                        .await?;
+                    debug!(
+                        topic = job.topic,
+                        partition,
+                        kind = kind.label(),
+                        first,
+                        end,
+                        "compaction job planned"
+                    );
+                }
+            }
+        }
+        metrics::ARCHIVE_FILES.set(archive_files);
+        metrics::INDEX_ENTRIES.set(self.view.index_entry_count() as i64);
+        metrics::INDEX_ENTRIES_MAX.set(max_entries as i64);
+        Ok(())
+    }
+
+    /// Apply the topic's retention to one partition: advance its log start
+    /// past the runs retention drops and delete their index entries, in one
+    /// transaction guarded by the head and the entries. Returns how many
+    /// runs were dropped.
+    async fn retain(
+        &self,
+        topic: &Topic,
+        partition: i32,
+        entries: &[IndexEntry],
+        now: i64,
+    ) -> Result<usize, CompactorError> {
+        let config = |name: &str| {
+            topic
+                .record
+                .configs
+                .get(name)
+                .and_then(|v| v.parse::<i64>().ok())
+        };
+        let (retention_ms, retention_bytes) = (config("retention.ms"), config("retention.bytes"));
+        if plan::retention_cut(entries, now, retention_ms, retention_bytes) == 0 {
+            return Ok(0);
+        }
+        // decide again on the index as stored, guarding each entry by its
+        // revision (a compaction may have replaced a run meanwhile)
+        let topic_id = &topic.record.id;
+        let prefix = format!("{}{topic_id}/{partition}/", self.catalog.index_prefix());
+        let mut stored = Vec::new();
+        for kv in self.catalog.store().range(&prefix).await?.kvs {
+            let entry = self.catalog.decode_index_entry(&kv)?;
+            stored.push((kv, entry));
+        }
+        stored.sort_by_key(|(_, e)| e.base_offset);
+        let entries: Vec<IndexEntry> = stored.iter().map(|(_, e)| e.clone()).collect();
+        let cut = plan::retention_cut(&entries, now, retention_ms, retention_bytes);
+        if cut == 0 {
+            return Ok(0);
+        }
+        let head_key = self.catalog.head_key(topic_id, partition);
+        let Some(head_kv) = self.catalog.store().get(&head_key).await? else {
+            return Ok(0);
+        };
+        let mut head: Head = self.catalog.decode_head(&head_kv)?.head;
+        let new_start = entries[cut - 1].end_offset();
+        if new_start <= head.log_start_offset {
+            return Ok(0);
+        }
+        head.log_start_offset = new_start;
+        let mut compares = vec![Compare::mod_revision(
+            head_key.clone(),
+            CmpOp::Equal,
+            head_kv.mod_revision,
+        )];
+        let mut ops = vec![TxnOp::put(head_key, serde_json::to_vec(&head)?)];
+        for (kv, _) in stored[..cut].iter().take(self.config.entries_per_job_max()) {
+            compares.push(Compare::mod_revision(
+                kv.key.clone(),
+                CmpOp::Equal,
+                kv.mod_revision,
+            ));
+            ops.push(TxnOp::delete(kv.key.clone()));
+        }
+        let dropped = ops.len() - 1;
+        if dropped < cut {
+            // too many for one transaction: drop what fits, the rest next tick
+            head.log_start_offset = entries[dropped - 1].end_offset();
+            ops[0] = TxnOp::put(
+                self.catalog.head_key(topic_id, partition),
+                serde_json::to_vec(&head)?,
+            );
+        }
+        let response = self
+            .catalog
+            .store()
+            .txn(Txn::new().when(compares).and_then(ops))
+            .await?;
+        if !response.succeeded {
+            return Ok(0);
+        }
+        metrics::RETENTION_DROPPED.inc_by(dropped as u64);
+        info!(
+            topic = topic.record.name,
+            partition,
+            log_start_offset = head.log_start_offset,
+            dropped,
+            "retention advanced the log start"
+        );
+        Ok(dropped)
+    }
+
+    /// Delete objects under `segments/` and `archive/` that no index entry
+    /// references and that were first seen unreferenced at least
+    /// `gc_grace` ago (a reader that looked an entry up just before it was
+    /// replaced has that long to finish). Returns how many were deleted.
+    pub async fn gc(&self) -> Result<usize, CompactorError> {
+        let store = self.catalog.store();
+        // marks first: an object referenced now stays referenced or becomes
+        // garbage later, so reading the index after listing is safe
+        let marks = store.range(&self.catalog.gc_prefix()).await?;
+        let mut marked: BTreeMap<String, (i64, sluice_metadata::Revision)> = BTreeMap::new();
+        for kv in &marks.kvs {
+            if let (Some(path), Ok(mark)) = (
+                kv.key.strip_prefix(&self.catalog.gc_prefix()),
+                serde_json::from_slice::<GcMark>(&kv.value),
+            ) {
+                marked.insert(path.to_string(), (mark.first_seen_ms, kv.mod_revision));
+            }
+        }
+        let mut objects = Vec::new();
+        for prefix in ["segments/", "archive/"] {
+            let mut listing = self.store.list(Some(&Path::from(prefix)));
+            while let Some(meta) = listing.next().await {
+                objects.push(meta?.location.to_string());
+            }
+        }
+        let index = store.range(&self.catalog.index_prefix()).await?;
+        let mut referenced = HashSet::new();
+        for kv in &index.kvs {
+            referenced.insert(self.catalog.decode_index_entry(kv)?.object_path());
+        }
+        let now = now_ms();
+        let grace = self.config.gc_grace.as_millis() as i64;
+        let mut deleted = 0;
+        let existing: HashSet<&str> = objects.iter().map(String::as_str).collect();
+        for object in &objects {
+            if referenced.contains(object) {
+                continue;
+            }
+            let mark_key = format!("{}{object}", self.catalog.gc_prefix());
+            match marked.get(object) {
+                None => {
+                    let mark = serde_json::to_vec(&GcMark { first_seen_ms: now })?;
+                    store.put(&mark_key, mark.into(), None).await?;
+                }
+                Some((first_seen, _)) if now - first_seen >= grace => {
+                    match self.store.delete(&Path::from(object.as_str())).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(error) => return Err(error.into()),
+                    }
+                    store.delete(&mark_key).await?;
+                    metrics::GC_DELETED.inc();
+                    deleted += 1;
+                }
+                Some(_) => {}
+            }
+        }
+        // marks of objects that are referenced again or gone
+        for (path, _) in marked {
+            if referenced.contains(&path) || !existing.contains(path.as_str()) {
+                store
+                    .delete(&format!("{}{path}", self.catalog.gc_prefix()))
+                    .await?;
+            }
+        }
+        Ok(deleted)
+    }
+}

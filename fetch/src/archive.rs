@@ -1,0 +1,163 @@
+//! Reads of archived offsets: one Parquet row group at a time, re-encoded as
+//! RecordBatch v2 with the original offsets and kept in the block cache
+//! under the file's id, so a row group is decoded once per node.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::ObjectStore;
+use parquet::arrow::async_reader::ParquetObjectReader;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use sluice_metadata::model::{ArchiveRef, IndexEntry};
+use sluice_segment::archive;
+
+use crate::cache::{BlockCache, CORRUPT_PREFIX};
+use crate::error::{FetchError, FetchResult};
+use crate::metrics;
+
+/// Rows decoded per Arrow batch while reading a row group.
+const DECODE_BATCH_ROWS: usize = 8192;
+
+/// The row group of `entry` holding `offset` (the first one when `offset`
+/// is before the file).
+pub fn row_group_of(archive: &ArchiveRef, offset: i64) -> usize {
+    archive
+        .row_groups
+        .partition_point(|first| *first <= offset)
+        .saturating_sub(1)
+}
+
+/// Offsets `[first, end)` of row group `group` of `entry`.
+pub fn row_group_range(entry: &IndexEntry, archive: &ArchiveRef, group: usize) -> (i64, i64) {
+    let first = archive
+        .row_groups
+        .get(group)
+        .copied()
+        .unwrap_or(entry.base_offset);
+    let end = archive
+        .row_groups
+        .get(group + 1)
+        .copied()
+        .unwrap_or(entry.end_offset());
+    (first, end)
+}
+
+/// Row group `group` of the archived run `entry`, as record batches.
+pub async fn read_row_group(
+    store: &Arc<dyn ObjectStore>,
+    cache: Option<&BlockCache>,
+    entry: &IndexEntry,
+    group: usize,
+) -> FetchResult<Bytes> {
+    let Some(archive) = &entry.archive else {
+        return Err(FetchError::corrupt(&entry.segment, "not an archive entry"));
+    };
+    let (first, end) = row_group_range(entry, archive, group);
+    let path = Path::from(archive.path.as_str());
+    let size = entry.object_bytes;
+    let compute = {
+        let store = store.clone();
+        let path = path.clone();
+        move || async move { decode_row_group(store, path, size, group, first, end).await }
+    };
+    let bytes = match (cache, ulid::Ulid::from_string(&archive.id)) {
+        (Some(cache), Ok(id)) => cache.get_or_compute(id.0, group as u64, compute).await?,
+        _ => compute().await.map_err(|error| match error {
+            object_store::Error::NotFound { .. } => {
+                FetchError::corrupt(&archive.path, "archive file is missing")
+            }
+            object_store::Error::Generic { source, .. }
+                if source.to_string().starts_with(CORRUPT_PREFIX) =>
+            {
+                FetchError::corrupt(&archive.path, source)
+            }
+            other => FetchError::Store(other),
+        })?,
+    };
+    metrics::FETCH_BYTES.inc_by(bytes.len() as u64);
+    Ok(bytes)
+}
+
+fn corrupt(reason: impl std::fmt::Display) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "archive",
+        source: format!("{CORRUPT_PREFIX}{reason}").into(),
+    }
+}
+
+/// Read and re-encode one row group, checking it holds exactly `[first, end)`.
+async fn decode_row_group(
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+    group: usize,
+    first: i64,
+    end: i64,
+) -> object_store::Result<Bytes> {
+    metrics::ARCHIVE_ROW_GROUP_READS.inc();
+    let reader = ParquetObjectReader::new(store, path.clone()).with_file_size(size);
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| parquet_error(&path, e))?;
+    if group >= builder.metadata().num_row_groups() {
+        return Err(corrupt(format!("{path} has no row group {group}")));
+    }
+    let stream = builder
+        .with_row_groups(vec![group])
+        .with_batch_size(DECODE_BATCH_ROWS)
+        .build()
+        .map_err(|e| parquet_error(&path, e))?;
+    let batches: Vec<_> = stream
+        .try_collect()
+        .await
+        .map_err(|e| parquet_error(&path, e))?;
+    let mut records = Vec::new();
+    for batch in &batches {
+        records.extend(archive::records_of(batch).map_err(corrupt)?);
+    }
+    let dense = records
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.offset == first + i as i64);
+    if !dense || first + records.len() as i64 != end {
+        return Err(corrupt(format!(
+            "row group {group} of {path} does not hold offsets {first}..{end}"
+        )));
+    }
+    archive::encode_served(&records).map_err(corrupt)
+}
+
+/// A Parquet failure: the store's error when it is one, else corruption.
+fn parquet_error(path: &Path, error: parquet::errors::ParquetError) -> object_store::Error {
+    match error {
+        parquet::errors::ParquetError::External(inner) => {
+            match inner.downcast::<object_store::Error>() {
+                Ok(store_error) => *store_error,
+                Err(other) => corrupt(format!("{path}: {other}")),
+            }
+        }
+        other => corrupt(format!("{path}: {other}")),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_groups_are_found_by_offset() {
+        let archive = ArchiveRef {
+            path: "p".into(),
+            id: "i".into(),
+            row_groups: vec![10, 20, 35],
+        };
+        assert_eq!(row_group_of(&archive, 5), 0);
+        assert_eq!(row_group_of(&archive, 10), 0);
+        assert_eq!(row_group_of(&archive, 19), 0);
+        assert_eq!(row_group_of(&archive, 20), 1);
+        assert_eq!(row_group_of(&archive, 99), 2);
+    }
+}
