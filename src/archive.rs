@@ -121,7 +121,24 @@ async fn query(
     options: &StoreOptions,
     sql: &str,
 ) -> anyhow::Result<()> {
-    let store = open_store(store_url, options).context("opening the object store")?;
+    // An S3 store is opened at the bucket and paths carry the prefix:
+    // object_store's PrefixStore answers HEAD with the unstripped path, which
+    // DataFusion's file listing then does not recognise.
+    let parsed = url::Url::parse(store_url).context("parsing the store URL")?;
+    let (store, prefix) = match parsed.scheme() {
+        "s3" => {
+            let bucket = format!("s3://{}", parsed.host_str().unwrap_or_default());
+            let prefix = parsed.path().trim_matches('/');
+            let prefix = if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            };
+            (open_store(&bucket, options), prefix)
+        }
+        _ => (open_store(store_url, options), String::new()),
+    };
+    let store = store.context("opening the object store")?;
     let ctx = SessionContext::new();
     ctx.register_object_store(&url::Url::parse(STORE_URL)?, store);
     let files: Vec<&Value> = listing["files"].as_array().into_iter().flatten().collect();
@@ -137,7 +154,7 @@ async fn query(
             .iter()
             .map(|f| {
                 ListingTableUrl::parse(format!(
-                    "{STORE_URL}{}",
+                    "{STORE_URL}{prefix}{}",
                     f["path"].as_str().unwrap_or_default()
                 ))
             })

@@ -180,10 +180,12 @@ async fn claim_jobs(
         let Some(claim_revision) = jobs::claim(ctx, &job, &kv, lease).await? else {
             continue;
         };
-        debug!(
+        info!(
             topic = job.topic,
             partition = job.partition,
             kind = job.kind.label(),
+            first = job.first,
+            end = job.end,
             "compaction job claimed"
         );
         mine.insert(kv.key.clone());
