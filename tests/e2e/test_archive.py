@@ -130,10 +130,13 @@ def test_a_million_records_are_read_back_exactly_by_four_arrow_tools(sluice, s3)
     node = sluice.distributed(extra_args=FAST_ARCHIVE + ["--archive-merge-min-files", "4"])
     topic, partitions, count = "million", 6, 1_000_000
     create_topic(node, topic, partitions)
-    produce(node, topic, partitions, count)
-    hw = {p: len(range(p, count, partitions)) for p in range(partitions)}
-    wait_until(lambda: fully_archived(node, topic, hw), 600, "the topic archived",
-               interval=1, proc=node.proc, log=node.log)
+    # five waves, each archived before the next: small files that merge
+    wave = count // 5
+    for start in range(0, count, wave):
+        produce(node, topic, partitions, wave, start)
+        hw = {p: len(range(p, start + wave, partitions)) for p in range(partitions)}
+        wait_until(lambda: fully_archived(node, topic, hw), 600, "the wave archived",
+                   interval=0.5, proc=node.proc, log=node.log)
     wait_until(lambda: settled(node, s3, topic), 300, "GC of replaced objects",
                interval=1, proc=node.proc, log=node.log)
     assert metric(node, "sluice_compaction_jobs_total", '{kind="merge",outcome="published"}') > 0
@@ -235,7 +238,7 @@ def test_a_killed_compactor_job_is_finished_by_another_and_leaves_no_orphan(slui
     cluster = ingest.cluster
     workers = [sluice.distributed(cluster, extra_args=lazy + lease + ["--roles", "compactor"])
                for _ in range(2)]
-    topic, partitions, count = "killed-job", 2, 200_000
+    topic, partitions, count = "killed-job", 1, 300_000
     create_topic(ingest, topic, partitions)
     produce(ingest, topic, partitions, count)
 
