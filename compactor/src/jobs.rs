@@ -469,3 +469,248 @@ async fn publish(
         .await?;
     Ok(response.succeeded)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use object_store::memory::InMemory;
+    use sluice_fetch::ClusterView;
+    use sluice_metadata::embedded::EmbeddedStore;
+    use sluice_metadata::model::{ChunkCommit, CommitOutcome, HeadState};
+    use sluice_metadata::MetaStore;
+    use sluice_segment::batch::{NewRecord, StoredRecord};
+    use sluice_segment::{SegmentBuilder, SegmentId};
+
+    use super::*;
+
+    struct Fixture {
+        catalog: Catalog,
+        store: Arc<dyn ObjectStore>,
+        view: Arc<ClusterView>,
+        records: Vec<StoredRecord>,
+        topic_create_revision: Revision,
+        topic_id: String,
+    }
+
+    /// A topic whose partition 0 holds `runs` segment runs of 10 records.
+    async fn fixture(runs: usize) -> Fixture {
+        let meta: Arc<dyn MetaStore> = Arc::new(EmbeddedStore::in_memory());
+        let catalog = Catalog::new(meta, "t");
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let topic = catalog
+            .create_topic("orders", 1, BTreeMap::new())
+            .await
+            .unwrap();
+        let mut head = HeadState::default();
+        let mut records = Vec::new();
+        for run in 0..runs {
+            let new: Vec<NewRecord> = (0..10)
+                .map(|i| NewRecord {
+                    key: Some(Bytes::from(format!("k{run}-{i}"))),
+                    value: (i != 3).then(|| Bytes::from(vec![run as u8, i as u8, 0xff])),
+                    headers: vec![("h".into(), Some(Bytes::from_static(b"x")))],
+                    timestamp_ms: 1_000 + (run * 10 + i) as i64,
+                })
+                .collect();
+            for (i, r) in new.iter().enumerate() {
+                records.push(StoredRecord {
+                    offset: (run * 10 + i) as i64,
+                    timestamp_ms: r.timestamp_ms,
+                    key: r.key.clone(),
+                    value: r.value.clone(),
+                    headers: r.headers.clone(),
+                });
+            }
+            let bytes = batch::encode(&new).unwrap();
+            let summary = batch::validate(&bytes).unwrap();
+            let mut builder = SegmentBuilder::new();
+            builder.add(&topic.record.id, 0, bytes, summary);
+            let (object, footer) = builder.finish();
+            let id = SegmentId::generate();
+            store.put(&id.path(), object.clone().into()).await.unwrap();
+            let chunk = &footer.chunks[0];
+            let commit = ChunkCommit {
+                topic_name: "orders".into(),
+                topic_create_revision: topic.create_revision,
+                topic_id: topic.record.id.clone(),
+                partition: 0,
+                segment: id.to_string(),
+                start: chunk.start,
+                len: chunk.len,
+                crc: chunk.crc,
+                offset_count: chunk.offset_count,
+                batch_count: chunk.batch_count,
+                max_timestamp: chunk.max_timestamp,
+                object_bytes: object.len() as u64,
+            };
+            match catalog.try_commit(&[commit], &[head]).await.unwrap() {
+                CommitOutcome::Committed { heads, .. } => head = heads[0].clone(),
+                other => panic!("{other:?}"),
+            }
+        }
+        let view = ClusterView::start(catalog.clone()).await.unwrap();
+        Fixture {
+            catalog,
+            store,
+            view,
+            records,
+            topic_create_revision: topic.create_revision,
+            topic_id: topic.record.id,
+        }
+    }
+
+    impl Fixture {
+        fn ctx(&self, node_id: i32) -> JobContext {
+            JobContext {
+                catalog: self.catalog.clone(),
+                store: self.store.clone(),
+                reader: Reader::new(self.store.clone(), self.view.clone()),
+                node_id,
+                write: ArchiveWriteOptions {
+                    row_group_bytes: 200,
+                    zstd_level: 1,
+                },
+            }
+        }
+
+        async fn job(&self, kind: JobKind, first: i64, end: i64) -> (Job, KeyValue) {
+            let job = Job {
+                kind,
+                topic: "orders".into(),
+                topic_id: self.topic_id.clone(),
+                topic_create_revision: self.topic_create_revision,
+                partition: 0,
+                first,
+                end,
+                created_ms: 0,
+            };
+            let key = self.catalog.job_key(&self.topic_id, 0);
+            let store = self.catalog.store();
+            store
+                .put(&key, serde_json::to_vec(&job).unwrap().into(), None)
+                .await
+                .unwrap();
+            let kv = store.get(&key).await.unwrap().unwrap();
+            (job, kv)
+        }
+
+        async fn index(&self) -> Vec<IndexEntry> {
+            let prefix = format!("{}{}/0/", self.catalog.index_prefix(), self.topic_id);
+            let mut entries: Vec<IndexEntry> = self
+                .catalog
+                .store()
+                .range(&prefix)
+                .await
+                .unwrap()
+                .kvs
+                .iter()
+                .map(|kv| self.catalog.decode_index_entry(kv).unwrap())
+                .collect();
+            entries.sort_by_key(|e| e.base_offset);
+            entries
+        }
+
+        async fn read_all(&self) -> Vec<StoredRecord> {
+            let reader = Reader::new(self.store.clone(), self.view.clone());
+            let mut out = Vec::new();
+            let mut offset = 0;
+            while offset < self.records.len() as i64 {
+                let chunks = reader.read(&self.topic_id, 0, offset, 64).await.unwrap();
+                for chunk in chunks {
+                    for record in batch::decode(chunk.batches).unwrap() {
+                        if record.offset >= offset {
+                            offset = record.offset + 1;
+                            out.push(record);
+                        }
+                    }
+                }
+            }
+            out
+        }
+    }
+
+    async fn settle(fixture: &Fixture, entries: usize) {
+        for _ in 0..200 {
+            let all = fixture.view.entries(&fixture.topic_id, 0);
+            if all.len() == entries {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the view did not settle at {entries} entries");
+    }
+
+    #[tokio::test]
+    async fn one_claim_wins_and_the_published_file_serves_every_record() {
+        let f = fixture(4).await;
+        let (job, kv) = f.job(JobKind::Roll, 0, 30).await;
+        let lease = f.catalog.store().lease_grant(30).await.unwrap();
+        let a = f.ctx(1);
+        let claim_a = claim(&a, &job, &kv, lease).await.unwrap().unwrap();
+        assert_eq!(claim(&f.ctx(2), &job, &kv, lease).await.unwrap(), None);
+
+        let outcome = run(&a, &job, &kv, claim_a).await.unwrap();
+        let JobOutcome::Published(entry) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!((entry.base_offset, entry.end_offset()), (0, 30));
+        let archive = entry.archive.clone().unwrap();
+        assert_eq!(archive.path, "archive/orders/partition=0/0-29.parquet");
+        assert!(archive.row_groups.len() > 1, "{:?}", archive.row_groups);
+        let index = f.index().await;
+        assert_eq!(index.len(), 2, "one archive entry and the last segment run");
+        assert!(index[0].archive.is_some() && index[1].archive.is_none());
+        let store = f.catalog.store();
+        assert!(store.get(&kv.key).await.unwrap().is_none(), "job removed");
+        assert!(store
+            .get(&f.catalog.claim_key(&f.topic_id, 0))
+            .await
+            .unwrap()
+            .is_none());
+
+        settle(&f, 2).await;
+        assert_eq!(f.read_all().await, f.records);
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_runs_changed_is_abandoned_and_publishes_nothing() {
+        let f = fixture(3).await;
+        let (job, kv) = f.job(JobKind::Roll, 0, 30).await;
+        let lease = f.catalog.store().lease_grant(30).await.unwrap();
+        let ctx = f.ctx(1);
+        let claimed = claim(&ctx, &job, &kv, lease).await.unwrap().unwrap();
+        // the runs as the worker read them; then one is rewritten (as
+        // retention or another publish would) before the worker publishes
+        let stale = job_entries(&ctx, &job).await.unwrap().unwrap();
+        let second = f.catalog.index_key(&f.topic_id, 0, 10);
+        let value = f.catalog.store().get(&second).await.unwrap().unwrap().value;
+        f.catalog.store().put(&second, value, None).await.unwrap();
+        let before = f.index().await;
+        let entry = IndexEntry {
+            archive: Some(ArchiveRef {
+                path: "archive/orders/partition=0/0-29.parquet".into(),
+                id: "x".into(),
+                row_groups: vec![0],
+            }),
+            ..stale[0].1.clone()
+        };
+        assert!(!publish(&ctx, &job, &kv, claimed, &stale, &entry)
+            .await
+            .unwrap());
+        assert_eq!(f.index().await, before, "nothing published");
+
+        // a job over a range the index does not hold is abandoned
+        let (job, kv) = f.job(JobKind::Merge, 0, 30).await;
+        release(&ctx, &job, &kv, claimed, false).await;
+        let claimed = claim(&ctx, &job, &kv, lease).await.unwrap().unwrap();
+        let outcome = run(&ctx, &job, &kv, claimed).await.unwrap();
+        assert!(matches!(outcome, JobOutcome::Abandoned(_)), "{outcome:?}");
+        assert_eq!(f.index().await, before);
+        assert!(
+            f.catalog.store().get(&kv.key).await.unwrap().is_none(),
+            "obsolete job dropped"
+        );
+    }
+}

@@ -202,7 +202,9 @@ impl ArchiveWriter {
             self.next_offset = record.offset + 1;
             self.max_timestamp = self.max_timestamp.max(record.timestamp_ms);
             self.rows.push(record, self.partition);
-            if self.rows.len() >= WRITE_CHUNK_ROWS {
+            if self.rows.len() >= WRITE_CHUNK_ROWS
+                || self.rows.bytes >= self.options.row_group_bytes / 4
+            {
                 self.write_chunk()?;
             }
         }
