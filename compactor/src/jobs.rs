@@ -9,14 +9,14 @@
 //! one transaction that checks its claim, the job and every index entry it
 //! replaces, and then swaps those entries for one archive entry and deletes
 //! the job and the claim. A file whose publish fails is never referenced;
-//! GC removes it.
+//! GC removes it. Paths are never overwritten (see [`put_create`]).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use parquet::arrow::async_reader::ParquetObjectReader;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use serde::{Deserialize, Serialize};
@@ -338,8 +338,12 @@ async fn run_claimed(
         )));
     }
     let file = writer.finish()?;
-    let path = archive_path(&job.topic, job.partition, job.first, job.end);
-    put_create(&ctx.store, &path, file.bytes.clone()).await?;
+    let path = put_create(
+        &ctx.store,
+        &archive_path(&job.topic, job.partition, job.first, job.end),
+        file.bytes.clone(),
+    )
+    .await?;
     if job.kind == JobKind::Roll {
         metrics::COMPACTED_BYTES.inc_by(input_bytes);
     }
@@ -389,35 +393,44 @@ async fn run_claimed(
     Ok(JobOutcome::Published(entry))
 }
 
-/// Store `bytes` at `path` with `PutMode::Create`. A file already there is
-/// an unpublished leftover of a worker that died (a published file's runs
-/// are no longer a job): it is replaced.
+/// Store `bytes` at `path` with `PutMode::Create`, and return where it
+/// went. A file already there is unreferenced (a worker died between its
+/// PUT and its publish, or a deleted topic of the same name left it for
+/// GC): it is never overwritten, since GC may be about to delete it, and
+/// the new file goes to `<first>-<last>.<ulid>.parquet` beside it instead.
 async fn put_create(
     store: &Arc<dyn ObjectStore>,
     path: &str,
     bytes: Bytes,
-) -> Result<(), CompactorError> {
-    let path = Path::from(path);
+) -> Result<String, CompactorError> {
     let options = PutOptions {
         mode: PutMode::Create,
         ..PutOptions::default()
     };
     match store
         .put_opts(
-            &path,
+            &Path::from(path),
             PutPayload::from_bytes(bytes.clone()),
             options.clone(),
         )
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(path.to_string()),
         Err(object_store::Error::AlreadyExists { .. }) => {
-            debug!(%path, "replacing an unpublished archive file");
-            store.delete(&path).await?;
+            let stem = path.strip_suffix(".parquet").unwrap_or(path);
+            let unique = format!("{stem}.{}.parquet", ulid::Ulid::new());
+            debug!(
+                path,
+                unique, "an unpublished file holds the path; writing beside it"
+            );
             store
-                .put_opts(&path, PutPayload::from_bytes(bytes), options)
+                .put_opts(
+                    &Path::from(unique.as_str()),
+                    PutPayload::from_bytes(bytes),
+                    options,
+                )
                 .await?;
-            Ok(())
+            Ok(unique)
         }
         Err(error) => Err(error.into()),
     }
@@ -446,6 +459,14 @@ async fn publish(
             CmpOp::Equal,
             job.topic_create_revision,
         ),
+        // GC has not seen the new file unreferenced: a publish that comes
+        // later than GC's grace (a stalled worker) fails instead of
+        // referencing a file GC may delete
+        Compare::absent(format!(
+            "{}{}",
+            ctx.catalog.gc_prefix(),
+            entry.object_path()
+        )),
     ];
     let mut ops = vec![
         TxnOp::put(first_key.clone(), serde_json::to_vec(entry)?),
@@ -476,6 +497,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use object_store::memory::InMemory;
+    use object_store::ObjectStoreExt;
     use sluice_fetch::ClusterView;
     use sluice_metadata::embedded::EmbeddedStore;
     use sluice_metadata::model::{ChunkCommit, CommitOutcome, HeadState};

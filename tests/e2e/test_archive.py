@@ -192,6 +192,10 @@ def test_consumers_read_from_zero_after_segments_are_collected(sluice, s3):
                         for off, ts, k, v, h in recs)
     assert kafka_rows == expected
 
+    # the Kafka reads decoded each archived row group once; the HTTP reads of
+    # the same offsets are served from the node's cache
+    decoded = metric(node, "sluice_archive_row_group_reads_total")
+    assert decoded > 0
     http_rows = []
     for p in range(partitions):
         offset = 0
@@ -211,6 +215,14 @@ def test_consumers_read_from_zero_after_segments_are_collected(sluice, s3):
                 http_rows.append((p, r["offset"], r["timestamp"], key, value, headers))
             offset = int(resp.headers["x-sluice-next-offset"])
     assert http_rows == expected
+    assert metric(node, "sluice_archive_row_group_reads_total") == decoded
+
+    # ListOffsets by timestamp finds archived records
+    consumer = Consumer({"bootstrap.servers": node.bootstrap, "group.id": "ts"})
+    wanted = [TopicPartition(topic, p, BASE_TS + 3 * 1500 + p) for p in range(partitions)]
+    found = consumer.offsets_for_times(wanted, timeout=30)
+    consumer.close()
+    assert [tp.offset for tp in found] == [1500] * partitions
 
     ls = node.cli("archive", "ls", topic, "--url", node.url)
     assert ls.returncode == 0, ls.stderr
