@@ -64,7 +64,8 @@ def main() -> None:
                   json={"topic_name": TOPIC, "partitions_count": args.partitions},
                   timeout=10).raise_for_status()
     producer = Producer({"bootstrap.servers": args.bootstrap, "linger.ms": 5,
-                         "compression.type": "none", "acks": "all"})
+                         "compression.type": "none", "acks": "all",
+                         "queue.buffering.max.messages": 500000})
     rng = random.Random(7)
     acked: dict[int, list[tuple[int, float]]] = {p: [] for p in range(args.partitions)}
 
@@ -84,8 +85,13 @@ def main() -> None:
     while time.monotonic() - started < args.seconds:
         while sent < (time.monotonic() - started) * bytes_per_s:
             value = json_record(i, args.record_bytes, rng)
-            producer.produce(TOPIC, value=value, partition=i % args.partitions,
-                             on_delivery=on_delivery)
+            while True:
+                try:
+                    producer.produce(TOPIC, value=value, partition=i % args.partitions,
+                                     on_delivery=on_delivery)
+                    break
+                except BufferError:  # the client's queue is full: let it drain
+                    producer.poll(0.05)
             sent += len(value)
             i += 1
         producer.poll(0)
