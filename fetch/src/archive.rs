@@ -14,6 +14,7 @@ use sluice_metadata::model::{ArchiveRef, IndexEntry};
 use sluice_segment::archive;
 
 use crate::cache::{BlockCache, CORRUPT_PREFIX};
+use crate::counting::CountingStore;
 use crate::error::{FetchError, FetchResult};
 use crate::metrics;
 
@@ -97,6 +98,8 @@ async fn decode_row_group(
     end: i64,
 ) -> object_store::Result<Bytes> {
     metrics::ARCHIVE_ROW_GROUP_READS.inc();
+    // its GETs count in the read path's metrics like segment reads'
+    let store: Arc<dyn ObjectStore> = Arc::new(CountingStore::metered(store));
     let reader = ParquetObjectReader::new(store, path.clone()).with_file_size(size);
     let builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await

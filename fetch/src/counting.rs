@@ -1,6 +1,7 @@
 //! An [`ObjectStore`] decorator that counts GET requests and the bytes they
 //! return. Tests use it to prove that a read was (or was not) served from
-//! the cache; it forwards everything else unchanged.
+//! the cache; archive reads use it to count their GETs in the read path's
+//! metrics. It forwards everything else unchanged.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,7 @@ pub struct CountingStore {
     inner: Arc<dyn ObjectStore>,
     gets: AtomicU64,
     get_bytes: AtomicU64,
+    metered: bool,
 }
 
 impl CountingStore {
@@ -28,6 +30,16 @@ impl CountingStore {
             inner,
             gets: AtomicU64::new(0),
             get_bytes: AtomicU64::new(0),
+            metered: false,
+        }
+    }
+
+    /// Wrap `inner`, also counting into the node's GET metrics
+    /// (`sluice_object_gets_total`, `sluice_object_get_bytes_total`).
+    pub fn metered(inner: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            metered: true,
+            ..Self::new(inner)
         }
     }
 
@@ -73,9 +85,15 @@ impl ObjectStore for CountingStore {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         self.gets.fetch_add(1, Ordering::SeqCst);
+        if self.metered {
+            crate::metrics::OBJECT_GETS.inc();
+        }
         let result = self.inner.get_opts(location, options).await?;
-        self.get_bytes
-            .fetch_add(result.range.end - result.range.start, Ordering::SeqCst);
+        let bytes = result.range.end - result.range.start;
+        self.get_bytes.fetch_add(bytes, Ordering::SeqCst);
+        if self.metered {
+            crate::metrics::OBJECT_GET_BYTES.inc_by(bytes);
+        }
         Ok(result)
     }
 

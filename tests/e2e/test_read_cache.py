@@ -25,7 +25,7 @@ TAIL_SECONDS = 60  # the issue: "a consumer following a producer for 60 s"
 # small blocks, so a few hundred KB of records span many of them
 # GETs are counted: no compaction during these tests (see test_archive.py)
 CACHE_ARGS = ["--cache-block-bytes", "65536", "--cache-disk-bytes", str(64 << 20),
-              "--archive-max-lag", "1h"]
+              "--roles", "ingest,fetch"]
 
 
 def produce(api, topic: str, values: list[bytes]) -> None:

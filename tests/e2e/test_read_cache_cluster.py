@@ -44,7 +44,7 @@ NODE_ARGS = ["--cache-block-bytes", str(BLOCK_BYTES),
              "--peer-fetch-timeout", "10s",
              # this test counts the GETs of readers: no compaction meanwhile
              # (a roll job's reads and archived offsets would change them)
-             "--archive-max-lag", "1h"]
+             "--roles", "ingest,fetch"]
 TOPIC = "cached"
 
 
