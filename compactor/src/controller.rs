@@ -1,7 +1,7 @@
 //! The controller loop (election, planning, retention, metrics, GC) and the
 //! worker loop (claiming and running jobs).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,6 +112,22 @@ async fn sleep_or_stop(duration: Duration, stopped: &mut watch::Receiver<bool>) 
     }
 }
 
+/// Longest pause before a worker retries a job that failed on it.
+const JOB_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// A job this worker runs, or one that failed here and waits out a backoff
+/// (doubling per failure, up to [`JOB_RETRY_BACKOFF_MAX`]).
+#[derive(Debug, Clone, Copy)]
+enum Held {
+    Running {
+        failures: u32,
+    },
+    Backoff {
+        failures: u32,
+        until: tokio::time::Instant,
+    },
+}
+
 /// Claim and run jobs, at most `job_concurrency` at once.
 async fn worker(
     ctx: JobContext,
@@ -121,16 +137,32 @@ async fn worker(
 ) {
     let slots = Arc::new(Semaphore::new(config.job_concurrency.max(1)));
     let mut running: JoinSet<()> = JoinSet::new();
-    let mut mine: HashSet<String> = HashSet::new();
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut held: HashMap<String, Held> = HashMap::new();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool)>();
     loop {
-        while let Ok(key) = done_rx.try_recv() {
-            mine.remove(&key);
+        while let Ok((key, failed)) = done_rx.try_recv() {
+            let failures = match held.get(&key) {
+                Some(Held::Running { failures } | Held::Backoff { failures, .. }) => *failures,
+                None => 0,
+            };
+            if failed {
+                let pause = (Duration::from_secs(1) * 2u32.saturating_pow(failures.min(6)))
+                    .min(JOB_RETRY_BACKOFF_MAX);
+                held.insert(
+                    key,
+                    Held::Backoff {
+                        failures: failures + 1,
+                        until: tokio::time::Instant::now() + pause,
+                    },
+                );
+            } else {
+                held.remove(&key);
+            }
         }
         while running.try_join_next().is_some() {}
         let lease_id = *lease.borrow();
         if let Err(error) =
-            claim_jobs(&ctx, &slots, &mut running, &mut mine, &done_tx, lease_id).await
+            claim_jobs(&ctx, &slots, &mut running, &mut held, &done_tx, lease_id).await
         {
             warn!(%error, "looking for compaction jobs failed");
         }
@@ -145,15 +177,18 @@ async fn claim_jobs(
     ctx: &JobContext,
     slots: &Arc<Semaphore>,
     running: &mut JoinSet<()>,
-    mine: &mut HashSet<String>,
-    done: &tokio::sync::mpsc::UnboundedSender<String>,
+    held: &mut HashMap<String, Held>,
+    done: &tokio::sync::mpsc::UnboundedSender<(String, bool)>,
     lease: LeaseId,
 ) -> Result<(), CompactorError> {
+    let store = ctx.catalog.store();
+    let jobs = store.range(&ctx.catalog.jobs_prefix()).await?;
+    // forget backoffs of jobs that are gone (the map stays as small as the jobs)
+    let present: HashSet<&str> = jobs.kvs.iter().map(|kv| kv.key.as_str()).collect();
+    held.retain(|key, h| matches!(h, Held::Running { .. }) || present.contains(key.as_str()));
     if slots.available_permits() == 0 {
         return Ok(());
     }
-    let store = ctx.catalog.store();
-    let jobs = store.range(&ctx.catalog.jobs_prefix()).await?;
     let claims = store.range(&ctx.catalog.claims_prefix()).await?;
     let claimed: HashSet<String> = claims
         .kvs
@@ -164,11 +199,18 @@ async fn claim_jobs(
                 .map(str::to_string)
         })
         .collect();
+    let now = tokio::time::Instant::now();
     for kv in jobs.kvs {
         let Some(suffix) = kv.key.strip_prefix(&ctx.catalog.jobs_prefix()) else {
             continue;
         };
-        if claimed.contains(suffix) || mine.contains(&kv.key) {
+        let failures = match held.get(&kv.key) {
+            Some(Held::Running { .. }) => continue,
+            Some(Held::Backoff { until, .. }) if *until > now => continue,
+            Some(Held::Backoff { failures, .. }) => *failures,
+            None => 0,
+        };
+        if claimed.contains(suffix) {
             continue;
         }
         let Some(job) = jobs::decode_job(&kv) else {
@@ -188,21 +230,23 @@ async fn claim_jobs(
             end = job.end,
             "compaction job claimed"
         );
-        mine.insert(kv.key.clone());
+        held.insert(kv.key.clone(), Held::Running { failures });
         let ctx = ctx.clone();
         let done = done.clone();
         running.spawn(async move {
             let _permit = permit;
-            match jobs::run(&ctx, &job, &kv, claim_revision).await {
-                Ok(JobOutcome::Published(_)) => {}
+            let failed = match jobs::run(&ctx, &job, &kv, claim_revision).await {
+                Ok(JobOutcome::Published(_)) => false,
                 Ok(JobOutcome::Abandoned(reason)) => {
                     info!(topic = job.topic, partition = job.partition, reason, "compaction job abandoned");
+                    false
                 }
                 Err(error) => {
                     warn!(topic = job.topic, partition = job.partition, %error, "compaction job failed");
+                    true
                 }
-            }
-            let _ = done.send(kv.key);
+            };
+            let _ = done.send((kv.key, failed));
         });
     }
     Ok(())
