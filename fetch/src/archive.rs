@@ -13,10 +13,11 @@ use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use sluice_metadata::model::{ArchiveRef, IndexEntry};
 use sluice_segment::archive;
 
-use crate::cache::{BlockCache, CORRUPT_PREFIX};
+use crate::cache::BlockCache;
 use crate::counting::CountingStore;
 use crate::error::{FetchError, FetchResult};
 use crate::metrics;
+use crate::reader::ReadChunk;
 
 /// Rows decoded per Arrow batch while reading a row group.
 const DECODE_BATCH_ROWS: usize = 8192;
@@ -31,7 +32,7 @@ pub fn row_group_of(archive: &ArchiveRef, offset: i64) -> usize {
 }
 
 /// Offsets `[first, end)` of row group `group` of `entry`.
-pub fn row_group_range(entry: &IndexEntry, archive: &ArchiveRef, group: usize) -> (i64, i64) {
+fn row_group_range(entry: &IndexEntry, archive: &ArchiveRef, group: usize) -> (i64, i64) {
     let first = archive
         .row_groups
         .get(group)
@@ -45,13 +46,14 @@ pub fn row_group_range(entry: &IndexEntry, archive: &ArchiveRef, group: usize) -
     (first, end)
 }
 
-/// Row group `group` of the archived run `entry`, as record batches.
+/// Row group `group` of the archived run `entry`, as record batches with
+/// the offsets they cover.
 pub async fn read_row_group(
     store: &Arc<dyn ObjectStore>,
     cache: Option<&BlockCache>,
     entry: &IndexEntry,
     group: usize,
-) -> FetchResult<Bytes> {
+) -> FetchResult<ReadChunk> {
     let Some(archive) = &entry.archive else {
         return Err(FetchError::corrupt(&entry.segment, "not an archive entry"));
     };
@@ -63,22 +65,40 @@ pub async fn read_row_group(
         let path = path.clone();
         move || async move { decode_row_group(store, path, size, group, first, end).await }
     };
+    let on_error = |error: &object_store::Error| read_error(&archive.path, error);
     let bytes = match (cache, ulid::Ulid::from_string(&archive.id)) {
-        (Some(cache), Ok(id)) => cache.get_or_compute(id.0, group as u64, compute).await?,
-        _ => compute().await.map_err(|error| match error {
-            object_store::Error::NotFound { .. } => {
-                FetchError::corrupt(&archive.path, "archive file is missing")
-            }
-            object_store::Error::Generic { source, .. }
-                if source.to_string().starts_with(CORRUPT_PREFIX) =>
-            {
-                FetchError::corrupt(&archive.path, source)
-            }
-            other => FetchError::Store(other),
-        })?,
+        (Some(cache), Ok(id)) => {
+            cache
+                .get_or_compute(id.0, group as u64, compute, on_error)
+                .await?
+        }
+        _ => compute().await.map_err(|error| on_error(&error))?,
     };
     metrics::FETCH_BYTES.inc_by(bytes.len() as u64);
-    Ok(bytes)
+    Ok(ReadChunk {
+        base_offset: first,
+        end_offset: end,
+        batches: bytes,
+    })
+}
+
+/// How a row-group decode marks data it found corrupt (as opposed to a
+/// store that failed).
+const CORRUPT_PREFIX: &str = "corrupt: ";
+
+/// A failed row-group read of the file at `path`, as the read path reports it.
+fn read_error(path: &str, error: &object_store::Error) -> FetchError {
+    match error {
+        object_store::Error::NotFound { .. } => {
+            FetchError::corrupt(path, "archive file is missing")
+        }
+        object_store::Error::Generic { source, .. }
+            if source.to_string().starts_with(CORRUPT_PREFIX) =>
+        {
+            FetchError::corrupt(path, source)
+        }
+        other => FetchError::Unavailable(other.to_string()),
+    }
 }
 
 fn corrupt(reason: impl std::fmt::Display) -> object_store::Error {

@@ -109,10 +109,6 @@ pub enum CacheError {
     Build(String),
 }
 
-/// How a `get_or_compute` computation marks data it found corrupt (as
-/// opposed to a store that failed).
-pub const CORRUPT_PREFIX: &str = "corrupt: ";
-
 /// The key of one cached block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BlockKey {
@@ -408,12 +404,15 @@ impl BlockCache {
     /// A derived value cached under (`object`, `slot`): from memory or disk,
     /// else computed once by `compute` (concurrent misses share it) and
     /// kept. Used for archive row groups re-encoded as record batches;
-    /// `object` must be an id no segment shares (a fresh ULID).
+    /// `object` must be an id no segment shares (a fresh ULID). A failed
+    /// computation is reported through `on_error`; a failure of the cache
+    /// itself is `Unavailable`.
     pub async fn get_or_compute<F, Fut>(
         &self,
         object: u128,
         slot: u64,
         compute: F,
+        on_error: impl FnOnce(&object_store::Error) -> FetchError,
     ) -> FetchResult<Bytes>
     where
         F: FnOnce() -> Fut + Send + 'static,
@@ -423,23 +422,15 @@ impl BlockCache {
             segment: object,
             block: slot,
         };
-        let lookup = self.inner.cache.get_or_fetch(&key, compute);
-        match lookup.await {
+        match self.inner.cache.get_or_fetch(&key, compute).await {
             Ok(entry) => {
                 count_lookup(entry.source());
                 Ok(entry.value().clone())
             }
-            Err(error) => match error.downcast_ref::<object_store::Error>() {
-                Some(object_store::Error::NotFound { path, .. }) => {
-                    Err(FetchError::corrupt(path, "archive file is missing"))
-                }
-                Some(object_store::Error::Generic { source, .. })
-                    if source.to_string().starts_with(CORRUPT_PREFIX) =>
-                {
-                    Err(FetchError::corrupt(&format!("{object:x}"), source))
-                }
-                _ => Err(FetchError::Unavailable(error.to_string())),
-            },
+            Err(error) => Err(match error.downcast_ref::<object_store::Error>() {
+                Some(store_error) => on_error(store_error),
+                None => FetchError::Unavailable(error.to_string()),
+            }),
         }
     }
 

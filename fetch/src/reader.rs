@@ -146,23 +146,8 @@ impl Reader {
                         })
                     }
                     Piece::RowGroup(entry, group) => {
-                        let batches = archive::read_row_group(
-                            &self.store,
-                            self.cache.as_ref(),
-                            &entry,
-                            group,
-                        )
-                        .await?;
-                        let (base_offset, end_offset) = entry
-                            .archive
-                            .as_ref()
-                            .map(|a| archive::row_group_range(&entry, a, group))
-                            .unwrap_or((entry.base_offset, entry.end_offset()));
-                        Ok(ReadChunk {
-                            base_offset,
-                            end_offset,
-                            batches,
-                        })
+                        archive::read_row_group(&self.store, self.cache.as_ref(), &entry, group)
+                            .await
                     }
                 }
             })
@@ -186,9 +171,9 @@ impl Reader {
                 .map_err(|error| FetchError::corrupt(&entry.segment, error));
         };
         for group in 0..archived.row_groups.len() {
-            let bytes =
+            let chunk =
                 archive::read_row_group(&self.store, self.cache.as_ref(), entry, group).await?;
-            let found = batch::offset_for_timestamp(&bytes, timestamp)
+            let found = batch::offset_for_timestamp(&chunk.batches, timestamp)
                 .map_err(|error| FetchError::corrupt(&archived.path, error))?;
             if found.is_some() {
                 return Ok(found);
