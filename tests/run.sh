@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh Debian 12 machine with Rust and Python 3:
+# The whole test suite, from a fresh Debian 12 machine with Rust, Python 3
+# and Node.js:
 #
 #     bash tests/run.sh
 #
-# 1. installs what is missing: etcd-server, protobuf-compiler and kcat (apt),
-#    the Python test dependencies incl. moto[server], confluent-kafka and
-#    kafka-python (pip), the kafkajs driver's node modules (npm ci),
-#    cargo-nextest, rustfmt and clippy;
+# 1. installs what is missing: gcc, g++, etcd-server, kcat, curl and npm
+#    (apt), the Python test dependencies incl. moto[server], confluent-kafka,
+#    kafka-python and the Arrow readers (pip), the kafkajs driver's node
+#    modules (npm ci), rustfmt, clippy, cargo-nextest and cargo-fuzz;
+#    nothing else: the build brings its own protoc (.cargo/protoc);
 # 2. cargo fmt --check, clippy -D warnings, build, cargo nextest (unit and
 #    integration tests; they start their own etcd), then the end-to-end pytest
 #    suite in tests/e2e (real `sluice` binary, real etcd, real S3 server).
@@ -66,11 +68,27 @@ as_root() {
 
 # ---------------------------------------------------------------------------
 if [[ -z ${SKIP_INSTALL:-} ]]; then
-    begin "install system packages (etcd-server, protobuf-compiler, kcat)"
+    begin "install system packages"
+    # Each package is checked by the file the build or the suite uses, never
+    # by a neighbour. The build needs no protoc: .cargo/protoc runs the one
+    # Cargo downloads (docs/decisions.md, "Build").
     pkgs=()
-    command -v etcd >/dev/null 2>&1 || pkgs+=(etcd-server)
-    command -v protoc >/dev/null 2>&1 || pkgs+=(protobuf-compiler)
-    command -v kcat >/dev/null 2>&1 || pkgs+=(kcat)
+    need() {  # need FILE PACKAGE: FILE is a command on PATH, or an absolute path
+        local file=$1 pkg=$2
+        if [[ $file == /* ]]; then
+            [[ -e $file ]] && return
+        else
+            command -v "$file" >/dev/null 2>&1 && return
+        fi
+        echo "missing $file: installing $pkg"
+        pkgs+=("$pkg")
+    }
+    need cc gcc            # the C parts of -sys crates (zstd, lz4, ring)
+    need c++ g++           # libFuzzer, built by cargo fuzz
+    need etcd etcd-server  # the metadata store of the tests
+    need kcat kcat         # librdkafka's command-line client (e2e, README quick start)
+    need curl curl         # the README quick start (e2e test_readme)
+    need npm npm           # installs kafkajs
     if externally_managed && [[ ! -x $ROOT/target/e2e-venv/bin/python ]] \
         && ! "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then
         pkgs+=(python3-venv)  # the e2e dependencies go into a virtualenv
@@ -79,9 +97,13 @@ if [[ -z ${SKIP_INSTALL:-} ]]; then
         echo "installing: ${pkgs[*]}"
         as_root apt-get update
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}"
-    else
-        echo "etcd $(etcd --version 2>/dev/null | head -1 | awk '{print $3}'), $(protoc --version), kcat $(kcat -V 2>&1 | sed -n 's/^Version \([^ ]*\).*/\1/p'): present"
     fi
+    echo "cc: $(cc --version | head -1)"
+    echo "c++: $(c++ --version | head -1)"
+    echo "etcd: $(etcd --version 2>/dev/null | head -1)"
+    echo "kcat: $(kcat -V 2>&1 | sed -n 's/^Version \([^ ]*\).*/\1/p')"
+    echo "curl: $(curl --version | head -1)"
+    echo "npm: $(npm --version)"
     end
 
     begin "install python test dependencies"
