@@ -1,23 +1,24 @@
 //! The controller loop (election, planning, retention, metrics, GC) and the
 //! worker loop (claiming and running jobs).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use serde::{Deserialize, Serialize};
-use sluice_fetch::{ClusterView, Reader};
-use sluice_metadata::model::{now_ms, Catalog, Head, IndexEntry, Topic};
-use sluice_metadata::{CmpOp, Compare, LeaseId, Txn, TxnOp};
+use sluice_fetch::Reader;
+use sluice_metadata::model::{now_ms, Catalog, IndexEntry, Topic};
+use sluice_metadata::view::ClusterView;
+use sluice_metadata::LeaseId;
 use sluice_segment::archive::ArchiveWriteOptions;
+use sluice_segment::paths::{run_object_path, OBJECT_PREFIXES};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::jobs::{self, CompactionKeys, Job, JobContext, JobOutcome};
+use crate::jobs::{self, Job, JobContext, JobOutcome};
 use crate::plan;
 use crate::{metrics, CompactorConfig, CompactorError};
 
@@ -181,47 +182,33 @@ async fn claim_jobs(
     done: &tokio::sync::mpsc::UnboundedSender<(String, bool)>,
     lease: LeaseId,
 ) -> Result<(), CompactorError> {
-    let store = ctx.catalog.store();
-    let jobs = store.range(&ctx.catalog.jobs_prefix()).await?;
+    let jobs = ctx.catalog.compaction_jobs().await?;
     // forget backoffs of jobs that are gone (the map stays as small as the jobs)
-    let present: HashSet<&str> = jobs.kvs.iter().map(|kv| kv.key.as_str()).collect();
+    let present: HashSet<&str> = jobs.iter().map(|job| job.key.as_str()).collect();
     held.retain(|key, h| matches!(h, Held::Running { .. }) || present.contains(key.as_str()));
     if slots.available_permits() == 0 {
         return Ok(());
     }
-    let claims = store.range(&ctx.catalog.claims_prefix()).await?;
-    let claimed: HashSet<String> = claims
-        .kvs
-        .iter()
-        .filter_map(|kv| {
-            kv.key
-                .strip_prefix(&ctx.catalog.claims_prefix())
-                .map(str::to_string)
-        })
-        .collect();
+    let claimed: HashSet<(String, i32)> =
+        ctx.catalog.compaction_claims().await?.into_iter().collect();
     let now = tokio::time::Instant::now();
-    for kv in jobs.kvs {
-        let Some(suffix) = kv.key.strip_prefix(&ctx.catalog.jobs_prefix()) else {
-            continue;
-        };
-        let failures = match held.get(&kv.key) {
+    for stored in jobs {
+        let failures = match held.get(&stored.key) {
             Some(Held::Running { .. }) => continue,
             Some(Held::Backoff { until, .. }) if *until > now => continue,
             Some(Held::Backoff { failures, .. }) => *failures,
             None => 0,
         };
-        if claimed.contains(suffix) {
+        if claimed.contains(&(stored.job.topic_id.clone(), stored.job.partition)) {
             continue;
         }
-        let Some(job) = jobs::decode_job(&kv) else {
-            continue;
-        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             break;
         };
-        let Some(claim_revision) = jobs::claim(ctx, &job, &kv, lease).await? else {
+        let Some(claim_revision) = jobs::claim(ctx, &stored, lease).await? else {
             continue;
         };
+        let job = &stored.job;
         info!(
             topic = job.topic,
             partition = job.partition,
@@ -230,12 +217,13 @@ async fn claim_jobs(
             end = job.end,
             "compaction job claimed"
         );
-        held.insert(kv.key.clone(), Held::Running { failures });
+        held.insert(stored.key.clone(), Held::Running { failures });
         let ctx = ctx.clone();
         let done = done.clone();
         running.spawn(async move {
             let _permit = permit;
-            let failed = match jobs::run(&ctx, &job, &kv, claim_revision).await {
+            let job = &stored.job;
+            let failed = match jobs::run(&ctx, &stored, claim_revision).await {
                 Ok(JobOutcome::Published(_)) => false,
                 Ok(JobOutcome::Abandoned(reason)) => {
                     info!(topic = job.topic, partition = job.partition, reason, "compaction job abandoned");
@@ -246,24 +234,13 @@ async fn claim_jobs(
                     true
                 }
             };
-            let _ = done.send((kv.key, failed));
+            let _ = done.send((stored.key, failed));
         });
     }
     Ok(())
 }
 
 /// The controller's value under `controller`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ControllerRecord {
-    node_id: i32,
-}
-
-/// A GC mark: when an object was first seen unreferenced.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct GcMark {
-    first_seen_ms: i64,
-}
-
 struct Controller {
     config: Arc<CompactorConfig>,
     catalog: Catalog,
@@ -316,51 +293,25 @@ impl Controller {
 
     /// Hold or take the `controller` key (on this node's lease).
     async fn elect(&self, lease: LeaseId) -> Result<bool, CompactorError> {
-        let key = self.catalog.controller_key();
-        let store = self.catalog.store();
-        if let Some(kv) = store.get(&key).await? {
-            return Ok(kv.lease == lease
-                && serde_json::from_slice::<ControllerRecord>(&kv.value)
-                    .is_ok_and(|r| r.node_id == self.node_id));
-        }
-        let value = serde_json::to_vec(&ControllerRecord {
-            node_id: self.node_id,
-        })?;
-        let response = store
-            .txn(
-                Txn::new()
-                    .when([Compare::absent(key.clone())])
-                    .and_then([TxnOp::put_with_lease(key, value, lease)]),
-            )
-            .await?;
-        Ok(response.succeeded)
+        Ok(self.catalog.elect_controller(self.node_id, lease).await?)
     }
 
     /// Plan jobs, apply retention, publish metrics.
     async fn tick(&self) -> Result<(), CompactorError> {
         let now = now_ms();
-        let jobs = self
-            .catalog
-            .store()
-            .range(&self.catalog.jobs_prefix())
-            .await?;
-        let pending: HashSet<&str> = jobs
-            .kvs
+        let jobs = self.catalog.compaction_jobs().await?;
+        let pending: HashSet<(&str, i32)> = jobs
             .iter()
-            .filter_map(|kv| kv.key.strip_prefix(&self.catalog.jobs_prefix()))
+            .map(|stored| (stored.job.topic_id.as_str(), stored.job.partition))
             .collect();
         let mut archive_files = 0i64;
         let mut max_entries = 0usize;
         let topics = self.view.topics();
         let ids: HashSet<&str> = topics.iter().map(|t| t.record.id.as_str()).collect();
         // jobs of deleted topics
-        for kv in &jobs.kvs {
-            let topic_id = kv
-                .key
-                .strip_prefix(&self.catalog.jobs_prefix())
-                .and_then(|rest| rest.split('/').next());
-            if topic_id.is_some_and(|id| !ids.contains(id)) {
-                self.catalog.store().delete(&kv.key).await?;
+        for stored in &jobs {
+            if !ids.contains(stored.job.topic_id.as_str()) {
+                self.catalog.drop_compaction_job(stored).await?;
             }
         }
         for topic in &topics {
@@ -379,7 +330,7 @@ impl Controller {
                 metrics::COMPACTION_LAG
                     .with_label_values(&[&topic.record.name, &partition.to_string()])
                     .set(lag);
-                if pending.contains(format!("{}/{partition}", topic.record.id).as_str()) {
+                if pending.contains(&(topic.record.id.as_str(), partition)) {
                     continue;
                 }
                 if let Some((kind, first, end)) = plan::next_job(&entries, now, &self.config) {
@@ -393,15 +344,7 @@ impl Controller {
                         end,
                         created_ms: now,
                     };
-                    let key = self.catalog.job_key(&topic.record.id, partition);
-                    self.catalog
-                        .store()
-                        .txn(
-                            Txn::new()
-                                .when([Compare::absent(key.clone())])
-                                .and_then([TxnOp::put(key, serde_json::to_vec(&job)?)]),
-                        )
-                        .await?;
+                    self.catalog.plan_compaction_job(&job).await?;
                     debug!(
                         topic = job.topic,
                         partition,
@@ -443,67 +386,32 @@ impl Controller {
         }
         // decide again on the index as stored, guarding each entry by its
         // revision (a compaction may have replaced a run meanwhile)
-        let topic_id = &topic.record.id;
-        let prefix = format!("{}{topic_id}/{partition}/", self.catalog.index_prefix());
-        let mut stored = Vec::new();
-        for kv in self.catalog.store().range(&prefix).await?.kvs {
-            let entry = self.catalog.decode_index_entry(&kv)?;
-            stored.push((kv, entry));
-        }
-        stored.sort_by_key(|(_, e)| e.base_offset);
+        let stored = self
+            .catalog
+            .partition_entries(&topic.record.id, partition)
+            .await?;
         let entries: Vec<IndexEntry> = stored.iter().map(|(_, e)| e.clone()).collect();
         let cut = plan::retention_cut(&entries, now, retention_ms, retention_bytes);
         if cut == 0 {
             return Ok(0);
         }
-        let head_key = self.catalog.head_key(topic_id, partition);
-        let Some(head_kv) = self.catalog.store().get(&head_key).await? else {
+        // too many for one transaction: drop what fits, the rest next tick
+        let Some((log_start_offset, dropped)) = self
+            .catalog
+            .drop_oldest_runs(
+                topic,
+                partition,
+                &stored[..cut],
+                self.config.entries_per_job_max(),
+            )
+            .await?
+        else {
             return Ok(0);
         };
-        let mut head: Head = self.catalog.decode_head(&head_kv)?.head;
-        let new_start = entries[cut - 1].end_offset();
-        if new_start <= head.log_start_offset {
-            return Ok(0);
-        }
-        head.log_start_offset = new_start;
-        let mut compares = vec![Compare::mod_revision(
-            head_key.clone(),
-            CmpOp::Equal,
-            head_kv.mod_revision,
-        )];
-        let mut ops = vec![TxnOp::put(head_key, serde_json::to_vec(&head)?)];
-        for (kv, _) in stored[..cut].iter().take(self.config.entries_per_job_max()) {
-            compares.push(Compare::mod_revision(
-                kv.key.clone(),
-                CmpOp::Equal,
-                kv.mod_revision,
-            ));
-            ops.push(TxnOp::delete(kv.key.clone()));
-        }
-        let dropped = ops.len() - 1;
-        if dropped < cut {
-            // too many for one transaction: drop what fits, the rest next tick
-            head.log_start_offset = entries[dropped - 1].end_offset();
-            ops[0] = TxnOp::put(
-                self.catalog.head_key(topic_id, partition),
-                serde_json::to_vec(&head)?,
-            );
-        }
-        let response = self
-            .catalog
-            .store()
-            .txn(Txn::new().when(compares).and_then(ops))
-            .await?;
-        if !response.succeeded {
-            return Ok(0);
-        }
         metrics::RETENTION_DROPPED.inc_by(dropped as u64);
         info!(
             topic = topic.record.name,
-            partition,
-            log_start_offset = head.log_start_offset,
-            dropped,
-            "retention advanced the log start"
+            partition, log_start_offset, dropped, "retention advanced the log start"
         );
         Ok(dropped)
     }
@@ -513,30 +421,23 @@ impl Controller {
     /// `gc_grace` ago (a reader that looked an entry up just before it was
     /// replaced has that long to finish). Returns how many were deleted.
     pub async fn gc(&self) -> Result<usize, CompactorError> {
-        let store = self.catalog.store();
         // marks first: an object referenced now stays referenced or becomes
         // garbage later, so reading the index after listing is safe
-        let marks = store.range(&self.catalog.gc_prefix()).await?;
-        let mut marked: BTreeMap<String, (i64, sluice_metadata::Revision)> = BTreeMap::new();
-        for kv in &marks.kvs {
-            if let (Some(path), Ok(mark)) = (
-                kv.key.strip_prefix(&self.catalog.gc_prefix()),
-                serde_json::from_slice::<GcMark>(&kv.value),
-            ) {
-                marked.insert(path.to_string(), (mark.first_seen_ms, kv.mod_revision));
-            }
-        }
+        let marked = self.catalog.gc_marks().await?;
         let mut objects = Vec::new();
-        for prefix in ["segments/", "archive/"] {
+        for prefix in OBJECT_PREFIXES {
             let mut listing = self.store.list(Some(&Path::from(prefix)));
             while let Some(meta) = listing.next().await {
                 objects.push(meta?.location.to_string());
             }
         }
-        let index = store.range(&self.catalog.index_prefix()).await?;
         let mut referenced = HashSet::new();
-        for kv in &index.kvs {
-            referenced.insert(self.catalog.decode_index_entry(kv)?.object_path());
+        for entry in self.catalog.all_index_entries().await? {
+            let archive_path = entry.archive.as_ref().map(|a| a.path.as_str());
+            // an entry that names no segment references no object
+            if let Some(path) = run_object_path(&entry.segment, archive_path) {
+                referenced.insert(path);
+            }
         }
         let now = now_ms();
         let grace = self.config.gc_grace.as_millis() as i64;
@@ -546,18 +447,14 @@ impl Controller {
             if referenced.contains(object) {
                 continue;
             }
-            let mark_key = format!("{}{object}", self.catalog.gc_prefix());
             match marked.get(object) {
-                None => {
-                    let mark = serde_json::to_vec(&GcMark { first_seen_ms: now })?;
-                    store.put(&mark_key, mark.into(), None).await?;
-                }
-                Some((first_seen, _)) if now - first_seen >= grace => {
+                None => self.catalog.mark_garbage(object, now).await?,
+                Some(first_seen) if now - first_seen >= grace => {
                     match self.store.delete(&Path::from(object.as_str())).await {
                         Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                         Err(error) => return Err(error.into()),
                     }
-                    store.delete(&mark_key).await?;
+                    self.catalog.unmark_garbage(object).await?;
                     metrics::GC_DELETED.inc();
                     deleted += 1;
                 }
@@ -565,11 +462,9 @@ impl Controller {
             }
         }
         // marks of objects that are referenced again or gone
-        for (path, _) in marked {
-            if referenced.contains(&path) || !existing.contains(path.as_str()) {
-                store
-                    .delete(&format!("{}{path}", self.catalog.gc_prefix()))
-                    .await?;
+        for path in marked.keys() {
+            if referenced.contains(path) || !existing.contains(path.as_str()) {
+                self.catalog.unmark_garbage(path).await?;
             }
         }
         Ok(deleted)

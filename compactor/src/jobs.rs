@@ -19,118 +19,19 @@ use object_store::path::Path;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use parquet::arrow::async_reader::ParquetObjectReader;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
-use serde::{Deserialize, Serialize};
 use sluice_fetch::Reader;
+use sluice_metadata::compaction::StoredEntry;
 use sluice_metadata::model::{now_ms, ArchiveRef, Catalog, IndexEntry};
-use sluice_metadata::{CmpOp, Compare, KeyValue, LeaseId, Revision, Txn, TxnOp};
+use sluice_metadata::{LeaseId, Revision};
 use sluice_segment::archive::{ArchiveWriteOptions, ArchiveWriter};
 use sluice_segment::batch;
+use sluice_segment::paths::ArchiveFile;
 use tracing::{debug, info, warn};
 
 use crate::metrics;
 use crate::CompactorError;
 
-/// What a job does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobKind {
-    /// Segment runs into one new archive file.
-    Roll,
-    /// Adjacent small archive files into one.
-    Merge,
-}
-
-impl JobKind {
-    /// The metrics label.
-    pub fn label(self) -> &'static str {
-        match self {
-            JobKind::Roll => "roll",
-            JobKind::Merge => "merge",
-        }
-    }
-}
-
-/// A job as stored under `compaction/jobs/<topic-id>/<p>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Job {
-    /// Roll or merge.
-    pub kind: JobKind,
-    /// Topic name (names the archive directory).
-    pub topic: String,
-    /// Topic id.
-    pub topic_id: String,
-    /// Create revision of the topic key the job was planned against.
-    pub topic_create_revision: Revision,
-    /// Partition.
-    pub partition: i32,
-    /// First offset of the runs to replace.
-    pub first: i64,
-    /// One past the last offset of the runs to replace.
-    pub end: i64,
-    /// When the controller planned the job.
-    pub created_ms: i64,
-}
-
-/// A worker's claim on a job, under `compaction/claims/<topic-id>/<p>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claim {
-    /// The claiming node.
-    pub node_id: i32,
-    /// Mod revision of the job claimed.
-    pub job_revision: Revision,
-}
-
-/// Key helpers for compaction state.
-pub trait CompactionKeys {
-    /// Prefix of every job.
-    fn jobs_prefix(&self) -> String;
-    /// A partition's job key.
-    fn job_key(&self, topic_id: &str, partition: i32) -> String;
-    /// Prefix of every claim.
-    fn claims_prefix(&self) -> String;
-    /// A partition's claim key.
-    fn claim_key(&self, topic_id: &str, partition: i32) -> String;
-    /// The controller election key.
-    fn controller_key(&self) -> String;
-    /// Prefix of GC marks (objects first seen unreferenced).
-    fn gc_prefix(&self) -> String;
-}
-
-impl CompactionKeys for Catalog {
-    fn jobs_prefix(&self) -> String {
-        format!("{}compaction/jobs/", self.root())
-    }
-    fn job_key(&self, topic_id: &str, partition: i32) -> String {
-        format!("{}{topic_id}/{partition}", self.jobs_prefix())
-    }
-    fn claims_prefix(&self) -> String {
-        format!("{}compaction/claims/", self.root())
-    }
-    fn claim_key(&self, topic_id: &str, partition: i32) -> String {
-        format!("{}{topic_id}/{partition}", self.claims_prefix())
-    }
-    fn controller_key(&self) -> String {
-        format!("{}controller", self.root())
-    }
-    fn gc_prefix(&self) -> String {
-        format!("{}gc/", self.root())
-    }
-}
-
-/// The object path of an archive file: `archive/<topic>/partition=<p>/<first>-<last>.parquet`.
-pub fn archive_path(topic: &str, partition: i32, first: i64, end: i64) -> String {
-    format!(
-        "archive/{topic}/partition={partition}/{first}-{}.parquet",
-        end - 1
-    )
-}
-
-/// Decode a job key-value.
-pub fn decode_job(kv: &KeyValue) -> Option<Job> {
-    serde_json::from_slice(&kv.value)
-        .inspect_err(|error| warn!(key = kv.key, %error, "ignoring undecodable job"))
-        .ok()
-}
+pub use sluice_metadata::compaction::{Claim, Job, JobKind, StoredJob};
 
 /// Everything a worker needs to run jobs.
 #[derive(Clone)]
@@ -155,27 +56,17 @@ impl std::fmt::Debug for JobContext {
     }
 }
 
-/// Try to claim the job `job_kv` on `lease`; the claim's create revision
-/// when this worker got it.
+/// Try to claim `job` on `lease`; the claim's create revision when this
+/// worker got it.
 pub async fn claim(
     ctx: &JobContext,
-    job: &Job,
-    job_kv: &KeyValue,
+    job: &StoredJob,
     lease: LeaseId,
 ) -> Result<Option<Revision>, CompactorError> {
-    let claim_key = ctx.catalog.claim_key(&job.topic_id, job.partition);
-    let value = serde_json::to_vec(&Claim {
-        node_id: ctx.node_id,
-        job_revision: job_kv.mod_revision,
-    })?;
-    let txn = Txn::new()
-        .when([
-            Compare::absent(claim_key.clone()),
-            Compare::mod_revision(job_kv.key.clone(), CmpOp::Equal, job_kv.mod_revision),
-        ])
-        .and_then([TxnOp::put_with_lease(claim_key, value, lease)]);
-    let response = ctx.catalog.store().txn(txn).await?;
-    Ok(response.succeeded.then_some(response.revision))
+    Ok(ctx
+        .catalog
+        .claim_compaction_job(job, ctx.node_id, lease)
+        .await?)
 }
 
 /// The outcome of one job.
@@ -192,11 +83,11 @@ pub enum JobOutcome {
 /// The claim is released in every case.
 pub async fn run(
     ctx: &JobContext,
-    job: &Job,
-    job_kv: &KeyValue,
+    stored: &StoredJob,
     claim_revision: Revision,
 ) -> Result<JobOutcome, CompactorError> {
-    let result = run_claimed(ctx, job, job_kv, claim_revision).await;
+    let job = &stored.job;
+    let result = run_claimed(ctx, stored, claim_revision).await;
     let outcome_label = match &result {
         Ok(JobOutcome::Published(_)) => "published",
         Ok(JobOutcome::Abandoned(_)) => "abandoned",
@@ -206,40 +97,16 @@ pub async fn run(
         .with_label_values(&[job.kind.label(), outcome_label])
         .inc();
     if !matches!(result, Ok(JobOutcome::Published(_))) {
-        release(
-            ctx,
-            job,
-            job_kv,
-            claim_revision,
-            matches!(result, Ok(JobOutcome::Abandoned(_))),
-        )
-        .await;
+        let obsolete = matches!(result, Ok(JobOutcome::Abandoned(_)));
+        if let Err(error) = ctx
+            .catalog
+            .release_compaction_claim(stored, claim_revision, obsolete)
+            .await
+        {
+            warn!(%error, "releasing a compaction claim failed; it expires with the lease");
+        }
     }
     result
-}
-
-/// Drop this worker's claim (and the job too when it is obsolete).
-async fn release(
-    ctx: &JobContext,
-    job: &Job,
-    job_kv: &KeyValue,
-    claim_revision: Revision,
-    drop_job: bool,
-) {
-    let claim_key = ctx.catalog.claim_key(&job.topic_id, job.partition);
-    let mut txn = Txn::new()
-        .when([Compare::create_revision(
-            claim_key.clone(),
-            CmpOp::Equal,
-            claim_revision,
-        )])
-        .and_then([TxnOp::delete(claim_key)]);
-    if drop_job {
-        txn = txn.and_then([TxnOp::delete(job_kv.key.clone())]);
-    }
-    if let Err(error) = ctx.catalog.store().txn(txn).await {
-        warn!(%error, "releasing a compaction claim failed; it expires with the lease");
-    }
 }
 
 /// The index entries `[job.first, job.end)` of the job's partition with
@@ -248,22 +115,12 @@ async fn release(
 async fn job_entries(
     ctx: &JobContext,
     job: &Job,
-) -> Result<Result<Vec<(KeyValue, IndexEntry)>, String>, CompactorError> {
-    let prefix = format!(
-        "{}{}/{}/",
-        ctx.catalog.index_prefix(),
-        job.topic_id,
-        job.partition
-    );
-    let range = ctx.catalog.store().range(&prefix).await?;
-    let mut entries = Vec::new();
-    for kv in range.kvs {
-        let entry = ctx.catalog.decode_index_entry(&kv)?;
-        if entry.base_offset >= job.first && entry.base_offset < job.end {
-            entries.push((kv, entry));
-        }
-    }
-    entries.sort_by_key(|(_, e)| e.base_offset);
+) -> Result<Result<Vec<StoredEntry>, String>, CompactorError> {
+    let mut entries = ctx
+        .catalog
+        .partition_entries(&job.topic_id, job.partition)
+        .await?;
+    entries.retain(|(_, entry)| entry.base_offset >= job.first && entry.base_offset < job.end);
     let mut next = job.first;
     for (_, entry) in &entries {
         if entry.base_offset != next {
@@ -289,10 +146,10 @@ async fn job_entries(
 
 async fn run_claimed(
     ctx: &JobContext,
-    job: &Job,
-    job_kv: &KeyValue,
+    stored: &StoredJob,
     claim_revision: Revision,
 ) -> Result<JobOutcome, CompactorError> {
+    let job = &stored.job;
     let entries = match job_entries(ctx, job).await? {
         Ok(entries) => entries,
         Err(reason) => return Ok(JobOutcome::Abandoned(reason)),
@@ -340,7 +197,7 @@ async fn run_claimed(
     let file = writer.finish()?;
     let path = put_create(
         &ctx.store,
-        &archive_path(&job.topic, job.partition, job.first, job.end),
+        &ArchiveFile::new(&job.topic, job.partition, job.first, job.end),
         file.bytes.clone(),
     )
     .await?;
@@ -370,7 +227,10 @@ async fn run_claimed(
             row_groups: file.row_groups.clone(),
         }),
     };
-    let published = publish(ctx, job, job_kv, claim_revision, &entries, &entry).await?;
+    let published = ctx
+        .catalog
+        .publish_archive(stored, claim_revision, &entries, &entry)
+        .await?;
     if !published {
         return Ok(JobOutcome::Abandoned(
             "the claim, the job or the index changed before publishing".into(),
@@ -400,25 +260,25 @@ async fn run_claimed(
 /// the new file goes to `<first>-<last>.<ulid>.parquet` beside it instead.
 async fn put_create(
     store: &Arc<dyn ObjectStore>,
-    path: &str,
+    file: &ArchiveFile,
     bytes: Bytes,
 ) -> Result<String, CompactorError> {
     let options = PutOptions {
         mode: PutMode::Create,
         ..PutOptions::default()
     };
+    let path = file.path();
     match store
         .put_opts(
-            &Path::from(path),
+            &Path::from(path.as_str()),
             PutPayload::from_bytes(bytes.clone()),
             options.clone(),
         )
         .await
     {
-        Ok(_) => Ok(path.to_string()),
+        Ok(_) => Ok(path),
         Err(object_store::Error::AlreadyExists { .. }) => {
-            let stem = path.strip_suffix(".parquet").unwrap_or(path);
-            let unique = format!("{stem}.{}.parquet", ulid::Ulid::new());
+            let unique = file.beside().path();
             debug!(
                 path,
                 unique, "an unpublished file holds the path; writing beside it"
@@ -436,61 +296,6 @@ async fn put_create(
     }
 }
 
-/// The transaction that makes the file visible: replaces the job's index
-/// entries with `entry` if the claim, the job, the topic and every entry
-/// are as they were read.
-async fn publish(
-    ctx: &JobContext,
-    job: &Job,
-    job_kv: &KeyValue,
-    claim_revision: Revision,
-    entries: &[(KeyValue, IndexEntry)],
-    entry: &IndexEntry,
-) -> Result<bool, CompactorError> {
-    let claim_key = ctx.catalog.claim_key(&job.topic_id, job.partition);
-    let first_key = ctx
-        .catalog
-        .index_key(&job.topic_id, job.partition, job.first);
-    let mut compares = vec![
-        Compare::create_revision(claim_key.clone(), CmpOp::Equal, claim_revision),
-        Compare::mod_revision(job_kv.key.clone(), CmpOp::Equal, job_kv.mod_revision),
-        Compare::create_revision(
-            ctx.catalog.topic_key(&job.topic),
-            CmpOp::Equal,
-            job.topic_create_revision,
-        ),
-        // GC has not seen the new file unreferenced: a publish that comes
-        // later than GC's grace (a stalled worker) fails instead of
-        // referencing a file GC may delete
-        Compare::absent(format!(
-            "{}{}",
-            ctx.catalog.gc_prefix(),
-            entry.object_path()
-        )),
-    ];
-    let mut ops = vec![
-        TxnOp::put(first_key.clone(), serde_json::to_vec(entry)?),
-        TxnOp::delete(job_kv.key.clone()),
-        TxnOp::delete(claim_key),
-    ];
-    for (kv, _) in entries {
-        compares.push(Compare::mod_revision(
-            kv.key.clone(),
-            CmpOp::Equal,
-            kv.mod_revision,
-        ));
-        if kv.key != first_key {
-            ops.push(TxnOp::delete(kv.key.clone()));
-        }
-    }
-    let response = ctx
-        .catalog
-        .store()
-        .txn(Txn::new().when(compares).and_then(ops))
-        .await?;
-    Ok(response.succeeded)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -498,9 +303,9 @@ mod tests {
 
     use object_store::memory::InMemory;
     use object_store::ObjectStoreExt;
-    use sluice_fetch::ClusterView;
     use sluice_metadata::embedded::EmbeddedStore;
     use sluice_metadata::model::{ChunkCommit, CommitOutcome, HeadState};
+    use sluice_metadata::view::ClusterView;
     use sluice_metadata::MetaStore;
     use sluice_segment::batch::{NewRecord, StoredRecord};
     use sluice_segment::{SegmentBuilder, SegmentId};
@@ -597,7 +402,7 @@ mod tests {
             }
         }
 
-        async fn job(&self, kind: JobKind, first: i64, end: i64) -> (Job, KeyValue) {
+        async fn job(&self, kind: JobKind, first: i64, end: i64) -> StoredJob {
             let job = Job {
                 kind,
                 topic: "orders".into(),
@@ -608,18 +413,22 @@ mod tests {
                 end,
                 created_ms: 0,
             };
-            let key = self.catalog.job_key(&self.topic_id, 0);
+            let key = self.catalog.keys().compaction_job(&self.topic_id, 0);
             let store = self.catalog.store();
             store
                 .put(&key, serde_json::to_vec(&job).unwrap().into(), None)
                 .await
                 .unwrap();
             let kv = store.get(&key).await.unwrap().unwrap();
-            (job, kv)
+            StoredJob {
+                job,
+                key,
+                mod_revision: kv.mod_revision,
+            }
         }
 
         async fn index(&self) -> Vec<IndexEntry> {
-            let prefix = format!("{}{}/0/", self.catalog.index_prefix(), self.topic_id);
+            let prefix = self.catalog.keys().partition_index(&self.topic_id, 0);
             let mut entries: Vec<IndexEntry> = self
                 .catalog
                 .store()
@@ -667,13 +476,13 @@ mod tests {
     #[tokio::test]
     async fn one_claim_wins_and_the_published_file_serves_every_record() {
         let f = fixture(4).await;
-        let (job, kv) = f.job(JobKind::Roll, 0, 30).await;
+        let job = f.job(JobKind::Roll, 0, 30).await;
         let lease = f.catalog.store().lease_grant(30).await.unwrap();
         let a = f.ctx(1);
-        let claim_a = claim(&a, &job, &kv, lease).await.unwrap().unwrap();
-        assert_eq!(claim(&f.ctx(2), &job, &kv, lease).await.unwrap(), None);
+        let claim_a = claim(&a, &job, lease).await.unwrap().unwrap();
+        assert_eq!(claim(&f.ctx(2), &job, lease).await.unwrap(), None);
 
-        let outcome = run(&a, &job, &kv, claim_a).await.unwrap();
+        let outcome = run(&a, &job, claim_a).await.unwrap();
         let JobOutcome::Published(entry) = outcome else {
             panic!("{outcome:?}")
         };
@@ -685,9 +494,9 @@ mod tests {
         assert_eq!(index.len(), 2, "one archive entry and the last segment run");
         assert!(index[0].archive.is_some() && index[1].archive.is_none());
         let store = f.catalog.store();
-        assert!(store.get(&kv.key).await.unwrap().is_none(), "job removed");
+        assert!(store.get(&job.key).await.unwrap().is_none(), "job removed");
         assert!(store
-            .get(&f.catalog.claim_key(&f.topic_id, 0))
+            .get(&f.catalog.keys().compaction_claim(&f.topic_id, 0))
             .await
             .unwrap()
             .is_none());
@@ -699,14 +508,14 @@ mod tests {
     #[tokio::test]
     async fn a_job_whose_runs_changed_is_abandoned_and_publishes_nothing() {
         let f = fixture(3).await;
-        let (job, kv) = f.job(JobKind::Roll, 0, 30).await;
+        let job = f.job(JobKind::Roll, 0, 30).await;
         let lease = f.catalog.store().lease_grant(30).await.unwrap();
         let ctx = f.ctx(1);
-        let claimed = claim(&ctx, &job, &kv, lease).await.unwrap().unwrap();
+        let claimed = claim(&ctx, &job, lease).await.unwrap().unwrap();
         // the runs as the worker read them; then one is rewritten (as
         // retention or another publish would) before the worker publishes
-        let stale = job_entries(&ctx, &job).await.unwrap().unwrap();
-        let second = f.catalog.index_key(&f.topic_id, 0, 10);
+        let stale = job_entries(&ctx, &job.job).await.unwrap().unwrap();
+        let second = f.catalog.keys().index_entry(&f.topic_id, 0, 10);
         let value = f.catalog.store().get(&second).await.unwrap().unwrap().value;
         f.catalog.store().put(&second, value, None).await.unwrap();
         let before = f.index().await;
@@ -718,20 +527,25 @@ mod tests {
             }),
             ..stale[0].1.clone()
         };
-        assert!(!publish(&ctx, &job, &kv, claimed, &stale, &entry)
+        assert!(!ctx
+            .catalog
+            .publish_archive(&job, claimed, &stale, &entry)
             .await
             .unwrap());
         assert_eq!(f.index().await, before, "nothing published");
 
         // a job over a range the index does not hold is abandoned
-        let (job, kv) = f.job(JobKind::Merge, 0, 30).await;
-        release(&ctx, &job, &kv, claimed, false).await;
-        let claimed = claim(&ctx, &job, &kv, lease).await.unwrap().unwrap();
-        let outcome = run(&ctx, &job, &kv, claimed).await.unwrap();
+        let job = f.job(JobKind::Merge, 0, 30).await;
+        ctx.catalog
+            .release_compaction_claim(&job, claimed, false)
+            .await
+            .unwrap();
+        let claimed = claim(&ctx, &job, lease).await.unwrap().unwrap();
+        let outcome = run(&ctx, &job, claimed).await.unwrap();
         assert!(matches!(outcome, JobOutcome::Abandoned(_)), "{outcome:?}");
         assert_eq!(f.index().await, before);
         assert!(
-            f.catalog.store().get(&kv.key).await.unwrap().is_none(),
+            f.catalog.store().get(&job.key).await.unwrap().is_none(),
             "obsolete job dropped"
         );
     }

@@ -702,8 +702,8 @@ mod tests {
 
     use super::*;
     use crate::counting::CountingStore;
-    use crate::view::ClusterView;
     use crate::Reader;
+    use sluice_metadata::view::ClusterView;
 
     const BLOCK: u64 = 4096;
     const TOPIC: &str = "topic-id";

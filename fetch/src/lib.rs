@@ -1,9 +1,6 @@
 //! sluice's read path.
 //!
-//! [`ClusterView`] keeps the cluster's topics, partition heads and the hot
-//! offset index in memory, loaded once and then fed by one prefix watch on
-//! the metadata store (and by the node's own commits, so a producer can read
-//! its writes at once). [`Reader`] turns (topic, partition, offset) into
+//! [`Reader`] turns (topic, partition, offset) into
 //! byte-range reads of segment objects, verifies each range's checksum and
 //! patches the base offsets that were assigned at commit. Ranges are read
 //! through the node's [`BlockCache`] (foyer, memory + disk) when it has
@@ -17,11 +14,9 @@ pub mod error;
 pub mod metrics;
 pub mod peer;
 pub mod reader;
-pub mod view;
 
 pub use cache::{BlockCache, CacheConfig, CacheError};
 pub use counting::CountingStore;
 pub use error::{FetchError, FetchResult};
 pub use peer::{PeerConfig, Peers};
 pub use reader::{ReadChunk, Reader};
-pub use view::{ClusterView, PartitionSnapshot};

@@ -41,13 +41,6 @@ pub static CORRUPT_RANGES: LazyLock<IntCounter> = LazyLock::new(|| {
         "segment ranges that failed verification",
     )
 });
-/// Watch restarts of the cluster view.
-pub static VIEW_RELOADS: LazyLock<IntCounter> = LazyLock::new(|| {
-    counter(
-        "sluice_view_reloads_total",
-        "full reloads of the in-memory cluster view",
-    )
-});
 
 /// Block lookups served by a cache tier, by `tier` (`memory`, `disk`).
 pub static CACHE_HITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -140,7 +133,6 @@ pub fn register() {
         &OBJECT_GET_BYTES,
         &FETCH_BYTES,
         &CORRUPT_RANGES,
-        &VIEW_RELOADS,
         &READAHEAD_GETS,
         &READAHEAD_SKIPPED,
         &CACHE_REFETCHES,

@@ -15,7 +15,7 @@ use sluice_metadata::membership::NodeInfo;
 use sluice_segment::SegmentId;
 
 use crate::metrics;
-use crate::view::ClusterView;
+use sluice_metadata::view::ClusterView;
 
 /// Settings of peer fetches.
 #[derive(Debug, Clone, Copy)]

@@ -16,7 +16,7 @@ use crate::archive;
 use crate::cache::BlockCache;
 use crate::error::{FetchError, FetchResult};
 use crate::metrics;
-use crate::view::ClusterView;
+use sluice_metadata::view::ClusterView;
 use tracing::warn;
 
 /// Most index entries one read looks at.

@@ -12,11 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use sluice_compactor::{CompactorConfig, NodeParts, Roles};
-use sluice_fetch::{BlockCache, CacheConfig, ClusterView, PeerConfig, Peers, Reader};
+use sluice_fetch::{BlockCache, CacheConfig, PeerConfig, Peers, Reader};
 use sluice_metadata::embedded::EmbeddedStore;
 use sluice_metadata::etcd::EtcdStore;
 use sluice_metadata::membership::{Membership, MembershipOptions, NodeInfo};
 use sluice_metadata::model::Catalog;
+use sluice_metadata::view::ClusterView;
 use sluice_metadata::MetaStore;
 use sluice_segment::store::{open_store, StoreOptions};
 use tokio::net::TcpListener;
@@ -103,6 +104,7 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     crate::metrics::register();
     sluice_fetch::metrics::register();
+    sluice_metadata::metrics::register();
     std::fs::create_dir_all(&config.data_dir).map_err(startup("creating the data directory"))?;
     let data_dir =
         std::fs::canonicalize(&config.data_dir).map_err(startup("resolving the data directory"))?;

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use sluice_fetch::ClusterView;
 use sluice_metadata::model::Topic;
+use sluice_metadata::view::ClusterView;
 use sluice_segment::batch::{self, NewRecord};
 use sluice_segment::BatchSummary;
 

@@ -29,9 +29,10 @@ use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 use rand::Rng;
-use sluice_fetch::{BlockCache, ClusterView};
+use sluice_fetch::BlockCache;
 use sluice_metadata::model::{ChunkCommit, CommitOutcome, HeadState, Topic};
 use sluice_metadata::producers::{self, ProducerBatch};
+use sluice_metadata::view::ClusterView;
 use sluice_segment::format::BatchSlot;
 use sluice_segment::{BatchSummary, SegmentBuilder, SegmentFooter, SegmentId};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -570,17 +571,8 @@ async fn commit_group(
         }
         let batch: Vec<ChunkCommit> = live.iter().map(|&i| chunks[i].clone()).collect();
         metrics::COMMIT_TXNS.inc();
-        match view
-            .catalog()
-            .try_commit_heads(&batch, &expected, next_heads)
-            .await
-        {
-            Ok(CommitOutcome::Committed {
-                base_offsets,
-                heads,
-                ..
-            }) => {
-                view.apply_commit(&batch, &base_offsets, &heads);
+        match view.try_commit_heads(&batch, &expected, next_heads).await {
+            Ok(CommitOutcome::Committed { base_offsets, .. }) => {
                 for (&i, base) in live.iter().zip(base_offsets) {
                     outcomes[i] = Ok(base);
                 }
@@ -665,7 +657,6 @@ mod tests {
             .await
             .unwrap();
         let view = ClusterView::start(catalog).await.unwrap();
-        view.upsert_topic(topic.clone());
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let config = WriterConfig {
             flush_interval: Duration::from_millis(20),
@@ -821,7 +812,6 @@ mod tests {
             .await
             .unwrap();
         let view = ClusterView::start(catalog.clone()).await.unwrap();
-        view.upsert_topic(topic.clone());
         (catalog, topic, view)
     }
 

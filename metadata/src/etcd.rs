@@ -130,7 +130,7 @@ impl EtcdStore {
     /// check that at least one endpoint answers.
     pub async fn connect(endpoints: Vec<String>, options: EtcdOptions) -> MetaResult<Self> {
         let store = Self::connect_lazy(endpoints, options)?;
-        store.get("/sluice-connect-probe").await?;
+        store.get(crate::keys::CONNECT_PROBE).await?;
         Ok(store)
     }
 

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::keys::GroupLeaf;
 use crate::model::{Catalog, ModelError, ModelResult};
 use crate::store::{CmpOp, Compare, KeyValue, LeaseId, MetaError, Txn, TxnOp, TxnOpResponse};
 
@@ -116,25 +117,6 @@ pub fn validate_group_id(group: &str) -> ModelResult<()> {
 }
 
 impl Catalog {
-    /// Prefix of all groups.
-    pub fn groups_prefix(&self) -> String {
-        format!("{}groups/", self.root())
-    }
-
-    fn group_key(&self, group: &str, leaf: &str) -> String {
-        format!("{}groups/{group}/{leaf}", self.root())
-    }
-
-    /// Prefix of one group's committed offsets.
-    pub fn group_offsets_prefix(&self, group: &str) -> String {
-        format!("{}offsets/{group}/", self.root())
-    }
-
-    /// Key of one committed offset.
-    pub fn offset_key(&self, group: &str, topic: &str, partition: i32) -> String {
-        format!("{}offsets/{group}/{topic}/{partition}", self.root())
-    }
-
     /// The coordinator of `group`, claiming it for `node_id` (on `lease`)
     /// when no live node holds it.
     pub async fn claim_coordinator(
@@ -143,7 +125,7 @@ impl Catalog {
         node_id: i32,
         lease: LeaseId,
     ) -> ModelResult<i32> {
-        let key = self.group_key(group, "coordinator");
+        let key = self.keys().group(group, GroupLeaf::Coordinator);
         let response = self
             .store()
             .txn(
@@ -174,7 +156,7 @@ impl Catalog {
     pub async fn coordinator(&self, group: &str) -> ModelResult<Option<i32>> {
         match self
             .store()
-            .get(&self.group_key(group, "coordinator"))
+            .get(&self.keys().group(group, GroupLeaf::Coordinator))
             .await?
         {
             Some(kv) => Ok(Some(
@@ -188,7 +170,11 @@ impl Catalog {
 
     /// The persisted state of `group`.
     pub async fn load_group(&self, group: &str) -> ModelResult<Option<GroupRecord>> {
-        match self.store().get(&self.group_key(group, "state")).await? {
+        match self
+            .store()
+            .get(&self.keys().group(group, GroupLeaf::State))
+            .await?
+        {
             Some(kv) => Ok(Some(
                 serde_json::from_slice(&kv.value).map_err(|e| corrupt(&kv, e))?,
             )),
@@ -211,11 +197,14 @@ impl Catalog {
             .txn(
                 Txn::new()
                     .when([Compare::value(
-                        self.group_key(group, "coordinator"),
+                        self.keys().group(group, GroupLeaf::Coordinator),
                         CmpOp::Equal,
                         node_id.to_string(),
                     )])
-                    .and_then([TxnOp::put(self.group_key(group, "state"), value)]),
+                    .and_then([TxnOp::put(
+                        self.keys().group(group, GroupLeaf::State),
+                        value,
+                    )]),
             )
             .await?;
         Ok(response.succeeded)
@@ -225,10 +214,7 @@ impl Catalog {
     pub async fn list_groups(&self) -> ModelResult<Vec<String>> {
         let mut groups = std::collections::BTreeSet::new();
         // a coordinator key alone (a group only looked up) is not a group
-        for (prefix, state_only) in [
-            (self.groups_prefix(), true),
-            (format!("{}offsets/", self.root()), false),
-        ] {
+        for (prefix, state_only) in [(self.keys().groups(), true), (self.keys().offsets(), false)] {
             for kv in self.store().range(&prefix).await?.kvs {
                 let Some(rest) = kv.key.strip_prefix(&prefix) else {
                     continue;
@@ -248,8 +234,8 @@ impl Catalog {
     pub async fn delete_group(&self, group: &str) -> ModelResult<()> {
         self.store()
             .txn(Txn::new().and_then([
-                TxnOp::delete(self.group_key(group, "state")),
-                TxnOp::delete_prefix(self.group_offsets_prefix(group)),
+                TxnOp::delete(self.keys().group(group, GroupLeaf::State)),
+                TxnOp::delete_prefix(self.keys().group_offsets(group)),
             ]))
             .await?;
         Ok(())
@@ -265,7 +251,7 @@ impl Catalog {
         for chunk in offsets.chunks(ops_max.max(1)) {
             let ops = chunk.iter().map(|(topic, partition, record)| {
                 TxnOp::put(
-                    self.offset_key(group, topic, *partition),
+                    self.keys().offset(group, topic, *partition),
                     Bytes::from(serde_json::to_vec(record).unwrap_or_default()),
                 )
             });
@@ -282,9 +268,9 @@ impl Catalog {
         ops_max: usize,
     ) -> ModelResult<()> {
         for chunk in partitions.chunks(ops_max.max(1)) {
-            let ops = chunk
-                .iter()
-                .map(|(topic, partition)| TxnOp::delete(self.offset_key(group, topic, *partition)));
+            let ops = chunk.iter().map(|(topic, partition)| {
+                TxnOp::delete(self.keys().offset(group, topic, *partition))
+            });
             self.store().txn(Txn::new().and_then(ops)).await?;
         }
         Ok(())
@@ -295,7 +281,7 @@ impl Catalog {
         &self,
         group: &str,
     ) -> ModelResult<BTreeMap<String, BTreeMap<i32, OffsetRecord>>> {
-        let prefix = self.group_offsets_prefix(group);
+        let prefix = self.keys().group_offsets(group);
         let mut out: BTreeMap<String, BTreeMap<i32, OffsetRecord>> = BTreeMap::new();
         for kv in self.store().range(&prefix).await?.kvs {
             let Some((topic, partition)) = kv

@@ -34,16 +34,6 @@ pub struct NodeInfo {
 }
 
 impl Catalog {
-    /// Prefix of all node registrations.
-    pub fn nodes_prefix(&self) -> String {
-        format!("{}nodes/", self.root())
-    }
-
-    /// Key of one node's registration.
-    pub fn node_key(&self, node_id: i32) -> String {
-        format!("{}nodes/{node_id}", self.root())
-    }
-
     /// Decode a `nodes/<id>` key-value.
     pub fn decode_node(&self, kv: &KeyValue) -> MetaResult<NodeInfo> {
         serde_json::from_slice(&kv.value).map_err(|e| MetaError::Corrupt {
@@ -54,7 +44,7 @@ impl Catalog {
 
     /// Every live node, by id.
     pub async fn live_nodes(&self) -> MetaResult<Vec<NodeInfo>> {
-        let range = self.store().range(&self.nodes_prefix()).await?;
+        let range = self.store().range(&self.keys().nodes()).await?;
         range.kvs.iter().map(|kv| self.decode_node(kv)).collect()
     }
 }
@@ -162,7 +152,7 @@ async fn register(catalog: &Catalog, info: &NodeInfo, ttl_secs: i64) -> MetaResu
     let value = Bytes::from(serde_json::to_vec(info).unwrap_or_default());
     catalog
         .store()
-        .put(&catalog.node_key(info.node_id), value, Some(lease))
+        .put(&catalog.keys().node(info.node_id), value, Some(lease))
         .await?;
     Ok(lease)
 }

@@ -1,18 +1,8 @@
-//! The data model sluice keeps in the metadata store, all under
-//! `/sluice/<cluster>/`:
-//!
-//! ```text
-//! cluster                          cluster id (created once)
-//! node-id-counter                  last allocated node id
-//! topics/<name>                    TopicRecord (JSON): id, partitions, configs
-//! heads/<topic-id>/<p>             Head (JSON): next offset, log start, producer state
-//! producer-ids                     last allocated producer id
-//! index/<topic-id>/<p>/<base>      IndexEntry (JSON): object, byte range, offsets
-//! ```
+//! The data model sluice keeps in the metadata store: topics, partition
+//! heads and the offset index (their keys are in [`crate::keys`]).
 //!
 //! A missing head means an empty partition (next offset 0), so creating a
-//! topic is one put whatever its partition count. Index keys carry the base
-//! offset zero-padded to 20 digits so key order is offset order.
+//! topic is one put whatever its partition count.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::keys::Keys;
 use crate::store::{
     CmpOp, Compare, KeyValue, MetaError, MetaStore, Revision, Txn, TxnOp, TxnOpResponse,
 };
@@ -178,14 +169,6 @@ impl IndexEntry {
         self.base_offset + i64::from(self.offset_count)
     }
 
-    /// The object the run is stored in: a segment's or an archive file's path.
-    pub fn object_path(&self) -> String {
-        match &self.archive {
-            Some(archive) => archive.path.clone(),
-            None => format!("segments/{}.seg", self.segment),
-        }
-    }
-
     /// Bytes of the object the run takes (its share of a segment, or the
     /// whole archive file).
     pub fn stored_bytes(&self) -> u64 {
@@ -271,12 +254,14 @@ pub enum CommitOutcome {
 #[derive(Clone)]
 pub struct Catalog {
     store: Arc<dyn MetaStore>,
-    root: String,
+    keys: Keys,
 }
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Catalog").field("root", &self.root).finish()
+        f.debug_struct("Catalog")
+            .field("root", &self.keys.root())
+            .finish()
     }
 }
 
@@ -295,7 +280,7 @@ fn decode_json<T: for<'de> Deserialize<'de>>(kv: &KeyValue) -> Result<T, MetaErr
     })
 }
 
-fn encode_json<T: Serialize>(value: &T) -> Bytes {
+pub(crate) fn encode_json<T: Serialize>(value: &T) -> Bytes {
     // Serializing these plain structs cannot fail.
     Bytes::from(serde_json::to_vec(value).unwrap_or_default())
 }
@@ -357,8 +342,13 @@ impl Catalog {
     pub fn new(store: Arc<dyn MetaStore>, cluster: &str) -> Self {
         Self {
             store,
-            root: format!("/sluice/{cluster}/"),
+            keys: Keys::new(cluster),
         }
+    }
+
+    /// The cluster's metadata keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     /// The underlying store.
@@ -366,65 +356,9 @@ impl Catalog {
         &self.store
     }
 
-    /// The key prefix of this cluster.
-    pub fn root(&self) -> &str {
-        &self.root
-    }
-
-    /// Key of the cluster id.
-    pub fn cluster_key(&self) -> String {
-        format!("{}cluster", self.root)
-    }
-
-    /// Prefix of all topics.
-    pub fn topics_prefix(&self) -> String {
-        format!("{}topics/", self.root)
-    }
-
-    /// Key of one topic.
-    pub fn topic_key(&self, name: &str) -> String {
-        format!("{}topics/{name}", self.root)
-    }
-
-    /// Prefix of all heads.
-    pub fn heads_prefix(&self) -> String {
-        format!("{}heads/", self.root)
-    }
-
-    /// Key of one partition head.
-    pub fn head_key(&self, topic_id: &str, partition: i32) -> String {
-        format!("{}heads/{topic_id}/{partition}", self.root)
-    }
-
-    /// Prefix of the whole offset index.
-    pub fn index_prefix(&self) -> String {
-        format!("{}index/", self.root)
-    }
-
-    /// Key of one index entry.
-    pub fn index_key(&self, topic_id: &str, partition: i32, base_offset: i64) -> String {
-        format!(
-            "{}index/{topic_id}/{partition}/{base_offset:020}",
-            self.root
-        )
-    }
-
-    /// Parse `heads/<topic-id>/<p>` or `index/<topic-id>/<p>/<base>` (after
-    /// the root) into (topic id, partition).
-    pub fn parse_partition_key<'k>(&self, key: &'k str) -> Option<(&'k str, i32)> {
-        let rest = key.strip_prefix(&self.root)?;
-        let rest = rest
-            .strip_prefix("heads/")
-            .or_else(|| rest.strip_prefix("index/"))?;
-        let mut parts = rest.split('/');
-        let topic_id = parts.next()?;
-        let partition = parts.next()?.parse().ok()?;
-        Some((topic_id, partition))
-    }
-
     /// The cluster id, created on first use.
     pub async fn ensure_cluster_id(&self) -> ModelResult<String> {
-        let key = self.cluster_key();
+        let key = self.keys.cluster_id();
         if let Some(kv) = self.store.get(&key).await? {
             return Ok(String::from_utf8_lossy(&kv.value).into_owned());
         }
@@ -451,7 +385,7 @@ impl Catalog {
 
     /// Allocate a fresh node id from the cluster's counter (ids start at 1).
     pub async fn allocate_node_id(&self) -> ModelResult<i32> {
-        let key = format!("{}node-id-counter", self.root);
+        let key = self.keys.node_id_counter();
         let id = self.increment_counter(&key, 1).await?;
         i32::try_from(id).map_err(|_| ModelError::Invalid(format!("{key} overflowed")))
     }
@@ -510,7 +444,7 @@ impl Catalog {
             configs,
             created_ms: now_ms(),
         };
-        let key = self.topic_key(name);
+        let key = self.keys().topic(name);
         let response = self
             .store
             .txn(
@@ -531,7 +465,7 @@ impl Catalog {
 
     /// Read one topic.
     pub async fn get_topic(&self, name: &str) -> ModelResult<Option<Topic>> {
-        match self.store.get(&self.topic_key(name)).await? {
+        match self.store.get(&self.keys().topic(name)).await? {
             Some(kv) => Ok(Some(self.decode_topic(&kv)?)),
             None => Ok(None),
         }
@@ -548,7 +482,7 @@ impl Catalog {
 
     /// Every topic, by name.
     pub async fn list_topics(&self) -> ModelResult<Vec<Topic>> {
-        let range = self.store.range(&self.topics_prefix()).await?;
+        let range = self.store.range(&self.keys().topics()).await?;
         range.kvs.iter().map(|kv| self.decode_topic(kv)).collect()
     }
 
@@ -565,14 +499,14 @@ impl Catalog {
             .txn(
                 Txn::new()
                     .when([Compare::mod_revision(
-                        self.topic_key(name),
+                        self.keys().topic(name),
                         CmpOp::Equal,
                         topic.mod_revision,
                     )])
                     .and_then([
-                        TxnOp::delete(self.topic_key(name)),
-                        TxnOp::delete_prefix(format!("{}heads/{id}/", self.root)),
-                        TxnOp::delete_prefix(format!("{}index/{id}/", self.root)),
+                        TxnOp::delete(self.keys().topic(name)),
+                        TxnOp::delete_prefix(self.keys.topic_heads(id)),
+                        TxnOp::delete_prefix(self.keys.topic_index(id)),
                     ]),
             )
             .await?;
@@ -609,7 +543,7 @@ impl Catalog {
         topic: &Topic,
         record: TopicRecord,
     ) -> ModelResult<Option<Topic>> {
-        let key = self.topic_key(&topic.record.name);
+        let key = self.keys().topic(&topic.record.name);
         let response = self
             .store
             .txn(
@@ -679,7 +613,11 @@ impl Catalog {
 
     /// Read one partition's head.
     pub async fn head(&self, topic_id: &str, partition: i32) -> ModelResult<HeadState> {
-        match self.store.get(&self.head_key(topic_id, partition)).await? {
+        match self
+            .store
+            .get(&self.keys().head(topic_id, partition))
+            .await?
+        {
             Some(kv) => self.decode_head(&kv),
             None => Ok(HeadState::default()),
         }
@@ -724,7 +662,7 @@ impl Catalog {
         let mut heads = Vec::with_capacity(chunks.len());
         for (chunk, state) in chunks.iter().zip(expected) {
             topics.insert(&chunk.topic_name, chunk.topic_create_revision);
-            let head_key = self.head_key(&chunk.topic_id, chunk.partition);
+            let head_key = self.keys().head(&chunk.topic_id, chunk.partition);
             txn.compares.push(Compare::mod_revision(
                 head_key.clone(),
                 CmpOp::Equal,
@@ -737,7 +675,8 @@ impl Catalog {
             txn.success
                 .push(TxnOp::put(head_key.clone(), encode_json(&new_head)));
             txn.success.push(TxnOp::put(
-                self.index_key(&chunk.topic_id, chunk.partition, base),
+                self.keys()
+                    .index_entry(&chunk.topic_id, chunk.partition, base),
                 encode_json(&entry),
             ));
             txn.failure.push(TxnOp::get(head_key));
@@ -746,11 +685,11 @@ impl Catalog {
         }
         for (name, create_revision) in &topics {
             txn.compares.push(Compare::create_revision(
-                self.topic_key(name),
+                self.keys().topic(name),
                 CmpOp::Equal,
                 *create_revision,
             ));
-            txn.failure.push(TxnOp::get(self.topic_key(name)));
+            txn.failure.push(TxnOp::get(self.keys().topic(name)));
         }
         let response = self.store.txn(txn).await?;
         if response.succeeded {
@@ -937,7 +876,7 @@ mod tests {
         assert_eq!(base_offsets, vec![3, 2]);
         let index = catalog
             .store()
-            .range(&catalog.index_prefix())
+            .range(&catalog.keys().index())
             .await
             .unwrap();
         assert_eq!(index.kvs.len(), 4);

@@ -279,15 +279,11 @@ pub fn advance(
 }
 
 impl Catalog {
-    /// Key of the producer id counter (the last id handed out).
-    pub fn producer_ids_key(&self) -> String {
-        format!("{}producer-ids", self.root())
-    }
-
     /// Allocate a fresh producer id (ids start at 0) by a compare-and-swap
     /// increment of the cluster's counter.
     pub async fn allocate_producer_id(&self) -> ModelResult<i64> {
-        self.increment_counter(&self.producer_ids_key(), 0).await
+        self.increment_counter(&self.keys().producer_id_counter(), 0)
+            .await
     }
 }
 

@@ -150,11 +150,11 @@ pub(crate) async fn create_topic(
     check_cluster(&state, &cluster_id)?;
     let (name, partitions, configs) = parse_create(&read_body(body).await?)?;
     let topic = state
-        .catalog
+        .producer
+        .view()
         .create_topic(&name, partitions, configs)
         .await
         .map_err(IngestError::from)?;
-    state.producer.view().upsert_topic(topic.clone());
     let body = topic_json(&state, &base_url(&headers), &topic);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -186,11 +186,11 @@ pub(crate) async fn delete_topic(
 ) -> Result<StatusCode, ApiError> {
     check_cluster(&state, &cluster_id)?;
     state
-        .catalog
+        .producer
+        .view()
         .delete_topic(&name)
         .await
         .map_err(IngestError::from)?;
-    state.producer.view().remove_topic(&name);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -62,12 +62,12 @@ async fn replace(
         };
     }
     let topic = context
-        .catalog
+        .producer
+        .view()
         .alter_topic_configs(name, configs)
         .await
         .map_err(config_error)?;
     info!(topic = name, configs = ?topic.record.configs, "replaced topic configs");
-    context.producer.view().upsert_topic(topic);
     Ok(())
 }
 

@@ -89,10 +89,9 @@ async fn grow(
         if validate_only {
             return Ok(());
         }
-        match context.catalog.add_partitions(name, count).await {
-            Ok(grown) => {
+        match context.producer.view().add_partitions(name, count).await {
+            Ok(_) => {
                 info!(topic = name, from = current, to = count, "added partitions");
-                context.producer.view().upsert_topic(grown);
                 return Ok(());
             }
             Err(ModelError::Concurrent(_)) if attempt < GROW_ATTEMPTS_MAX => continue,

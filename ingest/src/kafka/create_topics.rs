@@ -125,7 +125,8 @@ async fn create_one(
         };
     }
     let created: Topic = match context
-        .catalog
+        .producer
+        .view()
         .create_topic(name, partitions, configs)
         .await
     {
@@ -141,7 +142,6 @@ async fn create_one(
         partitions = created.record.partitions,
         "created topic"
     );
-    context.producer.view().upsert_topic(created.clone());
     Ok(Created {
         partitions: created.record.partitions,
         configs: created.record.configs,

@@ -80,11 +80,10 @@ async fn delete_one(context: &KafkaContext, name: &str) -> Result<(), AdminError
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match context.catalog.delete_topic(name).await {
+        match context.producer.view().delete_topic(name).await {
             Ok(()) => break,
             Err(ModelError::UnknownTopic(_)) => {
                 // gone already (maybe deleted through another node)
-                context.producer.view().remove_topic(name);
                 return Err((
                     ResponseError::UnknownTopicOrPartition.code(),
                     format!("unknown topic {name:?}"),
@@ -94,7 +93,6 @@ async fn delete_one(context: &KafkaContext, name: &str) -> Result<(), AdminError
             Err(error) => return Err(generic_error(error)),
         }
     }
-    context.producer.view().remove_topic(name);
     info!(topic = name, "deleted topic");
     Ok(())
 }

@@ -11,7 +11,7 @@ use futures::future::select_all;
 use futures::FutureExt;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
-use sluice_fetch::PartitionSnapshot;
+use sluice_metadata::view::PartitionSnapshot;
 use sluice_segment::batch;
 use tokio::time::Instant;
 

@@ -183,7 +183,8 @@ async fn alter(
             .map_err(config_error);
     }
     let result = context
-        .catalog
+        .producer
+        .view()
         .update_topic_configs(name, |current| Ok(apply(current, &changes)))
         .await;
     let topic = match result {
@@ -192,7 +193,6 @@ async fn alter(
         Err(error) => return Err(config_error(error)),
     };
     info!(topic = name, configs = ?topic.record.configs, "altered topic configs");
-    context.producer.view().upsert_topic(topic);
     Ok(())
 }
 

@@ -189,7 +189,8 @@ impl KafkaContext {
             return Err(IngestError::UnknownTopic(name.to_string()));
         }
         let topic = match self
-            .catalog
+            .producer
+            .view()
             .create_topic(name, self.config.default_partitions, BTreeMap::new())
             .await
         {
@@ -203,13 +204,13 @@ impl KafkaContext {
             }
             // created concurrently (another client or node): use that one
             Err(sluice_metadata::model::ModelError::TopicExists(_)) => self
-                .catalog
-                .get_topic(name)
+                .producer
+                .view()
+                .load_topic(name)
                 .await?
                 .ok_or_else(|| IngestError::UnknownTopic(name.to_string()))?,
             Err(error) => return Err(error.into()),
         };
-        self.producer.view().upsert_topic(topic.clone());
         Ok(topic)
     }
 }

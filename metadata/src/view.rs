@@ -5,10 +5,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use crate::keys::Key;
+use crate::membership::NodeInfo;
+use crate::model::{
+    now_ms, Catalog, ChunkCommit, CommitOutcome, Head, HeadState, IndexEntry, ModelError,
+    ModelResult, Topic,
+};
+use crate::{KeyValue, MetaResult, Revision, WatchEvent};
 use futures::StreamExt;
-use sluice_metadata::membership::NodeInfo;
-use sluice_metadata::model::{now_ms, Catalog, ChunkCommit, HeadState, IndexEntry, Topic};
-use sluice_metadata::{KeyValue, MetaResult, Revision, WatchEvent};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -70,19 +74,11 @@ impl State {
     }
 }
 
-/// The cluster as this node sees it; see the crate docs.
+/// The cluster as this node sees it; see the module docs.
 #[derive(Debug)]
 pub struct ClusterView {
     catalog: Catalog,
     state: RwLock<State>,
-}
-
-enum KeyKind<'k> {
-    Topic,
-    Node(i32),
-    Head(&'k str, i32),
-    Index(&'k str, i32, i64),
-    Other,
 }
 
 impl ClusterView {
@@ -115,7 +111,11 @@ impl ClusterView {
 
     /// Re-read everything under the cluster root.
     async fn reload(&self) -> MetaResult<Revision> {
-        let range = self.catalog.store().range(self.catalog.root()).await?;
+        let range = self
+            .catalog
+            .store()
+            .range(self.catalog.keys().root())
+            .await?;
         let mut state = self.write();
         let old = std::mem::take(&mut state.partitions);
         state.topics.clear();
@@ -137,93 +137,75 @@ impl ClusterView {
         Ok(range.revision)
     }
 
-    fn classify<'k>(&self, key: &'k str) -> KeyKind<'k> {
-        let Some(rest) = key.strip_prefix(self.catalog.root()) else {
-            return KeyKind::Other;
-        };
-        if rest.starts_with("topics/") {
-            return KeyKind::Topic;
-        }
-        if let Some(id) = rest.strip_prefix("nodes/") {
-            return id.parse().map_or(KeyKind::Other, KeyKind::Node);
-        }
-        let mut parts = rest.split('/');
-        let kind = parts.next();
-        let topic_id = parts.next();
-        let partition = parts.next().and_then(|p| p.parse::<i32>().ok());
-        match (kind, topic_id, partition) {
-            (Some("heads"), Some(topic_id), Some(partition)) => KeyKind::Head(topic_id, partition),
-            (Some("index"), Some(topic_id), Some(partition)) => {
-                match parts.next().and_then(|b| b.parse::<i64>().ok()) {
-                    Some(base) => KeyKind::Index(topic_id, partition, base),
-                    None => KeyKind::Other,
-                }
-            }
-            _ => KeyKind::Other,
-        }
-    }
-
     fn apply_put(&self, state: &mut State, kv: &KeyValue) {
-        match self.classify(&kv.key) {
-            KeyKind::Topic => match self.catalog.decode_topic(kv) {
+        match self.catalog.keys().parse(&kv.key) {
+            Some(Key::Topic { .. }) => match self.catalog.decode_topic(kv) {
                 Ok(topic) => {
                     state.topics.insert(topic.record.name.clone(), topic);
                 }
                 Err(error) => warn!(key = kv.key, %error, "ignoring undecodable topic"),
             },
-            KeyKind::Node(id) => match self.catalog.decode_node(kv) {
+            Some(Key::Node { node_id }) => match self.catalog.decode_node(kv) {
                 Ok(node) => {
-                    state.nodes.insert(id, node);
+                    state.nodes.insert(node_id, node);
                 }
                 Err(error) => warn!(key = kv.key, %error, "ignoring undecodable node"),
             },
-            KeyKind::Head(topic_id, partition) => match self.catalog.decode_head(kv) {
+            Some(Key::Head {
+                topic_id,
+                partition,
+            }) => match self.catalog.decode_head(kv) {
                 Ok(head) => state.partition_mut(topic_id, partition).set_head(head),
                 Err(error) => warn!(key = kv.key, %error, "ignoring undecodable head"),
             },
-            KeyKind::Index(topic_id, partition, base) => {
-                match self.catalog.decode_index_entry(kv) {
-                    Ok(entry) if entry.base_offset == base => {
-                        state
-                            .partition_mut(topic_id, partition)
-                            .entries
-                            .insert(base, entry);
-                    }
-                    Ok(_) => warn!(
-                        key = kv.key,
-                        "index entry base offset does not match its key"
-                    ),
-                    Err(error) => warn!(key = kv.key, %error, "ignoring undecodable index entry"),
+            Some(Key::Index {
+                topic_id,
+                partition,
+                base_offset: base,
+            }) => match self.catalog.decode_index_entry(kv) {
+                Ok(entry) if entry.base_offset == base => {
+                    state
+                        .partition_mut(topic_id, partition)
+                        .entries
+                        .insert(base, entry);
                 }
-            }
-            KeyKind::Other => {}
+                Ok(_) => warn!(
+                    key = kv.key,
+                    "index entry base offset does not match its key"
+                ),
+                Err(error) => warn!(key = kv.key, %error, "ignoring undecodable index entry"),
+            },
+            _ => {}
         }
     }
 
     fn apply_delete(&self, state: &mut State, kv: &KeyValue) {
-        match self.classify(&kv.key) {
-            KeyKind::Topic => {
-                let name = kv
-                    .key
-                    .strip_prefix(&self.catalog.topics_prefix())
-                    .unwrap_or_default();
+        match self.catalog.keys().parse(&kv.key) {
+            Some(Key::Topic { name }) => {
                 if let Some(topic) = state.topics.remove(name) {
                     let id = topic.record.id;
                     state.partitions.retain(|(topic_id, _), _| *topic_id != id);
                 }
             }
-            KeyKind::Node(id) => {
-                state.nodes.remove(&id);
+            Some(Key::Node { node_id }) => {
+                state.nodes.remove(&node_id);
             }
-            KeyKind::Head(topic_id, partition) => {
+            Some(Key::Head {
+                topic_id,
+                partition,
+            }) => {
                 state.partitions.remove(&(topic_id.to_string(), partition));
             }
-            KeyKind::Index(topic_id, partition, base) => {
+            Some(Key::Index {
+                topic_id,
+                partition,
+                base_offset: base,
+            }) => {
                 if let Some(p) = state.partitions.get_mut(&(topic_id.to_string(), partition)) {
                     p.entries.remove(&base);
                 }
             }
-            KeyKind::Other => {}
+            _ => {}
         }
     }
 
@@ -245,7 +227,7 @@ impl ClusterView {
 
     /// Apply this node's own successful commit at once (the watch delivers
     /// the same keys later; applying them twice is harmless).
-    pub fn apply_commit(&self, chunks: &[ChunkCommit], base_offsets: &[i64], heads: &[HeadState]) {
+    fn apply_commit(&self, chunks: &[ChunkCommit], base_offsets: &[i64], heads: &[HeadState]) {
         let mut state = self.write();
         for ((chunk, base), head) in chunks.iter().zip(base_offsets).zip(heads) {
             // a topic deleted meanwhile must not be resurrected
@@ -282,7 +264,7 @@ impl ClusterView {
     }
 
     /// Record a topic this node has just created or changed, ahead of the watch.
-    pub fn upsert_topic(&self, topic: Topic) {
+    fn upsert_topic(&self, topic: Topic) {
         let mut state = self.write();
         let newer = state
             .topics
@@ -294,12 +276,96 @@ impl ClusterView {
     }
 
     /// Forget a topic this node has just deleted, ahead of the watch.
-    pub fn remove_topic(&self, name: &str) {
+    fn remove_topic(&self, name: &str) {
         let mut state = self.write();
         if let Some(topic) = state.topics.remove(name) {
             let id = topic.record.id;
             state.partitions.retain(|(topic_id, _), _| *topic_id != id);
         }
+    }
+
+    /// Read a topic from the store (one another node may have just created)
+    /// and record it here.
+    pub async fn load_topic(&self, name: &str) -> ModelResult<Option<Topic>> {
+        let topic = self.catalog.get_topic(name).await?;
+        if let Some(topic) = &topic {
+            self.upsert_topic(topic.clone());
+        }
+        Ok(topic)
+    }
+
+    /// Create a topic ([`Catalog::create_topic`]); this node sees it at once.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> ModelResult<Topic> {
+        let topic = self.catalog.create_topic(name, partitions, configs).await?;
+        self.upsert_topic(topic.clone());
+        Ok(topic)
+    }
+
+    /// Delete a topic ([`Catalog::delete_topic`]); this node forgets it at
+    /// once, also when it was gone already.
+    pub async fn delete_topic(&self, name: &str) -> ModelResult<()> {
+        let deleted = self.catalog.delete_topic(name).await;
+        if matches!(deleted, Ok(()) | Err(ModelError::UnknownTopic(_))) {
+            self.remove_topic(name);
+        }
+        deleted
+    }
+
+    /// Grow a topic ([`Catalog::add_partitions`]); this node sees it at once.
+    pub async fn add_partitions(&self, name: &str, partitions: i32) -> ModelResult<Topic> {
+        let topic = self.catalog.add_partitions(name, partitions).await?;
+        self.upsert_topic(topic.clone());
+        Ok(topic)
+    }
+
+    /// Replace a topic's configs ([`Catalog::alter_topic_configs`]).
+    pub async fn alter_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> ModelResult<Topic> {
+        let topic = self.catalog.alter_topic_configs(name, configs).await?;
+        self.upsert_topic(topic.clone());
+        Ok(topic)
+    }
+
+    /// Edit a topic's configs ([`Catalog::update_topic_configs`]).
+    pub async fn update_topic_configs<F>(&self, name: &str, edit: F) -> ModelResult<Topic>
+    where
+        F: Fn(&BTreeMap<String, String>) -> ModelResult<BTreeMap<String, String>>,
+    {
+        let topic = self.catalog.update_topic_configs(name, edit).await?;
+        self.upsert_topic(topic.clone());
+        Ok(topic)
+    }
+
+    /// One commit attempt ([`Catalog::try_commit_heads`]); a commit that
+    /// lands is applied to this view before this returns, so a read on this
+    /// node sees an acknowledged record at once.
+    pub async fn try_commit_heads(
+        &self,
+        chunks: &[ChunkCommit],
+        expected: &[HeadState],
+        next_heads: Vec<Head>,
+    ) -> ModelResult<CommitOutcome> {
+        let outcome = self
+            .catalog
+            .try_commit_heads(chunks, expected, next_heads)
+            .await?;
+        if let CommitOutcome::Committed {
+            base_offsets,
+            heads,
+            ..
+        } = &outcome
+        {
+            self.apply_commit(chunks, base_offsets, heads);
+        }
+        Ok(outcome)
     }
 
     /// The head of a partition as last seen (absent = empty partition).
@@ -405,7 +471,7 @@ async fn watch_loop(view: std::sync::Weak<ClusterView>) {
     loop {
         let Some(strong) = view.upgrade() else { return };
         let start = strong.revision() + 1;
-        let prefix = strong.catalog.root().to_string();
+        let prefix = strong.catalog.keys().root().to_string();
         let stream = strong.catalog.store().watch_prefix(&prefix, start).await;
         drop(strong);
         let mut stream = match stream {
