@@ -5,6 +5,7 @@
 mod archive;
 mod bench;
 mod client;
+mod node;
 
 /// See `sluice-alloc`: a malformed request must not abort the process.
 #[global_allocator]
@@ -20,9 +21,10 @@ use sluice_fetch::{CacheConfig, PeerConfig};
 use sluice_ingest::group::GroupConfig;
 use sluice_ingest::kafka::KafkaConfig;
 use sluice_ingest::writer::WriterConfig;
-use sluice_ingest::NodeConfig;
-use sluice_metadata::membership::MembershipOptions;
+use sluice_metadata::membership::{MembershipOptions, Role};
 use sluice_segment::store::StoreOptions;
+
+use crate::node::NodeConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -163,11 +165,17 @@ struct ServeArgs {
     /// the object store.
     #[arg(long, env = "SLUICE_PEER_FETCH_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     peer_fetch_timeout: Duration,
-    /// Roles of this node, comma separated: `ingest`, `fetch`, `compactor`
-    /// (the compactor role runs compaction jobs; every node serves Kafka
-    /// and HTTP and may be elected controller).
-    #[arg(long, env = "SLUICE_ROLES", value_delimiter = ',', default_value = "ingest,fetch,compactor", value_parser = ["ingest", "fetch", "compactor"])]
-    roles: Vec<String>,
+    /// Roles of this node, comma separated: `ingest`, `fetch` (either
+    /// serves Kafka and HTTP clients and makes the node a broker),
+    /// `compactor` (runs compaction jobs). Every node may be elected
+    /// controller.
+    #[arg(
+        long,
+        env = "SLUICE_ROLES",
+        value_delimiter = ',',
+        default_value = "ingest,fetch,compactor"
+    )]
+    roles: Vec<Role>,
     /// Every record older than this is in an archive (Parquet) file
     /// (archive.max.lag).
     #[arg(long, env = "SLUICE_ARCHIVE_MAX_LAG", default_value = "60s", value_parser = humantime::parse_duration)]
@@ -220,7 +228,7 @@ impl ServeArgs {
             ..CompactorConfig::default()
         };
         NodeConfig {
-            roles: self.roles,
+            roles: self.roles.into_iter().collect(),
             compactor,
             cache,
             peer: PeerConfig {
@@ -304,7 +312,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => sluice_ingest::run(args.into_config(), shutdown_signal()).await?,
+        Command::Serve(args) => node::run(args.into_config(), shutdown_signal()).await?,
         Command::Topic { command } => client::topic(command).await?,
         Command::Produce(args) => client::produce(args).await?,
         Command::Consume(args) => client::consume(args).await?,

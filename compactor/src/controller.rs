@@ -22,9 +22,9 @@ use crate::jobs::{self, Job, JobContext, JobOutcome};
 use crate::plan;
 use crate::{metrics, CompactorConfig, CompactorError};
 
-/// What this node does.
+/// Which compactor duties this node runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Roles {
+pub struct Duties {
     /// Stand for controller (plan, retention, GC).
     pub controller: bool,
     /// Run compaction jobs.
@@ -67,7 +67,7 @@ pub struct NodeParts {
 }
 
 /// Start this node's compactor duties.
-pub fn start(config: CompactorConfig, roles: Roles, parts: NodeParts) -> CompactorHandle {
+pub fn start(config: CompactorConfig, roles: Duties, parts: NodeParts) -> CompactorHandle {
     let NodeParts {
         catalog,
         store,

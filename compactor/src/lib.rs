@@ -23,7 +23,7 @@ use sluice_metadata::model::ModelError;
 use sluice_metadata::MetaError;
 use sluice_segment::archive::ArchiveError;
 
-pub use controller::{start, CompactorHandle, NodeParts, Roles};
+pub use controller::{start, CompactorHandle, Duties, NodeParts};
 
 /// Why a compaction step failed.
 #[derive(Debug, thiserror::Error)]

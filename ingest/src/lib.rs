@@ -4,7 +4,6 @@
 //! - [`produce`]: value records (HTTP) into RecordBatch v2, partitioning.
 //! - [`kafka`]: the Kafka wire-protocol listener (one module per API).
 //! - [`http`]: the HTTP API (Confluent REST v3 produce and topics, NDJSON reads).
-//! - [`node`]: wiring of one `sluice serve` process.
 //!
 //! A produce is acknowledged only after its segment object is stored and its
 //! offsets are committed in the metadata store.
@@ -14,9 +13,7 @@ pub mod group;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
-pub mod node;
 pub mod produce;
 pub mod writer;
 
 pub use error::{ErrorKind, IngestError, IngestResult};
-pub use node::{run, NodeConfig};

@@ -14,6 +14,57 @@ use tracing::{info, warn};
 use crate::model::Catalog;
 use crate::store::{KeyValue, LeaseId, MetaError, MetaResult};
 
+/// What a node runs (`--roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Serves producers (Kafka and HTTP): a broker in Metadata.
+    Ingest,
+    /// Serves consumers (Kafka and HTTP): a broker in Metadata.
+    Fetch,
+    /// Runs compaction jobs.
+    Compactor,
+}
+
+impl Role {
+    /// Every role, in order.
+    pub const ALL: [Role; 3] = [Role::Ingest, Role::Fetch, Role::Compactor];
+
+    /// The role's name (`ingest`, `fetch`, `compactor`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Ingest => "ingest",
+            Role::Fetch => "fetch",
+            Role::Compactor => "compactor",
+        }
+    }
+
+    /// Whether the role serves Kafka and HTTP clients. A Kafka client
+    /// produces to and fetches from a partition's leader, so a node with
+    /// either client role serves both; `ingest` and `fetch` differ only in
+    /// name today.
+    pub fn serves_clients(self) -> bool {
+        matches!(self, Role::Ingest | Role::Fetch)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|role| role.name() == text)
+            .ok_or_else(|| format!("unknown role {text:?} (ingest, fetch, compactor)"))
+    }
+}
+
 /// How a node is reached and what it does, as stored under `nodes/<id>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
@@ -27,10 +78,18 @@ pub struct NodeInfo {
     pub http_url: String,
     /// Roles this node runs.
     #[serde(default)]
-    pub roles: Vec<String>,
+    pub roles: Vec<Role>,
     /// Availability zone / rack, if known.
     #[serde(default)]
     pub zone: Option<String>,
+}
+
+impl NodeInfo {
+    /// Whether the node serves Kafka and HTTP clients (and is a broker in
+    /// Metadata).
+    pub fn serves_clients(&self) -> bool {
+        self.roles.iter().any(|role| role.serves_clients())
+    }
 }
 
 impl Catalog {
@@ -199,7 +258,7 @@ mod tests {
             kafka_host: "127.0.0.1".into(),
             kafka_port: 9092 + id,
             http_url: format!("http://127.0.0.1:{}", 8080 + id),
-            roles: vec!["ingest".into()],
+            roles: vec![Role::Ingest],
             zone: None,
         }
     }

@@ -455,6 +455,16 @@ impl ClusterView {
         self.read().nodes.values().cloned().collect()
     }
 
+    /// The live nodes that serve clients (the brokers of Kafka's Metadata), by id.
+    pub fn brokers(&self) -> Vec<NodeInfo> {
+        self.read()
+            .nodes
+            .values()
+            .filter(|node| node.serves_clients())
+            .cloned()
+            .collect()
+    }
+
     /// Record this node's own registration ahead of the watch.
     pub fn upsert_node(&self, node: NodeInfo) {
         self.write().nodes.insert(node.node_id, node);

@@ -125,6 +125,16 @@ pub fn router(state: HttpState) -> Router {
             get(read::offsets),
         )
         .route("/v1/topics/{topic}/archive", get(archive::list_archive))
+        .merge(operations_routes())
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// What every node serves, client roles or not: health, metrics and the
+/// internal block endpoint.
+fn operations_routes() -> Router<HttpState> {
+    Router::new()
         .route(
             "/internal/v1/blocks/{segment}/{block}",
             get(internal::block),
@@ -132,9 +142,21 @@ pub fn router(state: HttpState) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+/// The router of a node without a client role: [`router`]'s client
+/// endpoints answer 404 with the reason.
+pub fn operations_router(state: HttpState) -> Router {
+    operations_routes()
+        .fallback(no_clients_here)
         .with_state(state)
+}
+
+async fn no_clients_here() -> ApiError {
+    ApiError::new(
+        404,
+        "this node serves no clients (its roles have neither ingest nor fetch)",
+    )
 }
 
 async fn not_found() -> ApiError {

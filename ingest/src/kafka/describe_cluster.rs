@@ -20,7 +20,7 @@ pub fn brokers(context: &KafkaContext) -> Vec<Broker> {
     let mut brokers: Vec<Broker> = context
         .producer
         .view()
-        .nodes()
+        .brokers()
         .into_iter()
         .map(|node| (node.node_id, node.kafka_host, node.kafka_port, node.zone))
         .collect();

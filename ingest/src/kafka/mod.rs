@@ -156,15 +156,15 @@ impl KafkaContext {
             kafka_host: self.advertised_host.clone(),
             kafka_port: self.advertised_port,
             http_url: String::new(),
-            roles: Vec::new(),
+            roles: vec![sluice_metadata::membership::Role::Ingest],
             zone: None,
         }
     }
 
-    /// Every live broker (registered in the metadata store), this node
-    /// always among them.
+    /// Every live broker (a node registered in the metadata store with a
+    /// client role), this node always among them.
     pub fn brokers(&self) -> Vec<sluice_metadata::membership::NodeInfo> {
-        let mut nodes = self.producer.view().nodes();
+        let mut nodes = self.producer.view().brokers();
         if !nodes.iter().any(|n| n.node_id == self.node_id) {
             nodes.push(self.this_broker());
             nodes.sort_by_key(|n| n.node_id);

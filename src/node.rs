@@ -5,17 +5,18 @@
 //! answers what was read, flushes and commits what was accepted, then
 //! returns.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use sluice_compactor::{CompactorConfig, NodeParts, Roles};
+use sluice_compactor::{CompactorConfig, Duties, NodeParts};
 use sluice_fetch::{BlockCache, CacheConfig, PeerConfig, Peers, Reader};
 use sluice_metadata::embedded::EmbeddedStore;
 use sluice_metadata::etcd::EtcdStore;
-use sluice_metadata::membership::{Membership, MembershipOptions, NodeInfo};
+use sluice_metadata::membership::{Membership, MembershipOptions, NodeInfo, Role};
 use sluice_metadata::model::Catalog;
 use sluice_metadata::view::ClusterView;
 use sluice_metadata::MetaStore;
@@ -24,11 +25,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::group::{GroupConfig, GroupCoordinator};
-use crate::http::{self, HttpState};
-use crate::kafka::{self, KafkaConfig, KafkaContext};
-use crate::produce::Producer;
-use crate::writer::{Writer, WriterConfig};
+use sluice_ingest::group::{GroupConfig, GroupCoordinator};
+use sluice_ingest::http::{self, HttpState};
+use sluice_ingest::kafka::{self, KafkaConfig, KafkaContext};
+use sluice_ingest::produce::Producer;
+use sluice_ingest::writer::{Writer, WriterConfig};
 
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
@@ -59,10 +60,11 @@ pub struct NodeConfig {
     pub cache: CacheConfig,
     /// Peer-owned blocks: ask a block's owner node before the object store.
     pub peer: PeerConfig,
-    /// Roles this node runs (`ingest`, `fetch`, `compactor`): the
-    /// `compactor` role runs compaction jobs. Every node serves Kafka and
-    /// HTTP and may be elected controller.
-    pub roles: Vec<String>,
+    /// Roles this node runs: a client role (`ingest`, `fetch`) serves Kafka
+    /// and HTTP clients and lists the node as a broker; `compactor` runs
+    /// compaction jobs. Every node may be elected controller, and serves
+    /// health, metrics and the internal block endpoint over HTTP.
+    pub roles: BTreeSet<Role>,
     /// Compaction, retention and GC settings.
     pub compactor: CompactorConfig,
 }
@@ -102,7 +104,7 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
-    crate::metrics::register();
+    sluice_ingest::metrics::register();
     sluice_fetch::metrics::register();
     sluice_metadata::metrics::register();
     std::fs::create_dir_all(&config.data_dir).map_err(startup("creating the data directory"))?;
@@ -163,12 +165,23 @@ pub async fn run(
     let local = listener
         .local_addr()
         .map_err(startup("reading the HTTP address"))?;
-    let kafka_listener = TcpListener::bind(config.kafka.listen_addr)
-        .await
-        .map_err(startup("binding the Kafka address"))?;
-    let kafka_local = kafka_listener
-        .local_addr()
-        .map_err(startup("reading the Kafka address"))?;
+    let serves_clients = config.roles.iter().any(|role| role.serves_clients());
+    // a node without a client role opens no Kafka port: clients are refused
+    let kafka_listener = if serves_clients {
+        Some(
+            TcpListener::bind(config.kafka.listen_addr)
+                .await
+                .map_err(startup("binding the Kafka address"))?,
+        )
+    } else {
+        None
+    };
+    let kafka_local = match &kafka_listener {
+        Some(listener) => listener
+            .local_addr()
+            .map_err(startup("reading the Kafka address"))?,
+        None => config.kafka.listen_addr,
+    };
     let (advertised_host, advertised_port) =
         kafka::advertised(kafka_local, config.kafka.advertised_addr.as_deref());
     // register on a lease: Metadata lists the live nodes, group
@@ -178,7 +191,7 @@ pub async fn run(
         kafka_host: advertised_host.clone(),
         kafka_port: advertised_port,
         http_url: format!("http://{local}"),
-        roles: config.roles.clone(),
+        roles: config.roles.iter().copied().collect(),
         zone: None,
     };
     let membership = Membership::join(catalog.clone(), node_info.clone(), config.membership)
@@ -187,9 +200,9 @@ pub async fn run(
     view.upsert_node(node_info);
     let compactor = sluice_compactor::start(
         config.compactor.clone(),
-        Roles {
+        Duties {
             controller: true,
-            worker: config.roles.iter().any(|r| r == "compactor"),
+            worker: config.roles.contains(&Role::Compactor),
         },
         NodeParts {
             catalog: catalog.clone(),
@@ -230,17 +243,26 @@ pub async fn run(
         "sluice node serving"
     );
     let (stop_tx, stop_rx) = watch::channel(false);
-    let kafka_server = tokio::spawn(kafka::serve(kafka_listener, kafka_context, stop_rx));
+    let kafka_server =
+        kafka_listener.map(|listener| tokio::spawn(kafka::serve(listener, kafka_context, stop_rx)));
     ready.store(true, Ordering::Release);
     let not_ready = ready.clone();
-    let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
+    let router = if serves_clients {
+        http::router(state)
+    } else {
+        http::operations_router(state)
+    };
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown.await;
         not_ready.store(false, Ordering::Release);
         let _ = stop_tx.send(true);
         info!("shutting down: draining requests, flushing the buffer");
     });
     let served = server.await;
-    if let Err(error) = kafka_server.await {
+    if let Some(Err(error)) = match kafka_server {
+        Some(server) => Some(server.await),
+        None => None,
+    } {
         tracing::warn!(%error, "kafka listener failed");
     }
     // every accepted append is flushed and committed (or failed) before exit
