@@ -55,25 +55,33 @@ pub enum CompactorError {
 }
 
 /// Compaction, retention and GC settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CompactorConfig {
     /// Every record older than this is in an archive file (`archive.max.lag`).
+    #[serde(with = "humantime_serde")]
     pub archive_max_lag: Duration,
     /// Size an archive file is merged up to.
+    #[serde(with = "sluice_metadata::units::bytes")]
     pub archive_target_bytes: u64,
     /// Uncompressed bytes of one Parquet row group.
+    #[serde(with = "sluice_metadata::units::bytes")]
     pub row_group_bytes: usize,
     /// Segment bytes one roll job reads at most.
+    #[serde(with = "sluice_metadata::units::bytes")]
     pub roll_bytes_max: u64,
     /// Small adjacent files that trigger a merge.
     pub merge_min_files: usize,
     /// Jobs one worker runs at once.
     pub job_concurrency: usize,
     /// How often a worker looks for jobs.
+    #[serde(with = "humantime_serde")]
     pub job_poll: Duration,
     /// How often GC runs (on the controller).
+    #[serde(with = "humantime_serde")]
     pub gc_interval: Duration,
     /// How long an object stays after it is first seen unreferenced.
+    #[serde(with = "humantime_serde")]
     pub gc_grace: Duration,
     /// Operations one metadata transaction may hold (etcd --max-txn-ops).
     pub txn_ops_max: usize,

@@ -52,20 +52,32 @@ const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
 /// Settings of the read cache.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     /// Bytes of blocks kept in memory.
+    #[serde(with = "sluice_metadata::units::bytes")]
     pub memory_bytes: usize,
     /// Bytes of the disk tier; 0 = memory only.
+    #[serde(with = "sluice_metadata::units::bytes")]
     pub disk_bytes: usize,
     /// Directory of the disk tier (reopened after a restart).
     pub dir: PathBuf,
     /// Block size: the unit of caching and of object-store GETs.
+    #[serde(with = "sluice_metadata::units::bytes")]
     pub block_bytes: u64,
     /// Blocks fetched ahead after a block was fetched for a read; 0 = none.
     pub readahead_blocks: u64,
     /// Readahead GETs in flight on the node at once; more are skipped.
     pub readahead_in_flight_max: usize,
+}
+
+impl Default for CacheConfig {
+    /// The defaults; the empty `dir` stands for the node's own default
+    /// (`<data-dir>/cache`), filled in when the node starts.
+    fn default() -> Self {
+        Self::with_dir(PathBuf::new())
+    }
 }
 
 impl CacheConfig {

@@ -18,11 +18,13 @@ use crate::metrics;
 use sluice_metadata::view::ClusterView;
 
 /// Settings of peer fetches.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PeerConfig {
     /// Whether a node asks the owner of a block before the object store.
     pub enabled: bool,
     /// Time limit of one peer request (connect included).
+    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
 }
 

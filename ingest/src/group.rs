@@ -89,15 +89,20 @@ impl From<ModelError> for GroupError {
 pub type GroupResult<T> = Result<T, GroupError>;
 
 /// Bounds and delays of the coordinator.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct GroupConfig {
     /// Smallest session timeout accepted.
+    #[serde(with = "humantime_serde")]
     pub session_timeout_min: Duration,
     /// Largest session timeout accepted.
+    #[serde(with = "humantime_serde")]
     pub session_timeout_max: Duration,
     /// How long the first rebalance of an empty group waits for more members.
+    #[serde(with = "humantime_serde")]
     pub initial_rebalance_delay: Duration,
     /// How often timeouts are checked.
+    #[serde(with = "humantime_serde")]
     pub tick: Duration,
     /// Most members one group may hold.
     pub members_max: usize,

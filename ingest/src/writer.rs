@@ -44,13 +44,17 @@ use crate::metrics;
 use idempotence::{InFlight, Ticket};
 
 /// Settings of the write path.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct WriterConfig {
     /// Longest time a batch waits in the open buffer.
+    #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
     /// Buffer size that triggers a flush.
+    #[serde(with = "sluice_metadata::units::bytes")]
     pub segment_max_bytes: usize,
     /// Batch bytes accepted but not yet answered, across all stages.
+    #[serde(with = "sluice_metadata::units::bytes")]
     pub buffer_max_bytes: usize,
     /// Segment uploads running at once.
     pub uploads_in_flight_max: usize,

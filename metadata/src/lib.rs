@@ -19,6 +19,7 @@ pub mod model;
 pub mod producers;
 pub mod store;
 pub mod testing;
+pub mod units;
 pub mod view;
 
 pub use store::*;

@@ -76,7 +76,8 @@ use crate::error::{IngestError, IngestResult};
 use crate::produce::Producer;
 
 /// Settings of the Kafka listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Listen address.
     pub listen_addr: SocketAddr,
@@ -89,6 +90,7 @@ pub struct KafkaConfig {
     /// allows it), like Kafka's `auto.create.topics.enable`.
     pub auto_create_topics: bool,
     /// Largest request frame; a larger one closes the connection.
+    #[serde(with = "sluice_metadata::units::bytes")]
     pub request_max_bytes: usize,
     /// Requests of one connection being handled at once. Produce requests
     /// wait for a segment flush (the flush interval), so clients pipeline
@@ -96,10 +98,13 @@ pub struct KafkaConfig {
     pub in_flight_max: usize,
     /// Bytes of requests read but not yet answered, across all connections
     /// of the node; a connection waits before reading more.
+    #[serde(with = "sluice_metadata::units::bytes")]
     pub in_flight_bytes_max: usize,
     /// Upper bound of a Fetch's `max_wait_ms`.
+    #[serde(with = "humantime_serde")]
     pub fetch_wait_max: Duration,
     /// How long shutdown waits for connections to finish their requests.
+    #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
 }
 

@@ -5,69 +5,30 @@
 //! answers what was read, flushes and commits what was accepted, then
 //! returns.
 
-use std::collections::BTreeSet;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use sluice_compactor::{CompactorConfig, Duties, NodeParts};
-use sluice_fetch::{BlockCache, CacheConfig, PeerConfig, Peers, Reader};
+use sluice_compactor::{Duties, NodeParts};
+use sluice_fetch::{BlockCache, Peers, Reader};
 use sluice_metadata::embedded::EmbeddedStore;
 use sluice_metadata::etcd::EtcdStore;
-use sluice_metadata::membership::{Membership, MembershipOptions, NodeInfo, Role};
+use sluice_metadata::membership::{Membership, NodeInfo, Role};
 use sluice_metadata::model::Catalog;
 use sluice_metadata::view::ClusterView;
 use sluice_metadata::MetaStore;
-use sluice_segment::store::{open_store, StoreOptions};
+use sluice_segment::store::open_store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
-use sluice_ingest::group::{GroupConfig, GroupCoordinator};
+use sluice_ingest::group::GroupCoordinator;
 use sluice_ingest::http::{self, HttpState};
-use sluice_ingest::kafka::{self, KafkaConfig, KafkaContext};
+use sluice_ingest::kafka::{self, KafkaContext};
 use sluice_ingest::produce::Producer;
-use sluice_ingest::writer::{Writer, WriterConfig};
+use sluice_ingest::writer::Writer;
 
-/// Everything a node needs to start.
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    /// Local directory: embedded metadata, default object store, node id.
-    pub data_dir: PathBuf,
-    /// Object store URL; `None` = `file://<data_dir>/objects`.
-    pub store_url: Option<String>,
-    /// How to reach the object store.
-    pub store_options: StoreOptions,
-    /// etcd endpoints; empty = the embedded store under the data directory.
-    pub etcd_endpoints: Vec<String>,
-    /// Cluster name: the metadata key namespace `/sluice/<cluster>/`.
-    pub cluster: String,
-    /// HTTP listen address.
-    pub http_addr: SocketAddr,
-    /// Node id; `None` = remembered in the data directory or allocated.
-    pub node_id: Option<i32>,
-    /// Write path settings.
-    pub writer: WriterConfig,
-    /// Consumer group coordinator settings.
-    pub groups: GroupConfig,
-    /// Node registration lease: how long a dead node stays listed.
-    pub membership: MembershipOptions,
-    /// Kafka listener settings.
-    pub kafka: KafkaConfig,
-    /// Read cache settings (its disk tier normally lives in `<data_dir>/cache`).
-    pub cache: CacheConfig,
-    /// Peer-owned blocks: ask a block's owner node before the object store.
-    pub peer: PeerConfig,
-    /// Roles this node runs: a client role (`ingest`, `fetch`) serves Kafka
-    /// and HTTP clients and lists the node as a broker; `compactor` runs
-    /// compaction jobs. Every node may be elected controller, and serves
-    /// health, metrics and the internal block endpoint over HTTP.
-    pub roles: BTreeSet<Role>,
-    /// Compaction, retention and GC settings.
-    pub compactor: CompactorConfig,
-}
+use crate::config::Config;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -81,11 +42,11 @@ fn startup<E: std::fmt::Display>(context: &'static str) -> impl FnOnce(E) -> Nod
     move |error| NodeError::Startup(format!("{context}: {error}"))
 }
 
-async fn node_id(config: &NodeConfig, catalog: &Catalog) -> Result<i32, NodeError> {
-    if let Some(id) = config.node_id {
+async fn node_id(config: &Config, catalog: &Catalog) -> Result<i32, NodeError> {
+    if let Some(id) = config.node.node_id {
         return Ok(id);
     }
-    let path = config.data_dir.join("node-id");
+    let path = config.node.data_dir.join("node-id");
     if let Ok(text) = std::fs::read_to_string(&path) {
         if let Ok(id) = text.trim().parse() {
             return Ok(id);
@@ -101,34 +62,35 @@ async fn node_id(config: &NodeConfig, catalog: &Catalog) -> Result<i32, NodeErro
 
 /// Run a node until `shutdown` resolves, then drain and return.
 pub async fn run(
-    config: NodeConfig,
+    config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     sluice_ingest::metrics::register();
     sluice_fetch::metrics::register();
     sluice_metadata::metrics::register();
-    std::fs::create_dir_all(&config.data_dir).map_err(startup("creating the data directory"))?;
-    let data_dir =
-        std::fs::canonicalize(&config.data_dir).map_err(startup("resolving the data directory"))?;
-    let store_url = match &config.store_url {
+    std::fs::create_dir_all(&config.node.data_dir)
+        .map_err(startup("creating the data directory"))?;
+    let data_dir = std::fs::canonicalize(&config.node.data_dir)
+        .map_err(startup("resolving the data directory"))?;
+    let store_url = match &config.store.url {
         Some(url) => url.clone(),
         None => format!("file://{}", data_dir.join("objects").display()),
     };
-    let objects = open_store(&store_url, &config.store_options)
+    let objects = open_store(&store_url, &config.store.options())
         .map_err(startup("opening the object store"))?;
-    let meta: Arc<dyn MetaStore> = if config.etcd_endpoints.is_empty() {
+    let meta: Arc<dyn MetaStore> = if config.metadata.etcd.is_empty() {
         Arc::new(
             EmbeddedStore::open(data_dir.join("meta"))
                 .map_err(startup("opening the embedded metadata store"))?,
         )
     } else {
         Arc::new(
-            EtcdStore::connect(config.etcd_endpoints.clone(), Default::default())
+            EtcdStore::connect(config.metadata.etcd.clone(), Default::default())
                 .await
                 .map_err(startup("connecting to etcd"))?,
         )
     };
-    let catalog = Catalog::new(meta, &config.cluster);
+    let catalog = Catalog::new(meta, &config.node.cluster);
     let cluster_id = catalog
         .ensure_cluster_id()
         .await
@@ -159,13 +121,13 @@ pub async fn run(
         cluster_id: cluster_id.clone(),
         ready: ready.clone(),
     };
-    let listener = TcpListener::bind(config.http_addr)
+    let listener = TcpListener::bind(config.http.addr)
         .await
         .map_err(startup("binding the HTTP address"))?;
     let local = listener
         .local_addr()
         .map_err(startup("reading the HTTP address"))?;
-    let serves_clients = config.roles.iter().any(|role| role.serves_clients());
+    let serves_clients = config.node.roles.iter().any(|role| role.serves_clients());
     // a node without a client role opens no Kafka port: clients are refused
     let kafka_listener = if serves_clients {
         Some(
@@ -191,18 +153,22 @@ pub async fn run(
         kafka_host: advertised_host.clone(),
         kafka_port: advertised_port,
         http_url: format!("http://{local}"),
-        roles: config.roles.iter().copied().collect(),
+        roles: config.node.roles.iter().copied().collect(),
         zone: None,
     };
-    let membership = Membership::join(catalog.clone(), node_info.clone(), config.membership)
-        .await
-        .map_err(startup("registering the node"))?;
+    let membership = Membership::join(
+        catalog.clone(),
+        node_info.clone(),
+        config.metadata.membership(),
+    )
+    .await
+    .map_err(startup("registering the node"))?;
     view.upsert_node(node_info);
     let compactor = sluice_compactor::start(
         config.compactor.clone(),
         Duties {
             controller: true,
-            worker: config.roles.contains(&Role::Compactor),
+            worker: config.node.roles.contains(&Role::Compactor),
         },
         NodeParts {
             catalog: catalog.clone(),

@@ -1,0 +1,515 @@
+//! `sluice serve`'s configuration as data: one serde struct whose sections
+//! are the components' own settings (their `Default`s are the only place a
+//! default is written), read in layers: a TOML file (`--config`) < the
+//! `SLUICE_*` environment < command-line flags. Every flag (and its
+//! variable) sets one or more keys of the file, listed in [`FLAGS`], and
+//! goes through the same deserialization as the file, so a value means the
+//! same wherever it is given. Unknown keys are refused with their name.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use serde::{Deserialize, Serialize};
+use sluice_compactor::CompactorConfig;
+use sluice_fetch::{CacheConfig, PeerConfig};
+use sluice_ingest::group::GroupConfig;
+use sluice_ingest::kafka::KafkaConfig;
+use sluice_ingest::writer::WriterConfig;
+use sluice_metadata::membership::{MembershipOptions, Role};
+use sluice_segment::store::StoreOptions;
+
+/// Everything `sluice serve` is told.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node: data directory, id, roles, cluster.
+    pub node: NodeSection,
+    /// The object store.
+    pub store: StoreSection,
+    /// The metadata store (etcd or embedded) and membership.
+    pub metadata: MetadataSection,
+    /// The HTTP listener.
+    pub http: HttpSection,
+    /// The Kafka listener.
+    pub kafka: KafkaConfig,
+    /// The write path.
+    pub writer: WriterConfig,
+    /// The consumer group coordinator.
+    pub groups: GroupConfig,
+    /// The read cache (an empty `dir` is `<data_dir>/cache`).
+    pub cache: CacheConfig,
+    /// Peer-owned cache blocks.
+    pub peer: PeerConfig,
+    /// Compaction, retention and GC.
+    pub compactor: CompactorConfig,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// Embedded metadata, default object store, remembered node id.
+    pub data_dir: PathBuf,
+    /// Node id; absent = remembered in the data directory, else allocated.
+    pub node_id: Option<i32>,
+    /// The metadata namespace `/sluice/<cluster>/`.
+    pub cluster: String,
+    /// What this node runs.
+    pub roles: BTreeSet<Role>,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./sluice-data"),
+            node_id: None,
+            cluster: "sluice".into(),
+            roles: Role::ALL.into_iter().collect(),
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// `file:///abs/path` or `s3://bucket/prefix`; absent = `file://<data_dir>/objects`.
+    pub url: Option<String>,
+    /// Endpoint of an S3-compatible server (credentials from the AWS variables).
+    pub s3_endpoint: Option<String>,
+    /// Time limit of one request (retries stop after twice that).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Retries of one request.
+    pub max_retries: usize,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        let defaults = StoreOptions::default();
+        Self {
+            url: None,
+            s3_endpoint: None,
+            request_timeout: defaults.request_timeout,
+            max_retries: defaults.max_retries,
+        }
+    }
+}
+
+impl StoreSection {
+    /// The object store client's options.
+    pub fn options(&self) -> StoreOptions {
+        StoreOptions {
+            s3_endpoint: self.s3_endpoint.clone(),
+            max_retries: self.max_retries,
+            request_timeout: self.request_timeout,
+            retry_timeout: self.request_timeout * 2,
+        }
+    }
+}
+
+/// `[metadata]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetadataSection {
+    /// etcd endpoints; empty = the embedded store under the data directory.
+    pub etcd: Vec<String>,
+    /// How long a dead node stays listed (its registration lease).
+    #[serde(with = "humantime_serde")]
+    pub node_lease_ttl: Duration,
+}
+
+impl Default for MetadataSection {
+    fn default() -> Self {
+        Self {
+            etcd: Vec::new(),
+            node_lease_ttl: Duration::from_secs(MembershipOptions::default().ttl_secs as u64),
+        }
+    }
+}
+
+impl MetadataSection {
+    /// Lease options: the registration is refreshed four times per lease.
+    pub fn membership(&self) -> MembershipOptions {
+        MembershipOptions {
+            ttl_secs: self.node_lease_ttl.as_secs().max(1) as i64,
+            refresh: (self.node_lease_ttl / 4).max(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// Listen address.
+    pub addr: SocketAddr,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        }
+    }
+}
+
+impl Config {
+    /// Fill in what defaults to a place under the data directory.
+    pub fn resolved(mut self) -> Self {
+        if self.cache.dir.as_os_str().is_empty() {
+            self.cache.dir = self.node.data_dir.join("cache");
+        }
+        self
+    }
+
+    /// Refuse settings no component can run with.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.node.roles.is_empty() {
+            bail!("node.roles: at least one of ingest, fetch, compactor");
+        }
+        if self.kafka.default_partitions < 1 {
+            bail!("kafka.default_partitions must be at least 1");
+        }
+        if self.compactor.row_group_bytes == 0 {
+            bail!("compactor.row_group_bytes must be positive");
+        }
+        if self.compactor.job_concurrency == 0 {
+            bail!("compactor.job_concurrency must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// How a flag's text becomes a value of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Integer,
+    Boolean,
+    /// Bytes: a number or e.g. `64MiB`.
+    Size,
+    /// e.g. `250ms`, `10m`.
+    Duration,
+    /// Comma separated texts.
+    List,
+}
+
+/// A command-line flag (and its environment variable) and the keys it sets.
+#[derive(Debug)]
+pub struct Flag {
+    name: &'static str,
+    env: &'static str,
+    kind: Kind,
+    keys: &'static [&'static str],
+    help: &'static str,
+}
+
+macro_rules! flag {
+    ($name:literal, $env:literal, $kind:ident, [$($key:literal),+], $help:literal) => {
+        Flag { name: $name, env: $env, kind: Kind::$kind, keys: &[$($key),+], help: $help }
+    };
+}
+
+/// Every `serve` flag: name, variable, kind, the config keys it sets, help.
+pub const FLAGS: &[Flag] = &[
+    flag!("data-dir", "SLUICE_DATA_DIR", Text, ["node.data_dir"], "Local directory: embedded metadata, default object store, node id"),
+    flag!("node-id", "SLUICE_NODE_ID", Integer, ["node.node_id"], "Node id (default: remembered in the data directory, else allocated)"),
+    flag!("cluster", "SLUICE_CLUSTER", Text, ["node.cluster"], "Cluster name: the metadata key namespace"),
+    flag!("roles", "SLUICE_ROLES", List, ["node.roles"], "Roles, comma separated: ingest, fetch (either serves clients and makes the node a broker), compactor (runs compaction jobs)"),
+    flag!("store", "SLUICE_STORE", Text, ["store.url"], "Object store: file:///abs/path or s3://bucket/prefix (default: file://<data-dir>/objects)"),
+    flag!("s3-endpoint", "SLUICE_S3_ENDPOINT", Text, ["store.s3_endpoint"], "Endpoint of an S3-compatible server (credentials and region from the AWS variables)"),
+    flag!("store-request-timeout", "SLUICE_STORE_REQUEST_TIMEOUT", Duration, ["store.request_timeout"], "Time limit of one object-store request"),
+    flag!("store-max-retries", "SLUICE_STORE_MAX_RETRIES", Integer, ["store.max_retries"], "Retries of one object-store request"),
+    flag!("etcd", "SLUICE_ETCD", List, ["metadata.etcd"], "etcd endpoints, comma separated (default: the embedded store)"),
+    flag!("node-lease-ttl", "SLUICE_NODE_LEASE_TTL", Duration, ["metadata.node_lease_ttl"], "How long a dead node stays listed; its partitions and groups then move"),
+    flag!("txn-ops-max", "SLUICE_TXN_OPS_MAX", Integer, ["writer.txn_ops_max", "groups.txn_ops_max", "compactor.txn_ops_max"], "Operations one metadata transaction may hold (etcd --max-txn-ops)"),
+    flag!("http-addr", "SLUICE_HTTP_ADDR", Text, ["http.addr"], "HTTP listen address"),
+    flag!("kafka-addr", "SLUICE_KAFKA_ADDR", Text, ["kafka.listen_addr"], "Kafka listen address"),
+    flag!("advertised-kafka-addr", "SLUICE_ADVERTISED_KAFKA_ADDR", Text, ["kafka.advertised_addr"], "host:port announced to Kafka clients (default: the bound address, 127.0.0.1 when bound to 0.0.0.0)"),
+    flag!("default-partitions", "SLUICE_DEFAULT_PARTITIONS", Integer, ["kafka.default_partitions"], "Partitions of a topic auto-created by a Kafka client"),
+    flag!("auto-create-topics", "SLUICE_AUTO_CREATE_TOPICS", Boolean, ["kafka.auto_create_topics"], "Create topics that Kafka clients ask for (auto.create.topics.enable)"),
+    flag!("kafka-request-max-bytes", "SLUICE_KAFKA_REQUEST_MAX_BYTES", Size, ["kafka.request_max_bytes"], "Largest Kafka request; a larger one closes the connection"),
+    flag!("kafka-in-flight-max", "SLUICE_KAFKA_IN_FLIGHT_MAX", Integer, ["kafka.in_flight_max"], "Kafka requests one connection may have in flight"),
+    flag!("kafka-in-flight-bytes-max", "SLUICE_KAFKA_IN_FLIGHT_BYTES_MAX", Size, ["kafka.in_flight_bytes_max"], "Bytes of Kafka requests read but not yet answered, all connections together"),
+    flag!("flush-interval", "SLUICE_FLUSH_INTERVAL", Duration, ["writer.flush_interval"], "Longest time an accepted batch waits before its segment is flushed"),
+    flag!("segment-max-bytes", "SLUICE_SEGMENT_MAX_BYTES", Size, ["writer.segment_max_bytes"], "Buffer size that triggers a flush (segment.max.bytes)"),
+    flag!("buffer-max-bytes", "SLUICE_BUFFER_MAX_BYTES", Size, ["writer.buffer_max_bytes"], "Accepted but unacknowledged bytes before producers wait"),
+    flag!("group-initial-rebalance-delay", "SLUICE_GROUP_INITIAL_REBALANCE_DELAY", Duration, ["groups.initial_rebalance_delay"], "How long the first rebalance of an empty group waits for more members"),
+    flag!("group-min-session-timeout", "SLUICE_GROUP_MIN_SESSION_TIMEOUT", Duration, ["groups.session_timeout_min"], "Smallest consumer session timeout accepted"),
+    flag!("cache-memory-bytes", "SLUICE_CACHE_MEMORY_BYTES", Size, ["cache.memory_bytes"], "Read cache: memory tier"),
+    flag!("cache-disk-bytes", "SLUICE_CACHE_DISK_BYTES", Size, ["cache.disk_bytes"], "Read cache: disk tier (0 = memory only)"),
+    flag!("cache-block-bytes", "SLUICE_CACHE_BLOCK_BYTES", Size, ["cache.block_bytes"], "Read cache block: the unit of caching and of object-store GETs"),
+    flag!("cache-dir", "SLUICE_CACHE_DIR", Text, ["cache.dir"], "Directory of the disk tier (default: <data-dir>/cache)"),
+    flag!("readahead-blocks", "SLUICE_READAHEAD_BLOCKS", Integer, ["cache.readahead_blocks"], "Blocks fetched ahead of a read that missed the cache (0 = none)"),
+    flag!("readahead-in-flight-max", "SLUICE_READAHEAD_IN_FLIGHT_MAX", Integer, ["cache.readahead_in_flight_max"], "Readahead GETs in flight on the node; more are skipped"),
+    flag!("peer-fetch", "SLUICE_PEER_FETCH", Boolean, ["peer.enabled"], "On a cache miss, ask the block's owner node before the object store"),
+    flag!("peer-fetch-timeout", "SLUICE_PEER_FETCH_TIMEOUT", Duration, ["peer.timeout"], "Time limit of one peer block request"),
+    flag!("archive-max-lag", "SLUICE_ARCHIVE_MAX_LAG", Duration, ["compactor.archive_max_lag"], "Every record older than this is in a published Parquet file"),
+    flag!("archive-target-bytes", "SLUICE_ARCHIVE_TARGET_BYTES", Size, ["compactor.archive_target_bytes"], "Size small archive files are merged up to"),
+    flag!("archive-row-group-bytes", "SLUICE_ARCHIVE_ROW_GROUP_BYTES", Size, ["compactor.row_group_bytes"], "Uncompressed bytes per Parquet row group (the unit of archive reads)"),
+    flag!("archive-roll-bytes-max", "SLUICE_ARCHIVE_ROLL_BYTES_MAX", Size, ["compactor.roll_bytes_max"], "Segment bytes one roll job reads at most"),
+    flag!("archive-merge-min-files", "SLUICE_ARCHIVE_MERGE_MIN_FILES", Integer, ["compactor.merge_min_files"], "Adjacent small archive files that trigger a merge"),
+    flag!("compaction-concurrency", "SLUICE_COMPACTION_CONCURRENCY", Integer, ["compactor.job_concurrency"], "Compaction jobs this node runs at once"),
+    flag!("gc-interval", "SLUICE_GC_INTERVAL", Duration, ["compactor.gc_interval"], "How often the controller garbage-collects"),
+    flag!("gc-grace", "SLUICE_GC_GRACE", Duration, ["compactor.gc_grace"], "How long an object stays after GC first sees it unreferenced"),
+];
+
+/// The arguments of `sluice serve` and `sluice config show`: a config
+/// file and whatever flags or variables were given.
+#[derive(Debug, Clone, Default)]
+pub struct ServeArgs {
+    file: Option<PathBuf>,
+    given: Vec<(&'static Flag, toml::Value)>,
+}
+
+fn value_of(flag: &Flag, matches: &ArgMatches) -> Option<toml::Value> {
+    if flag.kind == Kind::List {
+        let items = matches.get_many::<String>(flag.name)?;
+        return Some(toml::Value::Array(
+            items
+                .map(|item| toml::Value::String(item.clone()))
+                .collect(),
+        ));
+    }
+    let text = matches.get_one::<String>(flag.name)?;
+    Some(match flag.kind {
+        // checked by the parser `arg` gives the flag
+        Kind::Integer => toml::Value::Integer(text.parse().unwrap_or_default()),
+        Kind::Boolean => toml::Value::Boolean(text == "true"),
+        Kind::Text | Kind::Size | Kind::Duration | Kind::List => toml::Value::String(text.clone()),
+    })
+}
+
+/// The default of `key` as the file would write it (absent: none).
+fn default_text(defaults: &toml::Value, key: &str) -> Option<String> {
+    let value = key
+        .split('.')
+        .try_fold(defaults, |value, part| value.get(part))?;
+    Some(match value {
+        toml::Value::String(text) => text.clone(),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| {
+                item.as_str()
+                    .map_or_else(|| item.to_string(), str::to_string)
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    })
+}
+
+fn arg(flag: &'static Flag, defaults: &toml::Value) -> Arg {
+    let help = match default_text(defaults, flag.keys[0]) {
+        Some(text) if !text.is_empty() => format!("{} [default: {text}]", flag.help),
+        _ => flag.help.to_string(),
+    };
+    let arg = Arg::new(flag.name)
+        .long(flag.name)
+        .env(flag.env)
+        .help(help)
+        .action(ArgAction::Set);
+    match flag.kind {
+        Kind::Text => arg,
+        Kind::Integer => arg.value_parser(|text: &str| {
+            text.parse::<i64>()
+                .map(|_| text.to_string())
+                .map_err(|_| format!("{text:?} is not an integer"))
+        }),
+        Kind::Boolean => arg.value_parser(["true", "false"]),
+        Kind::Size => arg.value_parser(|text: &str| {
+            sluice_metadata::units::bytes::parse(text).map(|_| text.to_string())
+        }),
+        Kind::Duration => arg.value_parser(|text: &str| {
+            humantime::parse_duration(text)
+                .map(|_| text.to_string())
+                .map_err(|error| format!("{text:?} is not a duration: {error}"))
+        }),
+        Kind::List => arg.value_delimiter(',').action(ArgAction::Append),
+    }
+}
+
+impl clap::FromArgMatches for ServeArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut args = Self::default();
+        args.update_from_arg_matches(matches)?;
+        Ok(args)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        if let Some(file) = matches.get_one::<PathBuf>("config") {
+            self.file = Some(file.clone());
+        }
+        for flag in FLAGS {
+            if let Some(value) = value_of(flag, matches) {
+                self.given.push((flag, value));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl clap::Args for ServeArgs {
+    fn augment_args(command: Command) -> Command {
+        let command = command.arg(
+            Arg::new("config")
+                .long("config")
+                .env("SLUICE_CONFIG")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("TOML file of settings (`sluice config show` prints every key); the SLUICE_* variables and flags override it"),
+        );
+        // Config's defaults are plain data: they always serialize
+        let defaults = toml::Value::try_from(Config::default())
+            .unwrap_or(toml::Value::Table(toml::Table::new()));
+        FLAGS
+            .iter()
+            .fold(command, |command, flag| command.arg(arg(flag, &defaults)))
+    }
+
+    fn augment_args_for_update(command: Command) -> Command {
+        Self::augment_args(command)
+    }
+}
+
+fn set(table: &mut toml::Table, key: &str, value: toml::Value) {
+    match key.split_once('.') {
+        None => {
+            table.insert(key.to_string(), value);
+        }
+        Some((section, rest)) => {
+            let entry = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(inner) = entry {
+                set(inner, rest, value);
+            }
+        }
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<toml::Table> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the config file {}", path.display()))?;
+    // parsed as the Config first, so that an unknown key or a bad value is
+    // reported with its name and place in the file
+    toml::from_str::<Config>(&text).with_context(|| format!("config file {}", path.display()))?;
+    Ok(toml::from_str(&text)?)
+}
+
+impl ServeArgs {
+    /// The effective config: defaults < file < environment < flags.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut table = match &self.file {
+            Some(path) => read_file(path)?,
+            None => toml::Table::new(),
+        };
+        for (flag, value) in &self.given {
+            for key in flag.keys {
+                set(&mut table, key, value.clone());
+            }
+        }
+        let config = Config::deserialize(toml::Value::Table(table))
+            .context("settings from the environment or flags")?
+            .resolved();
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::{FromArgMatches, Parser};
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> anyhow::Result<Config> {
+        let matches = <Cli as clap::CommandFactory>::command()
+            .try_get_matches_from(std::iter::once("sluice").chain(args.iter().copied()))?;
+        Cli::from_arg_matches(&matches)?.serve.config()
+    }
+
+    #[test]
+    fn every_flag_sets_a_key_the_config_has() {
+        let keys = toml::Value::try_from(Config::default().resolved()).unwrap();
+        for flag in FLAGS {
+            for key in flag.keys {
+                let (section, field) = key.split_once('.').unwrap();
+                let known = keys[section].as_table().unwrap();
+                // absent only when the default is None
+                let optional = ["node_id", "url", "s3_endpoint", "advertised_addr"];
+                assert!(
+                    known.contains_key(field) || optional.contains(&field),
+                    "{key}"
+                );
+            }
+            assert_eq!(
+                flag.env,
+                format!("SLUICE_{}", flag.name.to_uppercase().replace('-', "_"))
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_components_defaults() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.writer.flush_interval, Duration::from_millis(250));
+        assert_eq!(config.cache.dir, PathBuf::from("./sluice-data/cache"));
+        assert_eq!(config.node.roles.len(), 3);
+        assert_eq!(config.http.addr.port(), 8080);
+    }
+
+    #[test]
+    fn flags_parse_like_the_file() {
+        let config = parse(&[
+            "--flush-interval",
+            "50ms",
+            "--cache-block-bytes",
+            "262144",
+            "--segment-max-bytes",
+            "4MiB",
+            "--roles",
+            "ingest,compactor",
+            "--txn-ops-max",
+            "64",
+            "--peer-fetch",
+            "false",
+            "--cluster",
+            "123",
+        ])
+        .unwrap();
+        assert_eq!(config.writer.flush_interval, Duration::from_millis(50));
+        assert_eq!(config.cache.block_bytes, 262_144);
+        assert_eq!(config.writer.segment_max_bytes, 4 << 20);
+        assert_eq!(
+            config.node.roles,
+            [Role::Ingest, Role::Compactor].into_iter().collect()
+        );
+        assert_eq!(
+            (
+                config.writer.txn_ops_max,
+                config.groups.txn_ops_max,
+                config.compactor.txn_ops_max
+            ),
+            (64, 64, 64)
+        );
+        assert!(!config.peer.enabled);
+        assert_eq!(config.node.cluster, "123");
+        assert!(parse(&["--roles", "ingest,nope"]).is_err());
+        assert!(parse(&["--flush-interval", "soon"]).is_err());
+        assert!(parse(&["--default-partitions", "0"]).is_err());
+    }
+}
