@@ -185,20 +185,15 @@ pub async fn run(
         membership.lease_receiver(),
         config.groups.clone(),
     );
-    let kafka_context = Arc::new(KafkaContext {
+    let kafka_context = Arc::new(KafkaContext::new(
         node_id,
-        cluster_id: cluster_id.clone(),
-        advertised_host,
-        advertised_port,
+        cluster_id.clone(),
+        (advertised_host, advertised_port),
         producer,
         reader,
-        catalog: catalog.clone(),
-        config: config.kafka.clone(),
+        config.kafka.clone(),
         groups,
-        request_budget: Arc::new(tokio::sync::Semaphore::new(
-            config.kafka.in_flight_bytes_max.max(1),
-        )),
-    });
+    ));
     info!(
         node_id,
         cluster_id,

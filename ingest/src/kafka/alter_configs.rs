@@ -62,8 +62,7 @@ async fn replace(
         };
     }
     let topic = context
-        .producer
-        .view()
+        .view
         .alter_topic_configs(name, configs)
         .await
         .map_err(config_error)?;

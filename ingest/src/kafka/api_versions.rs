@@ -1,62 +1,26 @@
-//! ApiVersions: the APIs this listener implements and their version ranges.
-//!
-//! Only what is implemented is advertised. The ranges cover what librdkafka
-//! 2.x (kcat, confluent-kafka) and the Java client negotiate; flexible
-//! versions are handled by the codec.
+//! ApiVersions: the APIs this listener implements and their version ranges,
+//! read from the dispatch table ([`dispatch::APIS`]), so only what is
+//! implemented is advertised. Flexible versions are handled by the codec.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 
-/// (API, lowest version, highest version) served.
-///
-/// Produce starts at 3 and Fetch at 4: the first versions carrying
-/// RecordBatch v2, the only format sluice stores. Fetch stops at 12 (v13+
-/// names topics by id); ListOffsets at 6 (v7 adds the max-timestamp query).
-pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 9),
-    (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 6),
-    (ApiKey::Metadata, 0, 12),
-    (ApiKey::ApiVersions, 0, 4),
-    (ApiKey::FindCoordinator, 0, 4),
-    (ApiKey::JoinGroup, 0, 9),
-    (ApiKey::SyncGroup, 0, 5),
-    (ApiKey::Heartbeat, 0, 4),
-    (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 2, 9),
-    (ApiKey::OffsetFetch, 1, 9),
-    (ApiKey::ListGroups, 0, 4),
-    (ApiKey::DescribeGroups, 0, 5),
-    (ApiKey::DeleteGroups, 0, 2),
-    (ApiKey::OffsetDelete, 0, 0),
-    // admin: the whole codec range of each
-    (ApiKey::CreateTopics, 2, 7),
-    (ApiKey::DeleteTopics, 1, 6),
-    (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::DescribeConfigs, 1, 4),
-    (ApiKey::AlterConfigs, 0, 2),
-    (ApiKey::IncrementalAlterConfigs, 0, 1),
-    (ApiKey::DescribeCluster, 0, 2),
-    // idempotent producers (v5 differs from v4 only for transactions)
-    (ApiKey::InitProducerId, 0, 5),
-];
+use super::dispatch;
 
-/// Whether `version` of `key` is served.
+/// Whether `version` of `key` is served (see [`dispatch::APIS`]).
 pub fn is_supported(key: ApiKey, version: i16) -> bool {
-    SUPPORTED
-        .iter()
-        .any(|&(k, min, max)| k == key && (min..=max).contains(&version))
+    dispatch::is_supported(key, version)
 }
 
 fn api_keys() -> Vec<ApiVersion> {
-    SUPPORTED
+    dispatch::APIS
         .iter()
-        .map(|&(key, min, max)| {
+        .map(|api| {
             ApiVersion::default()
-                .with_api_key(key as i16)
-                .with_min_version(min)
-                .with_max_version(max)
+                .with_api_key(api.key as i16)
+                .with_min_version(api.min)
+                .with_max_version(api.max)
         })
         .collect()
 }
@@ -84,7 +48,7 @@ mod tests {
 
     #[test]
     fn advertised_ranges_are_within_the_codec() {
-        for &(key, min, max) in SUPPORTED {
+        for &dispatch::Api { key, min, max, .. } in dispatch::APIS {
             let codec = match key {
                 ApiKey::Produce => ProduceRequest::VERSIONS,
                 ApiKey::Fetch => FetchRequest::VERSIONS,

@@ -89,7 +89,7 @@ async fn grow(
         if validate_only {
             return Ok(());
         }
-        match context.producer.view().add_partitions(name, count).await {
+        match context.view.add_partitions(name, count).await {
             Ok(_) => {
                 info!(topic = name, from = current, to = count, "added partitions");
                 return Ok(());

@@ -124,12 +124,7 @@ async fn create_one(
             Err(error) => Err(generic_error(error)),
         };
     }
-    let created: Topic = match context
-        .producer
-        .view()
-        .create_topic(name, partitions, configs)
-        .await
-    {
+    let created: Topic = match context.view.create_topic(name, partitions, configs).await {
         Ok(topic) => topic,
         Err(ModelError::TopicExists(_)) => return Err(exists(name)),
         Err(ModelError::Invalid(reason)) => {

@@ -41,8 +41,7 @@ pub async fn handle(
         let resolved = match &name {
             Some(name) => Ok(name.clone()),
             None => context
-                .producer
-                .view()
+                .view
                 .topic_by_id(&topic_id.simple().to_string())
                 .map(|t| t.record.name)
                 .ok_or_else(|| {
@@ -80,7 +79,7 @@ async fn delete_one(context: &KafkaContext, name: &str) -> Result<(), AdminError
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match context.producer.view().delete_topic(name).await {
+        match context.view.delete_topic(name).await {
             Ok(()) => break,
             Err(ModelError::UnknownTopic(_)) => {
                 // gone already (maybe deleted through another node)

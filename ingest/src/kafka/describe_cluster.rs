@@ -18,8 +18,7 @@ type Broker = (i32, String, i32, Option<String>);
 /// The live brokers by id; this node when none is registered.
 pub fn brokers(context: &KafkaContext) -> Vec<Broker> {
     let mut brokers: Vec<Broker> = context
-        .producer
-        .view()
+        .view
         .brokers()
         .into_iter()
         .map(|node| (node.node_id, node.kafka_host, node.kafka_port, node.zone))

@@ -29,7 +29,7 @@ struct Wanted {
 
 /// Answer a Fetch request.
 pub async fn handle(context: &KafkaContext, request: FetchRequest) -> FetchResponse {
-    let view = context.producer.view();
+    let view = &context.view;
     let mut layout: Vec<(TopicName, Vec<Wanted>)> = Vec::new();
     for topic in request.topics {
         let name = topic.topic.0.to_string();
@@ -110,7 +110,7 @@ async fn read_all(
     layout: &[(TopicName, Vec<Wanted>)],
     max_bytes: usize,
 ) -> (FetchResponse, usize, bool) {
-    let view = context.producer.view();
+    let view = &context.view;
     let mut total = 0usize;
     let mut any_error = false;
     let mut responses = Vec::with_capacity(layout.len());

@@ -183,8 +183,7 @@ async fn alter(
             .map_err(config_error);
     }
     let result = context
-        .producer
-        .view()
+        .view
         .update_topic_configs(name, |current| Ok(apply(current, &changes)))
         .await;
     let topic = match result {

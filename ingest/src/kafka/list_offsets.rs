@@ -65,7 +65,7 @@ async fn lookup(
         });
     }
     let topic_id = &topic.record.id;
-    let view = context.producer.view();
+    let view = &context.view;
     let snapshot = view.snapshot(topic_id, partition);
     match timestamp {
         EARLIEST_TIMESTAMP => return Ok((-1, snapshot.log_start_offset)),

@@ -23,7 +23,7 @@ pub async fn handle(
     // v0-v3 have no flag: Kafka auto-creates for them
     let client_allows = version < 4 || request.allow_auto_topic_creation;
     let create = client_allows && context.config.auto_create_topics;
-    let view = context.producer.view();
+    let view = &context.view;
     let live = context.brokers();
     let live_ids: Vec<i32> = live.iter().map(|n| n.node_id).collect();
     let requested = match request.topics {
@@ -111,4 +111,67 @@ fn describe(live_ids: &[i32], topic: &Topic) -> MetadataResponseTopic {
         ))))
         .with_topic_id(uuid::Uuid::parse_str(&topic.record.id).unwrap_or_default())
         .with_partitions(partitions)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+
+    use super::*;
+    use crate::kafka::testing::{TestNode, NODE_ID};
+    use crate::kafka::KafkaConfig;
+
+    fn asking_for(names: &[&str], allow_create: bool) -> MetadataRequest {
+        MetadataRequest::default()
+            .with_allow_auto_topic_creation(allow_create)
+            .with_topics(Some(
+                names
+                    .iter()
+                    .map(|n| {
+                        MetadataRequestTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(n.to_string()))))
+                    })
+                    .collect(),
+            ))
+    }
+
+    #[tokio::test]
+    async fn lists_this_broker_and_every_partition_led_by_it() {
+        let node = TestNode::start().await;
+        node.topic("orders", 3).await;
+        let everything = MetadataRequest::default().with_topics(None);
+        let response = handle(&node.context, 12, everything).await;
+        assert_eq!(response.brokers.len(), 1);
+        assert_eq!(response.brokers[0].node_id.0, NODE_ID);
+        assert_eq!(response.topics.len(), 1);
+        let topic = &response.topics[0];
+        assert_eq!(topic.error_code, 0);
+        assert_eq!(topic.partitions.len(), 3);
+        assert!(topic.partitions.iter().all(|p| p.leader_id.0 == NODE_ID));
+    }
+
+    #[tokio::test]
+    async fn unknown_topics_are_created_only_when_both_sides_allow() {
+        let node = TestNode::start().await;
+        let response = handle(&node.context, 12, asking_for(&["fresh"], false)).await;
+        assert_eq!(
+            response.topics[0].error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+        let response = handle(&node.context, 12, asking_for(&["fresh"], true)).await;
+        assert_eq!(response.topics[0].error_code, 0);
+        assert_eq!(response.topics[0].partitions.len(), 1);
+
+        let node = TestNode::start_with(KafkaConfig {
+            auto_create_topics: false,
+            ..KafkaConfig::default()
+        })
+        .await;
+        let response = handle(&node.context, 12, asking_for(&["fresh"], true)).await;
+        assert_eq!(
+            response.topics[0].error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+    }
 }

@@ -17,7 +17,7 @@ pub async fn handle(
     request: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let view = context.producer.view();
+    let view = &context.view;
     let mut offsets = Vec::new();
     // per topic, per partition: an error found before committing
     let mut errors: Vec<Vec<i16>> = Vec::with_capacity(request.topics.len());

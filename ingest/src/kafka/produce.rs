@@ -80,10 +80,7 @@ pub async fn handle(context: &KafkaContext, request: ProduceRequest) -> Option<P
     }
     let mut responses = Vec::with_capacity(submitted.len());
     for (mut topic_response, pending) in submitted {
-        let topic = context
-            .producer
-            .view()
-            .topic(&topic_response.name.0.to_string());
+        let topic = context.view.topic(&topic_response.name.0.to_string());
         for (partition, pending) in topic_response.partition_responses.iter_mut().zip(pending) {
             let result = match pending {
                 Ok(pending) => pending.wait().await,
@@ -94,8 +91,7 @@ pub async fn handle(context: &KafkaContext, request: ProduceRequest) -> Option<P
                     partition.base_offset = base_offset;
                     partition.log_start_offset = topic.as_ref().map_or(0, |t| {
                         context
-                            .producer
-                            .view()
+                            .view
                             .snapshot(&t.record.id, partition.index)
                             .log_start_offset
                     });

@@ -1,0 +1,182 @@
+//! What every Kafka handler reaches the node through: this node's identity,
+//! the cluster view, the write and read paths, the group coordinator.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sluice_fetch::Reader;
+use sluice_metadata::model::{Catalog, Topic};
+use sluice_metadata::view::ClusterView;
+use tracing::info;
+
+use super::KafkaConfig;
+use crate::error::{IngestError, IngestResult};
+use crate::produce::Producer;
+
+/// What the handlers share: this node, its write and read paths.
+#[derive(Debug)]
+pub struct KafkaContext {
+    /// This node's broker id.
+    pub node_id: i32,
+    /// The cluster id shown in Metadata.
+    pub cluster_id: String,
+    /// Host announced to clients.
+    pub advertised_host: String,
+    /// Port announced to clients.
+    pub advertised_port: i32,
+    /// The cluster as this node sees it (topics, heads, index, nodes);
+    /// topic administration goes through it so that it stays current.
+    pub view: Arc<ClusterView>,
+    /// Write path.
+    pub producer: Arc<Producer>,
+    /// Read path.
+    pub reader: Reader,
+    /// Topic administration (auto-creation).
+    pub catalog: Catalog,
+    /// Listener settings.
+    pub config: KafkaConfig,
+    /// Consumer group coordinator.
+    pub groups: Arc<crate::group::GroupCoordinator>,
+    /// Budget of request bytes in flight (see `KafkaConfig::in_flight_bytes_max`).
+    pub request_budget: Arc<tokio::sync::Semaphore>,
+}
+
+/// Client host reported for group members (the listener does not pass
+/// peer addresses to handlers).
+pub const CLIENT_HOST: &str = "/unknown";
+
+impl KafkaContext {
+    /// A context for this node: `advertised` is the (host, port) announced
+    /// to clients; the view and catalog are the producer's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node_id: i32,
+        cluster_id: String,
+        advertised: (String, i32),
+        producer: Arc<Producer>,
+        reader: Reader,
+        config: KafkaConfig,
+        groups: Arc<crate::group::GroupCoordinator>,
+    ) -> Self {
+        let view = producer.view().clone();
+        let catalog = view.catalog().clone();
+        let (advertised_host, advertised_port) = advertised;
+        Self {
+            node_id,
+            cluster_id,
+            advertised_host,
+            advertised_port,
+            view,
+            producer,
+            reader,
+            catalog,
+            request_budget: Arc::new(tokio::sync::Semaphore::new(
+                config.in_flight_bytes_max.max(1),
+            )),
+            config,
+            groups,
+        }
+    }
+
+    /// This node as a broker.
+    pub fn this_broker(&self) -> sluice_metadata::membership::NodeInfo {
+        sluice_metadata::membership::NodeInfo {
+            node_id: self.node_id,
+            kafka_host: self.advertised_host.clone(),
+            kafka_port: self.advertised_port,
+            http_url: String::new(),
+            roles: vec![sluice_metadata::membership::Role::Ingest],
+            zone: None,
+        }
+    }
+
+    /// Every live broker (a node registered in the metadata store with a
+    /// client role), this node always among them.
+    pub fn brokers(&self) -> Vec<sluice_metadata::membership::NodeInfo> {
+        let mut nodes = self.view.brokers();
+        if !nodes.iter().any(|n| n.node_id == self.node_id) {
+            nodes.push(self.this_broker());
+            nodes.sort_by_key(|n| n.node_id);
+        }
+        nodes
+    }
+
+    /// A live broker by id.
+    pub fn broker(&self, node_id: i32) -> Option<sluice_metadata::membership::NodeInfo> {
+        self.brokers().into_iter().find(|n| n.node_id == node_id)
+    }
+}
+
+impl KafkaContext {
+    /// A topic by name, created with the default partition count when
+    /// `create` is set and it does not exist.
+    pub async fn topic(&self, name: &str, create: bool) -> IngestResult<Topic> {
+        if let Some(topic) = self.view.topic(name) {
+            return Ok(topic);
+        }
+        if !create {
+            return Err(IngestError::UnknownTopic(name.to_string()));
+        }
+        let topic = match self
+            .producer
+            .view()
+            .create_topic(name, self.config.default_partitions, BTreeMap::new())
+            .await
+        {
+            Ok(topic) => {
+                info!(
+                    topic = name,
+                    partitions = topic.record.partitions,
+                    "auto-created topic"
+                );
+                topic
+            }
+            // created concurrently (another client or node): use that one
+            Err(sluice_metadata::model::ModelError::TopicExists(_)) => self
+                .producer
+                .view()
+                .load_topic(name)
+                .await?
+                .ok_or_else(|| IngestError::UnknownTopic(name.to_string()))?,
+            Err(error) => return Err(error.into()),
+        };
+        Ok(topic)
+    }
+}
+
+/// The address announced to clients for a listener bound to `bound`.
+pub fn advertised(bound: SocketAddr, configured: Option<&str>) -> (String, i32) {
+    if let Some(addr) = configured {
+        if let Some((host, port)) = addr.rsplit_once(':') {
+            if let Ok(port) = port.parse() {
+                return (host.trim_matches(['[', ']']).to_string(), port);
+            }
+        }
+        return (addr.to_string(), i32::from(bound.port()));
+    }
+    let host = if bound.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        bound.ip().to_string()
+    };
+    (host, i32::from(bound.port()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_address_defaults_to_loopback_for_unspecified() {
+        let bound: SocketAddr = "0.0.0.0:9092".parse().unwrap();
+        assert_eq!(advertised(bound, None), ("127.0.0.1".to_string(), 9092));
+        let bound: SocketAddr = "10.0.0.5:19092".parse().unwrap();
+        assert_eq!(advertised(bound, None), ("10.0.0.5".to_string(), 19092));
+        assert_eq!(
+            advertised(bound, Some("kafka.example:9094")),
+            ("kafka.example".to_string(), 9094)
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! Dispatch: one table of the APIs this listener serves — their version
+//! ranges (what ApiVersions advertises and what a request is checked
+//! against) and their handlers. A handler decodes its request, runs the
+//! API's module and encodes the response; the modules know nothing of
+//! frames or sockets.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{
+    AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteGroupsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, SyncGroupRequest,
+};
+use kafka_protocol::protocol::Encodable;
+
+use super::framing::{decode_body, encode_response, parse_frame, ConnectionError, Framed, Parsed};
+use super::*;
+
+/// What handling one request produced.
+pub enum Reply {
+    /// Send this response.
+    Send(Bytes),
+    /// Send nothing (a Produce with acks=0).
+    Nothing,
+}
+
+/// A request being handled.
+pub type Handling = Pin<Box<dyn Future<Output = Result<Reply, ConnectionError>> + Send>>;
+
+type Handler = fn(Arc<KafkaContext>, Framed) -> Handling;
+
+/// One API served: its key, its version range and its handler.
+pub struct Api {
+    /// The API.
+    pub key: ApiKey,
+    /// Lowest version served.
+    pub min: i16,
+    /// Highest version served.
+    pub max: i16,
+    handler: Handler,
+}
+
+/// A handler: decode `$request` from the frame, evaluate `$answer` (with
+/// `$context`, `$version`, `$header`, `$request` bound), encode it.
+macro_rules! api {
+    ($key:ident, $min:literal, $max:literal,
+     |$context:ident, $version:ident, $header:ident, $request:ident: $ty:ty| $answer:expr) => {
+        Api {
+            key: ApiKey::$key,
+            min: $min,
+            max: $max,
+            handler: |context: Arc<KafkaContext>, mut framed: Framed| -> Handling {
+                Box::pin(async move {
+                    #[allow(unused_variables)]
+                    let $request: $ty = decode_body(&mut framed)?;
+                    #[allow(unused_variables)]
+                    let ($context, $version, $header) = (&context, framed.version, &framed.header);
+                    let answer: Option<_> = $answer;
+                    match answer {
+                        Some(body) => encode(&framed, &body).map(Reply::Send),
+                        None => Ok(Reply::Nothing),
+                    }
+                })
+            },
+        }
+    };
+}
+
+fn encode<T: Encodable>(framed: &Framed, body: &T) -> Result<Bytes, ConnectionError> {
+    encode_response(
+        framed.api_key,
+        framed.version,
+        framed.header.correlation_id,
+        body,
+    )
+}
+
+/// Every API served.
+///
+/// Produce starts at 3 and Fetch at 4: the first versions carrying
+/// RecordBatch v2, the only format sluice stores. Fetch stops at 12 (v13+
+/// names topics by id); ListOffsets at 6 (v7 adds the max-timestamp query).
+/// The admin APIs take the whole codec range of each; InitProducerId v5
+/// differs from v4 only for transactions. The ranges cover what librdkafka
+/// 2.x (kcat, confluent-kafka) and the Java client negotiate.
+pub const APIS: &[Api] = &[
+    api!(Produce, 3, 9, |c, _v, _h, r: ProduceRequest| {
+        produce::handle(c, r).await
+    }),
+    api!(Fetch, 4, 12, |c, _v, _h, r: FetchRequest| Some(
+        fetch::handle(c, r).await
+    )),
+    api!(ListOffsets, 1, 6, |c, v, _h, r: ListOffsetsRequest| Some(
+        list_offsets::handle(c, v, r).await
+    )),
+    api!(Metadata, 0, 12, |c, v, _h, r: MetadataRequest| Some(
+        metadata::handle(c, v, r).await
+    )),
+    api!(ApiVersions, 0, 4, |_c, v, _h, _r: ApiVersionsRequest| Some(
+        api_versions::handle(v)
+    )),
+    api!(
+        FindCoordinator,
+        0,
+        4,
+        |c, v, _h, r: FindCoordinatorRequest| Some(find_coordinator::handle(c, v, r).await)
+    ),
+    api!(JoinGroup, 0, 9, |c, v, h, r: JoinGroupRequest| {
+        let client_id = h.client_id.as_deref().unwrap_or_default().to_string();
+        Some(join_group::handle(c, v, &client_id, r).await)
+    }),
+    api!(SyncGroup, 0, 5, |c, _v, _h, r: SyncGroupRequest| Some(
+        sync_group::handle(c, r).await
+    )),
+    api!(Heartbeat, 0, 4, |c, _v, _h, r: HeartbeatRequest| Some(
+        heartbeat::handle(c, r).await
+    )),
+    api!(LeaveGroup, 0, 5, |c, v, _h, r: LeaveGroupRequest| Some(
+        leave_group::handle(c, v, r).await
+    )),
+    api!(OffsetCommit, 2, 9, |c, v, _h, r: OffsetCommitRequest| Some(
+        offset_commit::handle(c, v, r).await
+    )),
+    api!(OffsetFetch, 1, 9, |c, v, _h, r: OffsetFetchRequest| Some(
+        offset_fetch::handle(c, v, r).await
+    )),
+    api!(ListGroups, 0, 4, |c, _v, _h, r: ListGroupsRequest| Some(
+        list_groups::handle(c, r).await
+    )),
+    api!(
+        DescribeGroups,
+        0,
+        5,
+        |c, _v, _h, r: DescribeGroupsRequest| Some(describe_groups::handle(c, r).await)
+    ),
+    api!(
+        DeleteGroups,
+        0,
+        2,
+        |c, _v, _h, r: DeleteGroupsRequest| Some(delete_groups::handle(c, r).await)
+    ),
+    api!(
+        OffsetDelete,
+        0,
+        0,
+        |c, _v, _h, r: OffsetDeleteRequest| Some(offset_delete::handle(c, r).await)
+    ),
+    api!(CreateTopics, 2, 7, |c, v, _h, r: CreateTopicsRequest| Some(
+        create_topics::handle(c, v, r).await
+    )),
+    api!(DeleteTopics, 1, 6, |c, v, _h, r: DeleteTopicsRequest| Some(
+        delete_topics::handle(c, v, r).await
+    )),
+    api!(
+        CreatePartitions,
+        0,
+        3,
+        |c, _v, _h, r: CreatePartitionsRequest| Some(create_partitions::handle(c, r).await)
+    ),
+    api!(
+        DescribeConfigs,
+        1,
+        4,
+        |c, v, _h, r: DescribeConfigsRequest| Some(describe_configs::handle(c, v, r).await)
+    ),
+    api!(
+        AlterConfigs,
+        0,
+        2,
+        |c, _v, _h, r: AlterConfigsRequest| Some(alter_configs::handle(c, r).await)
+    ),
+    api!(
+        IncrementalAlterConfigs,
+        0,
+        1,
+        |c, _v, _h, r: IncrementalAlterConfigsRequest| Some(
+            incremental_alter_configs::handle(c, r).await
+        )
+    ),
+    api!(
+        DescribeCluster,
+        0,
+        2,
+        |c, _v, _h, r: DescribeClusterRequest| Some(describe_cluster::handle(c, r))
+    ),
+    api!(
+        InitProducerId,
+        0,
+        5,
+        |c, _v, _h, r: InitProducerIdRequest| Some(init_producer_id::handle(c, r).await)
+    ),
+];
+
+/// The served API of `key`, if any.
+pub fn api(key: ApiKey) -> Option<&'static Api> {
+    APIS.iter().find(|api| api.key == key)
+}
+
+/// Whether `version` of `key` is served.
+pub fn is_supported(key: ApiKey, version: i16) -> bool {
+    api(key).is_some_and(|api| (api.min..=api.max).contains(&version))
+}
+
+/// Handle one request frame: the response to send, if any.
+pub async fn handle_frame(
+    context: Arc<KafkaContext>,
+    frame: Bytes,
+) -> Result<Reply, ConnectionError> {
+    let framed = match parse_frame(frame)? {
+        Parsed::Answer(bytes) => return Ok(Reply::Send(bytes)),
+        Parsed::Request(framed) => framed,
+    };
+    match api(framed.api_key) {
+        Some(api) => (api.handler)(context, framed).await,
+        // parse_frame admits only served APIs; anything else is answered
+        // with UNSUPPORTED_VERSION where the response can be encoded
+        None => unsupported::answer_body(
+            framed.api_key,
+            framed.version,
+            framed.header.correlation_id,
+            framed.body.clone(),
+        )
+        .map(Reply::Send)
+        .ok_or_else(|| {
+            ConnectionError::BadRequest(format!("{:?} is not implemented", framed.api_key))
+        }),
+    }
+}
