@@ -23,6 +23,7 @@ from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, 
                                    NewPartitions, NewTopic, ResourceType)
 
 from harness import HOST
+import kafka_wire as wire
 
 TIMEOUT = 30
 
@@ -340,23 +341,13 @@ def test_describe_cluster(module_node, admin):
 # by hand: DescribeCluster itself (librdkafka may answer describe_cluster
 # from Metadata), and a request for an API sluice does not serve
 
-def _frame(body: bytes) -> bytes:
-    return struct.pack(">i", len(body)) + body
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    return data
 
 
-def _recv_response(sock: socket.socket) -> bytes:
-    size = struct.unpack(">i", _recv_exact(sock, 4))[0]
-    return _recv_exact(sock, size)
+
+
+
 
 
 def _uvarint(data: bytes, pos: int) -> tuple[int, int]:
@@ -382,8 +373,8 @@ def test_describe_cluster_on_the_wire(module_node):
     # DescribeCluster v0: flexible request header v2 (client id, no tags)
     body = struct.pack(">hhih", 60, 0, 31, 4) + b"test" + b"\x00" + b"\x00" + b"\x00"
     with socket.create_connection((HOST, node.kafka_port), timeout=10) as sock:
-        sock.sendall(_frame(body))
-        answer = _recv_response(sock)
+        sock.sendall(wire.frame(body))
+        answer = wire.recv_response(sock)
     correlation_id = struct.unpack(">i", answer[:4])[0]
     assert correlation_id == 31
     pos = 5  # response header v1: correlation id + empty tagged fields
@@ -415,9 +406,9 @@ def test_unserved_api_gets_unsupported_version_and_the_connection_stays(module_n
     elect = struct.pack(">hhih", 43, 1, 41, -1) + struct.pack(">bii", 0, -1, 1000)
     api_versions = struct.pack(">hhih", 18, 0, 42, -1)
     with socket.create_connection((HOST, node.kafka_port), timeout=10) as sock:
-        sock.sendall(_frame(elect))
-        answer = _recv_response(sock)
+        sock.sendall(wire.frame(elect))
+        answer = wire.recv_response(sock)
         correlation_id, _throttle, error_code, results = struct.unpack(">iihi", answer)
         assert (correlation_id, error_code, results) == (41, 35, 0)  # UNSUPPORTED_VERSION
-        sock.sendall(_frame(api_versions))
-        assert struct.unpack(">ih", _recv_response(sock)[:6]) == (42, 0)
+        sock.sendall(wire.frame(api_versions))
+        assert struct.unpack(">ih", wire.recv_response(sock)[:6]) == (42, 0)

@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from harness import HOST, b64, unb64
+import kafka_wire as wire
 
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 
@@ -265,67 +266,51 @@ def test_unknown_topic_and_out_of_range_are_kafka_errors(module_node):
 # ---------------------------------------------------------------------------
 # malformed frames: the connection is answered or closed, the node keeps serving
 
-def _frame(body: bytes) -> bytes:
-    return struct.pack(">i", len(body)) + body
 
 
-def _api_versions(correlation_id: int, version: int = 0) -> bytes:
-    return _frame(struct.pack(">hhih", 18, version, correlation_id, -1))
 
 
-def _recv_response(sock: socket.socket) -> bytes:
-    size = struct.unpack(">i", _recv_exact(sock, 4))[0]
-    return _recv_exact(sock, size)
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    return data
 
 
-def _closed(sock: socket.socket) -> bool:
-    sock.settimeout(10)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
+
+
+
+
+
 
 
 @pytest.mark.parametrize("payload", [
     pytest.param(struct.pack(">i", 0x7fffffff) + b"\0" * 16, id="huge-length"),
     pytest.param(struct.pack(">i", -1), id="negative-length"),
-    pytest.param(_frame(struct.pack(">hhih", 999, 0, 1, -1)), id="unknown-api-key"),
-    pytest.param(_frame(b"\0\x12"), id="shorter-than-header"),
-    pytest.param(_frame(struct.pack(">hhih", 3, 9, 1, 30) + b"abc"), id="truncated-header"),
-    pytest.param(_frame(struct.pack(">hhih", 3, 1, 1, -1) + b"\xff\xff"), id="truncated-body"),
+    pytest.param(wire.frame(struct.pack(">hhih", 999, 0, 1, -1)), id="unknown-api-key"),
+    pytest.param(wire.frame(b"\0\x12"), id="shorter-than-header"),
+    pytest.param(wire.frame(struct.pack(">hhih", 3, 9, 1, 30) + b"abc"), id="truncated-header"),
+    pytest.param(wire.frame(struct.pack(">hhih", 3, 1, 1, -1) + b"\xff\xff"), id="truncated-body"),
 ])
 def test_malformed_frames_close_the_connection(module_node, payload):
     node = module_node
     with socket.create_connection((HOST, node.kafka_port), timeout=10) as bad:
         bad.sendall(payload)
-        assert _closed(bad)
+        assert wire.closed(bad)
     with socket.create_connection((HOST, node.kafka_port), timeout=10) as good:
-        good.sendall(_api_versions(77))
-        answer = _recv_response(good)
+        good.sendall(wire.api_versions(77))
+        answer = wire.recv_response(good)
         assert struct.unpack(">ih", answer[:6]) == (77, 0)
 
 
 def test_api_versions_at_unsupported_version_is_answered_in_v0(module_node):
     with socket.create_connection((HOST, module_node.kafka_port), timeout=10) as sock:
-        sock.sendall(_api_versions(5, version=99))
-        answer = _recv_response(sock)
+        sock.sendall(wire.api_versions(5, version=99))
+        answer = wire.recv_response(sock)
         correlation_id, error_code, count = struct.unpack(">ihi", answer[:10])
         assert (correlation_id, error_code) == (5, 35)  # UNSUPPORTED_VERSION
         keys = {struct.unpack(">hhh", answer[10 + 6 * i:16 + 6 * i])[0] for i in range(count)}
         assert {0, 1, 2, 3, 18} <= keys
         # the connection stays usable
-        sock.sendall(_api_versions(6))
-        assert struct.unpack(">ih", _recv_response(sock)[:6]) == (6, 0)
+        sock.sendall(wire.api_versions(6))
+        assert struct.unpack(">ih", wire.recv_response(sock)[:6]) == (6, 0)
 
 
 def test_truncated_frame_then_close_is_harmless(module_node):

@@ -12,13 +12,11 @@ import struct
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from harness import HOST
+import kafka_wire as wire
 
 
 def frame(api_key: int, version: int, body: bytes, client_id: bytes = b"hostile") -> bytes:
-    header = struct.pack(">hhih", api_key, version, 7, len(client_id)) + client_id
-    payload = header + body
-    return struct.pack(">i", len(payload)) + payload
+    return wire.request(api_key, version, body, correlation_id=7, client_id=client_id)
 
 
 HUGE = struct.pack(">i", 0x7FFFFFFF)

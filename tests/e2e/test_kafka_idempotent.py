@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import socket
 import struct
 import threading
 import time
@@ -22,7 +21,8 @@ import uuid
 
 from confluent_kafka import Producer
 
-from harness import HOST, unb64
+from harness import unb64
+import kafka_wire as wire
 
 PARTITIONS = 3
 
@@ -170,59 +170,43 @@ def record_batch(records: list[tuple[bytes, bytes]], producer_id: int, epoch: in
     return struct.pack(">qi", 0, len(after_length)) + after_length
 
 
-def _string(s: str) -> bytes:
-    data = s.encode()
-    return struct.pack(">h", len(data)) + data
 
 
-def _frame(body: bytes) -> bytes:
-    return struct.pack(">i", len(body)) + body
+
+
 
 
 def produce_request(correlation_id: int, topic: str, partition: int, batch: bytes) -> bytes:
     """ProduceRequest v3, acks=-1."""
-    header = struct.pack(">hhi", 0, 3, correlation_id) + _string("raw-test")
-    body = (struct.pack(">hhi", -1, -1, 30_000) + struct.pack(">i", 1) + _string(topic)
+    header = struct.pack(">hhi", 0, 3, correlation_id) + wire.string("raw-test")
+    body = (struct.pack(">hhi", -1, -1, 30_000) + struct.pack(">i", 1) + wire.string(topic)
             + struct.pack(">i", 1) + struct.pack(">ii", partition, len(batch)) + batch)
-    return _frame(header + body)
+    return wire.frame(header + body)
 
 
 def init_producer_id_request(correlation_id: int, transactional_id: str | None = None) -> bytes:
     """InitProducerIdRequest v0."""
-    header = struct.pack(">hhi", 22, 0, correlation_id) + _string("raw-test")
-    tx = _string(transactional_id) if transactional_id is not None else struct.pack(">h", -1)
-    return _frame(header + tx + struct.pack(">i", 60_000))
+    header = struct.pack(">hhi", 22, 0, correlation_id) + wire.string("raw-test")
+    tx = wire.string(transactional_id) if transactional_id is not None else struct.pack(">h", -1)
+    return wire.frame(header + tx + struct.pack(">i", 60_000))
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    return data
 
 
-def call(node, frame: bytes) -> bytes:
-    """Send one request on a fresh connection; the response body after the
-    correlation id."""
-    with socket.create_connection((HOST, node.kafka_port), timeout=30) as sock:
-        sock.sendall(frame)
-        size = struct.unpack(">i", _recv_exact(sock, 4))[0]
-        return _recv_exact(sock, size)[4:]
+
+
 
 
 def init_producer_id(node, transactional_id: str | None = None) -> tuple[int, int, int]:
     """(error code, producer id, epoch)."""
-    answer = call(node, init_producer_id_request(1, transactional_id))
+    answer = wire.call(node, init_producer_id_request(1, transactional_id))
     _throttle, error, producer_id, epoch = struct.unpack(">ihqh", answer[:16])
     return error, producer_id, epoch
 
 
 def produce(node, frame: bytes) -> tuple[int, int]:
     """(error code, base offset) of a one-partition ProduceResponse v3."""
-    answer = call(node, frame)
+    answer = wire.call(node, frame)
     topics = struct.unpack(">i", answer[:4])[0]
     assert topics == 1
     name_len = struct.unpack(">h", answer[4:6])[0]
