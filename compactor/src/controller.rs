@@ -9,7 +9,7 @@ use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sluice_fetch::Reader;
-use sluice_metadata::model::{now_ms, Catalog, IndexEntry, Topic};
+use sluice_metadata::model::{Catalog, IndexEntry, Topic};
 use sluice_metadata::view::ClusterView;
 use sluice_metadata::LeaseId;
 use sluice_segment::archive::ArchiveWriteOptions;
@@ -298,7 +298,7 @@ impl Controller {
 
     /// Plan jobs, apply retention, publish metrics.
     async fn tick(&self) -> Result<(), CompactorError> {
-        let now = now_ms();
+        let now = self.catalog.clock().now_ms();
         let jobs = self.catalog.compaction_jobs().await?;
         let pending: HashSet<(&str, i32)> = jobs
             .iter()
@@ -439,7 +439,7 @@ impl Controller {
                 referenced.insert(path);
             }
         }
-        let now = now_ms();
+        let now = self.catalog.clock().now_ms();
         let grace = self.config.gc_grace.as_millis() as i64;
         let mut deleted = 0;
         let existing: HashSet<&str> = objects.iter().map(String::as_str).collect();
@@ -468,5 +468,120 @@ impl Controller {
             }
         }
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use object_store::memory::InMemory;
+    use sluice_metadata::clock::ManualClock;
+    use sluice_metadata::embedded::EmbeddedStore;
+    use sluice_metadata::model::{ChunkCommit, CommitOutcome, HeadState};
+
+    use crate::jobs::JobKind;
+
+    use super::*;
+
+    const T0: i64 = 1_800_000_000_000;
+
+    /// A controller over one partition holding one segment run committed
+    /// at `T0` by a manual clock (the run's object is never read here).
+    async fn controller(configs: BTreeMap<String, String>) -> (Controller, Arc<ManualClock>) {
+        let clock = ManualClock::at(T0);
+        let catalog = Catalog::with_clock(Arc::new(EmbeddedStore::in_memory()), "t", clock.clone());
+        let topic = catalog.create_topic("orders", 1, configs).await.unwrap();
+        let commit = ChunkCommit {
+            topic_name: "orders".into(),
+            topic_create_revision: topic.create_revision,
+            topic_id: topic.record.id.clone(),
+            partition: 0,
+            segment: ulid::Ulid::new().to_string(),
+            start: 0,
+            len: 100,
+            crc: 0,
+            offset_count: 10,
+            batch_count: 1,
+            max_timestamp: T0,
+            object_bytes: 100,
+        };
+        let outcome = catalog
+            .try_commit(&[commit], &[HeadState::default()])
+            .await
+            .unwrap();
+        assert!(matches!(outcome, CommitOutcome::Committed { .. }));
+        let view = ClusterView::start(catalog.clone()).await.unwrap();
+        let controller = Controller {
+            config: Arc::new(CompactorConfig::default()),
+            catalog,
+            store: Arc::new(InMemory::new()),
+            view,
+            node_id: 1,
+        };
+        (controller, clock)
+    }
+
+    #[tokio::test]
+    async fn a_roll_is_planned_once_the_oldest_run_is_half_the_lag_old() {
+        let (controller, clock) = controller(BTreeMap::new()).await;
+        let half_lag = controller.config.archive_max_lag.as_millis() as i64 / 2;
+        controller.tick().await.unwrap();
+        assert!(controller
+            .catalog
+            .compaction_jobs()
+            .await
+            .unwrap()
+            .is_empty());
+        clock.advance(half_lag - 1_000);
+        controller.tick().await.unwrap();
+        assert!(controller
+            .catalog
+            .compaction_jobs()
+            .await
+            .unwrap()
+            .is_empty());
+        clock.advance(2_000);
+        controller.tick().await.unwrap();
+        let jobs = controller.catalog.compaction_jobs().await.unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].job.kind, JobKind::Roll);
+        assert_eq!((jobs[0].job.first, jobs[0].job.end), (0, 10));
+        assert_eq!(jobs[0].job.created_ms, T0 + half_lag + 1_000);
+    }
+
+    #[tokio::test]
+    async fn retention_drops_a_run_once_it_is_older_than_retention_ms() {
+        let configs = BTreeMap::from([("retention.ms".to_string(), "10000".to_string())]);
+        let (controller, clock) = controller(configs).await;
+        let topic = controller.view.topic("orders").unwrap();
+        clock.advance(9_000);
+        controller.tick().await.unwrap();
+        assert_eq!(
+            controller
+                .catalog
+                .head(&topic.record.id, 0)
+                .await
+                .unwrap()
+                .head
+                .log_start_offset,
+            0
+        );
+        clock.advance(2_000);
+        controller.tick().await.unwrap();
+        let head = controller
+            .catalog
+            .head(&topic.record.id, 0)
+            .await
+            .unwrap()
+            .head;
+        assert_eq!((head.log_start_offset, head.next_offset), (10, 10));
+        assert!(controller
+            .catalog
+            .partition_entries(&topic.record.id, 0)
+            .await
+            .unwrap()
+            .is_empty());
     }
 }

@@ -15,6 +15,7 @@ use sluice_metadata::membership::NodeInfo;
 use sluice_segment::SegmentId;
 
 use crate::metrics;
+use sluice_metadata::membership::rendezvous_owner;
 use sluice_metadata::view::ClusterView;
 
 /// Settings of peer fetches.
@@ -138,29 +139,10 @@ impl Peers {
 /// rendezvous hashing, so a node joining or leaving moves only the blocks
 /// it gains or owned.
 pub fn block_owner(live_node_ids: &[i32], segment: SegmentId, block: u64) -> Option<i32> {
-    live_node_ids
-        .iter()
-        .copied()
-        .max_by_key(|node| (score(*node, segment.0 .0, block), *node))
-}
-
-fn score(node: i32, segment: u128, block: u64) -> u64 {
-    // FNV-1a over (node, segment, block), then a 64-bit finalizer (as
-    // `partition_leader` does for partitions).
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes {
-            hash ^= u64::from(*b);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    feed(&node.to_be_bytes());
-    feed(&segment.to_be_bytes());
-    feed(&block.to_be_bytes());
-    hash ^= hash >> 33;
-    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    hash ^= hash >> 33;
-    hash
+    rendezvous_owner(
+        live_node_ids,
+        &[&segment.0 .0.to_be_bytes(), &block.to_be_bytes()],
+    )
 }
 
 #[cfg(test)]

@@ -220,14 +220,21 @@ async fn register(catalog: &Catalog, info: &NodeInfo, ttl_secs: i64) -> MetaResu
 /// the live node ids, so each partition has one leader and a node joining or
 /// leaving moves only its share of partitions.
 pub fn partition_leader(live_node_ids: &[i32], topic: &str, partition: i32) -> Option<i32> {
-    live_node_ids
-        .iter()
-        .copied()
-        .max_by_key(|node| rendezvous_score(*node, topic, partition))
+    rendezvous_owner(live_node_ids, &[topic.as_bytes(), &partition.to_be_bytes()])
 }
 
-fn rendezvous_score(node: i32, topic: &str, partition: i32) -> u64 {
-    // FNV-1a over (node, topic, partition), then a 64-bit finalizer.
+/// Rendezvous (highest random weight) hashing: the node of `node_ids`
+/// whose score for `key` is highest (ties to the higher id). Adding or
+/// removing a node moves only the keys it wins or held.
+pub fn rendezvous_owner(node_ids: &[i32], key: &[&[u8]]) -> Option<i32> {
+    node_ids
+        .iter()
+        .copied()
+        .max_by_key(|node| (rendezvous_score(*node, key), *node))
+}
+
+/// FNV-1a over the node id and the key's parts, then a 64-bit finalizer.
+fn rendezvous_score(node: i32, key: &[&[u8]]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
         for b in bytes {
@@ -236,8 +243,9 @@ fn rendezvous_score(node: i32, topic: &str, partition: i32) -> u64 {
         }
     };
     feed(&node.to_be_bytes());
-    feed(topic.as_bytes());
-    feed(&partition.to_be_bytes());
+    for part in key {
+        feed(part);
+    }
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
     hash ^= hash >> 33;

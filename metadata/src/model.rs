@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::{Clock, SystemClock};
 use crate::keys::Keys;
 use crate::store::{
     CmpOp, Compare, KeyValue, MetaError, MetaStore, Revision, Txn, TxnOp, TxnOpResponse,
@@ -255,6 +256,7 @@ pub enum CommitOutcome {
 pub struct Catalog {
     store: Arc<dyn MetaStore>,
     keys: Keys,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -265,12 +267,10 @@ impl std::fmt::Debug for Catalog {
     }
 }
 
-/// Milliseconds since the epoch now.
+/// Milliseconds since the epoch now, by the system clock (code that ages
+/// data reads its catalog's [`Catalog::clock`] instead).
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemClock.now_ms()
 }
 
 fn decode_json<T: for<'de> Deserialize<'de>>(kv: &KeyValue) -> Result<T, MetaError> {
@@ -340,10 +340,21 @@ pub fn validate_topic_configs(configs: &BTreeMap<String, String>) -> ModelResult
 impl Catalog {
     /// A catalog for `cluster` (the key namespace) over `store`.
     pub fn new(store: Arc<dyn MetaStore>, cluster: &str) -> Self {
+        Self::with_clock(store, cluster, Arc::new(SystemClock))
+    }
+
+    /// A catalog whose wall-clock time comes from `clock`.
+    pub fn with_clock(store: Arc<dyn MetaStore>, cluster: &str, clock: Arc<dyn Clock>) -> Self {
         Self {
             store,
             keys: Keys::new(cluster),
+            clock,
         }
+    }
+
+    /// The clock that stamps and ages what this catalog writes.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// The cluster's metadata keys.
@@ -442,7 +453,7 @@ impl Catalog {
             name: name.to_string(),
             partitions,
             configs,
-            created_ms: now_ms(),
+            created_ms: self.clock.now_ms(),
         };
         let key = self.keys().topic(name);
         let response = self
@@ -655,7 +666,7 @@ impl Catalog {
         debug_assert_eq!(chunks.len(), expected.len());
         debug_assert_eq!(chunks.len(), next_heads.len());
         let mut next_heads = next_heads.into_iter();
-        let committed_ms = now_ms();
+        let committed_ms = self.clock.now_ms();
         let mut txn = Txn::new();
         let mut topics: BTreeMap<&str, Revision> = BTreeMap::new();
         let mut base_offsets = Vec::with_capacity(chunks.len());

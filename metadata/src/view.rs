@@ -8,8 +8,8 @@ use std::time::Duration;
 use crate::keys::Key;
 use crate::membership::NodeInfo;
 use crate::model::{
-    now_ms, Catalog, ChunkCommit, CommitOutcome, Head, HeadState, IndexEntry, ModelError,
-    ModelResult, Topic,
+    Catalog, ChunkCommit, CommitOutcome, Head, HeadState, IndexEntry, ModelError, ModelResult,
+    Topic,
 };
 use crate::{KeyValue, MetaResult, Revision, WatchEvent};
 use futures::StreamExt;
@@ -235,9 +235,10 @@ impl ClusterView {
                 continue;
             }
             let partition = state.partition_mut(&chunk.topic_id, chunk.partition);
-            partition
-                .entries
-                .insert(*base, chunk.index_entry(*base, now_ms()));
+            partition.entries.insert(
+                *base,
+                chunk.index_entry(*base, self.catalog.clock().now_ms()),
+            );
             partition.set_head(head.clone());
         }
     }
