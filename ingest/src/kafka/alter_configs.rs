@@ -87,3 +87,238 @@ pub fn not_alterable(resource_type: i8) -> AdminError {
         ),
     )
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+
+    use super::*;
+    use crate::kafka::testing::TestNode;
+    use crate::kafka::topic_configs::{RESOURCE_BROKER, RESOURCE_BROKER_LOGGER};
+
+    fn resource(
+        resource_type: i8,
+        name: &str,
+        configs: &[(&str, Option<&str>)],
+    ) -> AlterConfigsResource {
+        AlterConfigsResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_string(name.to_string()))
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(name, value)| {
+                        AlterableConfig::default()
+                            .with_name(StrBytes::from_string(name.to_string()))
+                            .with_value(value.map(|v| StrBytes::from_string(v.to_string())))
+                    })
+                    .collect(),
+            )
+    }
+
+    fn topic(name: &str, configs: &[(&str, Option<&str>)]) -> AlterConfigsResource {
+        resource(RESOURCE_TOPIC, name, configs)
+    }
+
+    async fn alter(
+        node: &TestNode,
+        resources: Vec<AlterConfigsResource>,
+        validate_only: bool,
+    ) -> Vec<AlterConfigsResourceResponse> {
+        let count = resources.len();
+        let request = AlterConfigsRequest::default()
+            .with_resources(resources)
+            .with_validate_only(validate_only);
+        let response = handle(&node.context, request).await;
+        assert_eq!(response.responses.len(), count);
+        response.responses
+    }
+
+    fn map(configs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        configs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The topic's configs as this node sees them and as stored; both must agree.
+    async fn configs(node: &TestNode, name: &str) -> BTreeMap<String, String> {
+        let seen = node.context.view.topic(name).unwrap().record.configs;
+        let stored = node
+            .context
+            .catalog
+            .get_topic(name)
+            .await
+            .unwrap()
+            .unwrap()
+            .record
+            .configs;
+        assert_eq!(seen, stored);
+        seen
+    }
+
+    async fn topic_with(node: &TestNode, name: &str, configs: &[(&str, &str)]) {
+        node.context
+            .view
+            .create_topic(name, 1, map(configs))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn replaces_the_whole_config_set() {
+        let node = TestNode::start().await;
+        topic_with(
+            &node,
+            "orders",
+            &[("retention.ms", "1000"), ("segment.ms", "5000")],
+        )
+        .await;
+        let responses = alter(
+            &node,
+            vec![topic(
+                "orders",
+                &[
+                    ("max.message.bytes", Some("2048")),
+                    ("segment.ms", Some("6000")),
+                ],
+            )],
+            false,
+        )
+        .await;
+        assert_eq!(responses[0].error_code, 0);
+        assert_eq!(responses[0].error_message, None);
+        assert_eq!(responses[0].resource_type, RESOURCE_TOPIC);
+        assert_eq!(responses[0].resource_name.as_str(), "orders");
+        // retention.ms was left out: back to its default
+        assert_eq!(
+            configs(&node, "orders").await,
+            map(&[("max.message.bytes", "2048"), ("segment.ms", "6000")])
+        );
+        // the write path sees the new limit at once
+        let seen = node.context.view.topic("orders").unwrap();
+        assert_eq!(seen.record.max_message_bytes(), 2048);
+
+        // null values and an empty set: everything back to defaults
+        let responses = alter(
+            &node,
+            vec![topic("orders", &[("retention.ms", None)])],
+            false,
+        )
+        .await;
+        assert_eq!(responses[0].error_code, 0);
+        assert!(configs(&node, "orders").await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn unknown_or_malformed_configs_are_invalid_config_and_change_nothing() {
+        let node = TestNode::start().await;
+        topic_with(&node, "orders", &[("retention.ms", "1000")]).await;
+        for (name, value) in [
+            ("no.such.config", "1"),
+            ("retention.ms", "forever"),
+            ("max.message.bytes", "0"),
+        ] {
+            for validate_only in [false, true] {
+                let responses = alter(
+                    &node,
+                    vec![topic("orders", &[(name, Some(value))])],
+                    validate_only,
+                )
+                .await;
+                assert_eq!(
+                    responses[0].error_code,
+                    ResponseError::InvalidConfig.code(),
+                    "{name}={value} validate_only={validate_only}"
+                );
+                assert!(responses[0].error_message.is_some());
+            }
+        }
+        assert_eq!(
+            configs(&node, "orders").await,
+            map(&[("retention.ms", "1000")])
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_topic_is_unknown_topic_or_partition() {
+        let node = TestNode::start().await;
+        for validate_only in [false, true] {
+            let responses = alter(
+                &node,
+                vec![topic("ghost", &[("retention.ms", Some("1000"))])],
+                validate_only,
+            )
+            .await;
+            assert_eq!(
+                responses[0].error_code,
+                ResponseError::UnknownTopicOrPartition.code(),
+                "validate_only={validate_only}"
+            );
+            assert!(responses[0]
+                .error_message
+                .as_ref()
+                .unwrap()
+                .contains("ghost"));
+        }
+        assert!(node.context.view.topic("ghost").is_none());
+        assert!(node
+            .context
+            .catalog
+            .get_topic("ghost")
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn validate_only_checks_and_changes_nothing() {
+        let node = TestNode::start().await;
+        topic_with(&node, "orders", &[("retention.ms", "1000")]).await;
+        let responses = alter(
+            &node,
+            vec![topic("orders", &[("segment.ms", Some("6000"))])],
+            true,
+        )
+        .await;
+        assert_eq!(responses[0].error_code, 0);
+        assert_eq!(
+            configs(&node, "orders").await,
+            map(&[("retention.ms", "1000")])
+        );
+    }
+
+    #[tokio::test]
+    async fn only_topic_configs_can_be_altered() {
+        let node = TestNode::start().await;
+        topic_with(&node, "orders", &[]).await;
+        let responses = alter(
+            &node,
+            vec![
+                resource(RESOURCE_BROKER, "1", &[("log.retention.ms", Some("1"))]),
+                resource(RESOURCE_BROKER_LOGGER, "1", &[]),
+                topic("orders", &[("retention.ms", Some("5"))]),
+                resource(32, "group", &[]),
+            ],
+            false,
+        )
+        .await;
+        for i in [0, 1, 3] {
+            assert_eq!(
+                responses[i].error_code,
+                ResponseError::InvalidRequest.code(),
+                "resource {i}"
+            );
+            assert!(responses[i].error_message.is_some());
+        }
+        assert_eq!(responses[0].resource_type, RESOURCE_BROKER);
+        assert_eq!(responses[0].resource_name.as_str(), "1");
+        // the topic next to them is altered all the same
+        assert_eq!(responses[2].error_code, 0);
+        assert_eq!(
+            configs(&node, "orders").await,
+            map(&[("retention.ms", "5")])
+        );
+    }
+}

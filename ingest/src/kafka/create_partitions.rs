@@ -108,3 +108,145 @@ async fn grow(
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::TopicName;
+
+    use super::*;
+    use crate::kafka::testing::TestNode;
+
+    fn grow_to(name: &str, count: i32) -> CreatePartitionsTopic {
+        CreatePartitionsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_count(count)
+    }
+
+    async fn create(
+        node: &TestNode,
+        topics: Vec<CreatePartitionsTopic>,
+        validate_only: bool,
+    ) -> Vec<CreatePartitionsTopicResult> {
+        let count = topics.len();
+        let request = CreatePartitionsRequest::default()
+            .with_topics(topics)
+            .with_timeout_ms(5_000)
+            .with_validate_only(validate_only);
+        let response = handle(&node.context, request).await;
+        assert_eq!(response.results.len(), count);
+        response.results
+    }
+
+    async fn partitions(node: &TestNode, name: &str) -> (i32, i32) {
+        let seen = node.context.view.topic(name).unwrap().record.partitions;
+        let stored = node
+            .context
+            .catalog
+            .get_topic(name)
+            .await
+            .unwrap()
+            .unwrap()
+            .record
+            .partitions;
+        (seen, stored)
+    }
+
+    #[tokio::test]
+    async fn grows_a_topic_and_keeps_its_id() {
+        let node = TestNode::start().await;
+        let before = node.topic("orders", 1).await;
+        let results = create(&node, vec![grow_to("orders", 4)], false).await;
+        assert_eq!(results[0].name.0.as_str(), "orders");
+        assert_eq!(results[0].error_code, 0);
+        assert_eq!(results[0].error_message, None);
+        assert_eq!(partitions(&node, "orders").await, (4, 4));
+        let after = node.context.view.topic("orders").unwrap();
+        assert_eq!(after.record.id, before.record.id);
+        // new partitions start empty
+        let snapshot = node.context.view.snapshot(&after.record.id, 3);
+        assert_eq!((snapshot.log_start_offset, snapshot.high_watermark), (0, 0));
+
+        // and may grow again, up to the maximum
+        let results = create(&node, vec![grow_to("orders", PARTITIONS_MAX)], false).await;
+        assert_eq!(results[0].error_code, 0);
+        assert_eq!(
+            partitions(&node, "orders").await,
+            (PARTITIONS_MAX, PARTITIONS_MAX)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_count_can_only_grow_up_to_the_maximum() {
+        let node = TestNode::start().await;
+        node.topic("orders", 3).await;
+        for count in [3, 2, 0, -1, PARTITIONS_MAX + 1] {
+            let results = create(&node, vec![grow_to("orders", count)], false).await;
+            assert_eq!(
+                results[0].error_code,
+                ResponseError::InvalidPartitions.code(),
+                "count {count}"
+            );
+            assert!(results[0].error_message.is_some());
+        }
+        assert_eq!(partitions(&node, "orders").await, (3, 3));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_topic_is_unknown_topic_or_partition() {
+        let node = TestNode::start().await;
+        let results = create(&node, vec![grow_to("ghost", 2)], false).await;
+        assert_eq!(
+            results[0].error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+        assert!(results[0].error_message.as_ref().unwrap().contains("ghost"));
+        // nothing is created on the way
+        assert!(node.context.view.topic("ghost").is_none());
+        assert!(node
+            .context
+            .catalog
+            .get_topic("ghost")
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn a_topic_twice_in_one_request_is_invalid_and_others_still_grow() {
+        let node = TestNode::start().await;
+        node.topic("twice", 1).await;
+        node.topic("once", 1).await;
+        let results = create(
+            &node,
+            vec![grow_to("twice", 2), grow_to("once", 2), grow_to("twice", 3)],
+            false,
+        )
+        .await;
+        assert_eq!(results[0].error_code, ResponseError::InvalidRequest.code());
+        assert_eq!(results[1].error_code, 0);
+        assert_eq!(results[2].error_code, ResponseError::InvalidRequest.code());
+        assert_eq!(partitions(&node, "twice").await, (1, 1));
+        assert_eq!(partitions(&node, "once").await, (2, 2));
+    }
+
+    #[tokio::test]
+    async fn validate_only_checks_and_changes_nothing() {
+        let node = TestNode::start().await;
+        node.topic("orders", 2).await;
+        let results = create(&node, vec![grow_to("orders", 5), grow_to("ghost", 5)], true).await;
+        assert_eq!(results[0].error_code, 0);
+        assert_eq!(
+            results[1].error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+        assert_eq!(partitions(&node, "orders").await, (2, 2));
+
+        let results = create(&node, vec![grow_to("orders", 1)], true).await;
+        assert_eq!(
+            results[0].error_code,
+            ResponseError::InvalidPartitions.code()
+        );
+    }
+}

@@ -65,3 +65,84 @@ pub fn handle(context: &KafkaContext, request: DescribeClusterRequest) -> Descri
         .with_controller_id(BrokerId(controller))
         .with_brokers(brokers)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use sluice_metadata::membership::{NodeInfo, Role};
+
+    use super::*;
+    use crate::kafka::testing::{TestNode, NODE_ID};
+
+    fn info(node_id: i32, port: i32, roles: Vec<Role>, zone: Option<&str>) -> NodeInfo {
+        NodeInfo {
+            node_id,
+            kafka_host: format!("node-{node_id}"),
+            kafka_port: port,
+            http_url: format!("http://node-{node_id}:8080"),
+            roles,
+            zone: zone.map(str::to_string),
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_the_cluster_id_and_this_node_as_broker_and_controller() {
+        let node = TestNode::start().await;
+        let response = handle(&node.context, DescribeClusterRequest::default());
+        assert_eq!(response.error_code, 0);
+        assert_eq!(response.error_message, None);
+        assert_eq!(response.endpoint_type, ENDPOINT_BROKERS);
+        assert!(!node.context.cluster_id.is_empty());
+        assert_eq!(response.cluster_id.as_str(), node.context.cluster_id);
+        assert_eq!(response.controller_id.0, NODE_ID);
+        assert_eq!(response.brokers.len(), 1);
+        let broker = &response.brokers[0];
+        assert_eq!(broker.broker_id.0, NODE_ID);
+        assert_eq!(broker.host.as_str(), "127.0.0.1");
+        assert_eq!(broker.port, 9092);
+        assert_eq!(broker.rack, None);
+    }
+
+    #[tokio::test]
+    async fn brokers_are_the_client_serving_nodes_by_id_and_the_lowest_controls() {
+        let node = TestNode::start().await;
+        let view = &node.context.view;
+        view.upsert_node(info(5, 19095, vec![Role::Fetch], Some("zone-b")));
+        view.upsert_node(info(0, 19090, vec![Role::Ingest], Some("zone-a")));
+        // a compactor serves no clients: not a broker, not a controller
+        view.upsert_node(info(-3, 19093, vec![Role::Compactor], None));
+
+        let response = handle(&node.context, DescribeClusterRequest::default());
+        assert_eq!(response.error_code, 0);
+        let ids: Vec<i32> = response.brokers.iter().map(|b| b.broker_id.0).collect();
+        assert_eq!(ids, vec![0, NODE_ID, 5]);
+        assert_eq!(response.controller_id.0, 0);
+        let first = &response.brokers[0];
+        assert_eq!(first.host.as_str(), "node-0");
+        assert_eq!(first.port, 19090);
+        assert_eq!(first.rack.as_ref().map(|r| r.as_str()), Some("zone-a"));
+        assert_eq!(
+            response.brokers[2].rack.as_ref().map(|r| r.as_str()),
+            Some("zone-b")
+        );
+    }
+
+    #[tokio::test]
+    async fn only_the_brokers_endpoint_type_is_served() {
+        let node = TestNode::start().await;
+        for endpoint_type in [0, 2, -1] {
+            let response = handle(
+                &node.context,
+                DescribeClusterRequest::default().with_endpoint_type(endpoint_type),
+            );
+            assert_eq!(
+                response.error_code,
+                ResponseError::UnsupportedEndpointType.code(),
+                "endpoint type {endpoint_type}"
+            );
+            assert!(response.error_message.is_some());
+            assert_eq!(response.endpoint_type, endpoint_type);
+            assert!(response.brokers.is_empty());
+        }
+    }
+}

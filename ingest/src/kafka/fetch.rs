@@ -208,3 +208,398 @@ async fn read_partition(
     }
     Ok(records)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::ProduceRequest;
+    use kafka_protocol::protocol::StrBytes;
+    use sluice_segment::NewRecord;
+
+    use super::*;
+    use crate::kafka::testing::TestNode;
+    use crate::kafka::{produce, KafkaConfig};
+
+    fn topic_name(name: &str) -> TopicName {
+        TopicName(StrBytes::from_string(name.to_string()))
+    }
+
+    /// One batch of `values`, as a producer sends it.
+    fn batch_of(values: &[&str]) -> Bytes {
+        let records: Vec<NewRecord> = values
+            .iter()
+            .map(|v| NewRecord {
+                key: None,
+                value: Some(Bytes::from(v.to_string())),
+                headers: vec![("h".to_string(), Some(Bytes::from_static(b"1")))],
+                timestamp_ms: 1_700_000_000_000,
+            })
+            .collect();
+        batch::encode(&records).unwrap()
+    }
+
+    /// Produce one batch (acks=-1) and return its base offset.
+    async fn produce(node: &TestNode, topic: &str, partition: i32, batch: Bytes) -> i64 {
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic_name(topic))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(batch))])]);
+        let response = produce::handle(&node.context, request).await.unwrap();
+        let answer = &response.responses[0].partition_responses[0];
+        assert_eq!(answer.error_code, 0, "{:?}", answer.error_message);
+        answer.base_offset
+    }
+
+    fn wanted(partition: i32, offset: i64, max_bytes: i32) -> FetchPartition {
+        FetchPartition::default()
+            .with_partition(partition)
+            .with_fetch_offset(offset)
+            .with_partition_max_bytes(max_bytes)
+    }
+
+    /// A fetch that does not wait, of `partitions` of `topic`.
+    fn request(topic: &str, partitions: Vec<FetchPartition>) -> FetchRequest {
+        FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(topic_name(topic))
+                .with_partitions(partitions)])
+    }
+
+    /// The one partition answered.
+    async fn fetch_one(node: &TestNode, topic: &str, wanted: FetchPartition) -> PartitionData {
+        let response = handle(&node.context, request(topic, vec![wanted])).await;
+        assert_eq!(response.responses.len(), 1);
+        assert_eq!(response.responses[0].topic.0.as_str(), topic);
+        assert_eq!(response.responses[0].partitions.len(), 1);
+        response.responses[0].partitions[0].clone()
+    }
+
+    /// (offset, value) of every record in fetched bytes.
+    fn offsets_and_values(records: &Option<Bytes>) -> Vec<(i64, String)> {
+        let bytes = records.clone().unwrap_or_default();
+        batch::decode(bytes)
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                let value = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
+                (r.offset, value)
+            })
+            .collect()
+    }
+
+    fn pairs(from: i64, values: &[&str]) -> Vec<(i64, String)> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (from + i as i64, v.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn reads_committed_records_from_the_fetch_offset() {
+        let node = TestNode::start().await;
+        node.topic("orders", 1).await;
+        assert_eq!(
+            produce(&node, "orders", 0, batch_of(&["a", "b", "c"])).await,
+            0
+        );
+        assert_eq!(produce(&node, "orders", 0, batch_of(&["d", "e"])).await, 3);
+
+        let data = fetch_one(&node, "orders", wanted(0, 0, 1 << 20)).await;
+        assert_eq!(data.partition_index, 0);
+        assert_eq!(data.error_code, 0);
+        assert_eq!(data.high_watermark, 5);
+        assert_eq!(data.last_stable_offset, 5);
+        assert_eq!(data.log_start_offset, 0);
+        assert_eq!(
+            offsets_and_values(&data.records),
+            pairs(0, &["a", "b", "c", "d", "e"])
+        );
+        let headers = batch::decode(data.records.clone().unwrap()).unwrap()[0]
+            .headers
+            .clone();
+        assert_eq!(
+            headers,
+            vec![("h".to_string(), Some(Bytes::from_static(b"1")))]
+        );
+
+        // from a batch boundary: that batch on
+        let data = fetch_one(&node, "orders", wanted(0, 3, 1 << 20)).await;
+        assert_eq!(offsets_and_values(&data.records), pairs(3, &["d", "e"]));
+
+        // from inside a batch: the whole batch holding it (clients skip the
+        // records before their offset), then the rest
+        let data = fetch_one(&node, "orders", wanted(0, 1, 1 << 20)).await;
+        assert_eq!(
+            offsets_and_values(&data.records),
+            pairs(0, &["a", "b", "c", "d", "e"])
+        );
+        let data = fetch_one(&node, "orders", wanted(0, 4, 1 << 20)).await;
+        assert_eq!(offsets_and_values(&data.records), pairs(3, &["d", "e"]));
+    }
+
+    #[tokio::test]
+    async fn the_high_watermark_is_empty_and_offsets_outside_the_log_are_out_of_range() {
+        let node = TestNode::start().await;
+        node.topic("orders", 1).await;
+
+        // an empty partition: offset 0 is its end
+        let data = fetch_one(&node, "orders", wanted(0, 0, 1 << 20)).await;
+        assert_eq!(data.error_code, 0);
+        assert_eq!(data.high_watermark, 0);
+        assert_eq!(data.records, Some(Bytes::new()));
+
+        produce(&node, "orders", 0, batch_of(&["a", "b"])).await;
+        let data = fetch_one(&node, "orders", wanted(0, 2, 1 << 20)).await;
+        assert_eq!(data.error_code, 0);
+        assert_eq!(data.high_watermark, 2);
+        assert_eq!(data.records, Some(Bytes::new()));
+
+        for offset in [3, 1_000, -1, i64::MIN] {
+            let data = fetch_one(&node, "orders", wanted(0, offset, 1 << 20)).await;
+            assert_eq!(
+                data.error_code,
+                ResponseError::OffsetOutOfRange.code(),
+                "offset {offset}"
+            );
+            assert_eq!(data.high_watermark, 2);
+            assert_eq!(data.log_start_offset, 0);
+            assert_eq!(data.records, Some(Bytes::new()));
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_topics_and_partitions_are_answered_per_partition() {
+        let node = TestNode::start().await;
+        node.topic("orders", 2).await;
+        produce(&node, "orders", 1, batch_of(&["a"])).await;
+
+        let data = fetch_one(&node, "ghost", wanted(0, 0, 1 << 20)).await;
+        assert_eq!(
+            data.error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+        assert_eq!(data.high_watermark, -1);
+        assert_eq!(data.log_start_offset, -1);
+        // a fetch creates nothing
+        assert!(node.context.view.topic("ghost").is_none());
+
+        // an unknown partition next to a known one: each gets its own answer
+        let response = handle(
+            &node.context,
+            request("orders", vec![wanted(2, 0, 1 << 20), wanted(1, 0, 1 << 20)]),
+        )
+        .await;
+        let partitions = &response.responses[0].partitions;
+        assert_eq!(partitions[0].partition_index, 2);
+        assert_eq!(
+            partitions[0].error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+        assert_eq!(partitions[1].partition_index, 1);
+        assert_eq!(partitions[1].error_code, 0);
+        assert_eq!(offsets_and_values(&partitions[1].records), pairs(0, &["a"]));
+    }
+
+    #[tokio::test]
+    async fn partition_max_bytes_keeps_whole_batches_and_at_least_one() {
+        let node = TestNode::start().await;
+        node.topic("orders", 1).await;
+        let first = batch_of(&["a", "b", "c"]);
+        let second = batch_of(&["d"]);
+        let (first_len, second_len) = (first.len() as i32, second.len() as i32);
+        produce(&node, "orders", 0, first).await;
+        produce(&node, "orders", 0, second).await;
+
+        // exactly the first batch's size: that batch only
+        let data = fetch_one(&node, "orders", wanted(0, 0, first_len)).await;
+        assert_eq!(data.records.as_ref().unwrap().len(), first_len as usize);
+        assert_eq!(
+            offsets_and_values(&data.records),
+            pairs(0, &["a", "b", "c"])
+        );
+
+        // one byte short of both: still the first only, never half a batch
+        let data = fetch_one(&node, "orders", wanted(0, 0, first_len + second_len - 1)).await;
+        assert_eq!(
+            offsets_and_values(&data.records),
+            pairs(0, &["a", "b", "c"])
+        );
+
+        // less than one batch: the first batch anyway, so the consumer moves on
+        for max in [1, 0] {
+            let data = fetch_one(&node, "orders", wanted(0, 0, max)).await;
+            assert_eq!(data.error_code, 0);
+            assert_eq!(
+                offsets_and_values(&data.records),
+                pairs(0, &["a", "b", "c"])
+            );
+        }
+
+        let data = fetch_one(&node, "orders", wanted(0, 0, first_len + second_len)).await;
+        assert_eq!(
+            offsets_and_values(&data.records),
+            pairs(0, &["a", "b", "c", "d"])
+        );
+    }
+
+    #[tokio::test]
+    async fn max_bytes_bounds_the_partitions_after_the_first() {
+        let node = TestNode::start().await;
+        node.topic("orders", 2).await;
+        let batch = batch_of(&["a", "b"]);
+        let len = batch.len() as i32;
+        produce(&node, "orders", 0, batch.clone()).await;
+        produce(&node, "orders", 1, batch).await;
+
+        let both = vec![wanted(0, 0, 1 << 20), wanted(1, 0, 1 << 20)];
+        let response = handle(
+            &node.context,
+            request("orders", both.clone()).with_max_bytes(len),
+        )
+        .await;
+        let partitions = &response.responses[0].partitions;
+        assert_eq!(
+            offsets_and_values(&partitions[0].records),
+            pairs(0, &["a", "b"])
+        );
+        // no room left: an empty answer, not an error
+        assert_eq!(partitions[1].error_code, 0);
+        assert_eq!(partitions[1].high_watermark, 2);
+        assert_eq!(partitions[1].records, Some(Bytes::new()));
+
+        let response = handle(
+            &node.context,
+            request("orders", both).with_max_bytes(2 * len),
+        )
+        .await;
+        let partitions = &response.responses[0].partitions;
+        assert_eq!(
+            offsets_and_values(&partitions[0].records),
+            pairs(0, &["a", "b"])
+        );
+        assert_eq!(
+            offsets_and_values(&partitions[1].records),
+            pairs(0, &["a", "b"])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_long_poll_returns_when_records_arrive() {
+        let node = TestNode::start().await;
+        node.topic("orders", 1).await;
+        let context = node.context.clone();
+        let poll = tokio::spawn(async move {
+            let request = request("orders", vec![wanted(0, 0, 1 << 20)])
+                .with_max_wait_ms(20_000)
+                .with_min_bytes(1);
+            let started = std::time::Instant::now();
+            let response = handle(&context, request).await;
+            (response, started.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        produce(&node, "orders", 0, batch_of(&["late"])).await;
+        let (response, waited) = poll.await.unwrap();
+        let data = &response.responses[0].partitions[0];
+        assert_eq!(data.error_code, 0);
+        assert_eq!(offsets_and_values(&data.records), pairs(0, &["late"]));
+        assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+    }
+
+    #[tokio::test]
+    async fn max_wait_is_capped_by_fetch_wait_max() {
+        let node = TestNode::start_with(KafkaConfig {
+            fetch_wait_max: Duration::from_millis(50),
+            ..KafkaConfig::default()
+        })
+        .await;
+        node.topic("orders", 1).await;
+        let started = std::time::Instant::now();
+        let response = handle(
+            &node.context,
+            request("orders", vec![wanted(0, 0, 1 << 20)])
+                .with_max_wait_ms(600_000)
+                .with_min_bytes(1),
+        )
+        .await;
+        let waited = started.elapsed();
+        let data = &response.responses[0].partitions[0];
+        assert_eq!(data.error_code, 0);
+        assert_eq!(data.records, Some(Bytes::new()));
+        assert!(waited >= Duration::from_millis(45), "waited {waited:?}");
+        assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+    }
+
+    #[tokio::test]
+    async fn an_error_answers_at_once_without_waiting() {
+        let node = TestNode::start().await;
+        node.topic("orders", 1).await;
+        let started = std::time::Instant::now();
+        let response = handle(
+            &node.context,
+            request("orders", vec![wanted(0, 0, 1 << 20), wanted(5, 0, 1 << 20)])
+                .with_max_wait_ms(20_000)
+                .with_min_bytes(1),
+        )
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let partitions = &response.responses[0].partitions;
+        assert_eq!(partitions[0].error_code, 0);
+        assert_eq!(
+            partitions[1].error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+    }
+
+    // Handler bug (fetch.rs, `read_all`): the first partition's budget is
+    // its `partition_max_bytes` alone, so the response's `max_bytes` does
+    // not bound it: with room for one batch it gets every batch that fits
+    // the partition limit. Kafka (and this module's doc) allow the limit to
+    // be exceeded by one batch only.
+    #[tokio::test]
+    #[ignore = "known bug, issue 11 (fetch size limits): max_bytes does not bound the first partition"]
+    async fn max_bytes_lets_the_first_partition_exceed_it_by_one_batch_only() {
+        let node = TestNode::start().await;
+        node.topic("orders", 1).await;
+        for value in ["a", "b", "c"] {
+            produce(&node, "orders", 0, batch_of(&[value])).await;
+        }
+        let response = handle(
+            &node.context,
+            request("orders", vec![wanted(0, 0, 1 << 20)]).with_max_bytes(1),
+        )
+        .await;
+        let data = &response.responses[0].partitions[0];
+        assert_eq!(offsets_and_values(&data.records), pairs(0, &["a"]));
+    }
+
+    // Handler bug (fetch.rs, `handle`: `min_bytes.max(1)`): a fetch with
+    // min_bytes 0 waits out max_wait_ms when no data is there; Kafka answers
+    // such a fetch at once.
+    #[tokio::test]
+    #[ignore = "known bug, issue 11: min_bytes 0 waits for max_wait_ms"]
+    async fn min_bytes_zero_answers_at_once() {
+        let node = TestNode::start().await;
+        node.topic("orders", 1).await;
+        let started = std::time::Instant::now();
+        let response = handle(
+            &node.context,
+            request("orders", vec![wanted(0, 0, 1 << 20)])
+                .with_max_wait_ms(2_000)
+                .with_min_bytes(0),
+        )
+        .await;
+        assert_eq!(response.responses[0].partitions[0].error_code, 0);
+        assert!(started.elapsed() < Duration::from_millis(1_000));
+    }
+}

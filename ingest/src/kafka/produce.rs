@@ -144,3 +144,436 @@ fn producer_batch(records: &[u8]) -> IngestResult<Option<ProducerBatch>> {
         first.last_offset_delta,
     )))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::produce_response::PartitionProduceResponse;
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    use sluice_segment::NewRecord;
+
+    use super::*;
+    use crate::kafka::testing::TestNode;
+    use crate::kafka::KafkaConfig;
+
+    fn record(value: &str) -> NewRecord {
+        NewRecord {
+            key: Some(Bytes::from(format!("key-{value}"))),
+            value: Some(Bytes::from(value.to_string())),
+            headers: Vec::new(),
+            timestamp_ms: 1_700_000_000_000,
+        }
+    }
+
+    fn records(values: &[&str]) -> Vec<NewRecord> {
+        values.iter().map(|v| record(v)).collect()
+    }
+
+    /// One plain (not idempotent) batch of `values`.
+    fn plain(values: &[&str]) -> Bytes {
+        batch::encode(&records(values)).unwrap()
+    }
+
+    fn partition(index: i32, records: Option<Bytes>) -> PartitionProduceData {
+        PartitionProduceData::default()
+            .with_index(index)
+            .with_records(records)
+    }
+
+    fn request(acks: i16, topic: &str, partitions: Vec<PartitionProduceData>) -> ProduceRequest {
+        ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(5_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(partitions)])
+    }
+
+    /// Produce `records` to one partition with acks=-1 and return its answer.
+    async fn produce_one(
+        node: &TestNode,
+        topic: &str,
+        index: i32,
+        records: Option<Bytes>,
+    ) -> PartitionProduceResponse {
+        let response = handle(
+            &node.context,
+            request(-1, topic, vec![partition(index, records)]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.responses.len(), 1);
+        assert_eq!(response.responses[0].name.0.as_str(), topic);
+        assert_eq!(response.responses[0].partition_responses.len(), 1);
+        response.responses[0].partition_responses[0].clone()
+    }
+
+    fn high_watermark(node: &TestNode, topic: &str, partition: i32) -> i64 {
+        let topic = node.context.view.topic(topic).unwrap();
+        node.context
+            .view
+            .snapshot(&topic.record.id, partition)
+            .high_watermark
+    }
+
+    #[tokio::test]
+    async fn appends_batches_and_answers_their_base_offsets() {
+        let node = TestNode::start().await;
+        node.topic("orders", 2).await;
+
+        let first = produce_one(&node, "orders", 0, Some(plain(&["a", "b", "c"]))).await;
+        assert_eq!(first.index, 0);
+        assert_eq!(first.error_code, 0);
+        assert_eq!(first.error_message, None);
+        assert_eq!(first.base_offset, 0);
+        assert_eq!(first.log_start_offset, 0);
+
+        let second = produce_one(&node, "orders", 0, Some(plain(&["d", "e"]))).await;
+        assert_eq!(second.error_code, 0);
+        assert_eq!(second.base_offset, 3);
+        assert_eq!(high_watermark(&node, "orders", 0), 5);
+
+        // both partitions in one request: answered in request order, each
+        // with offsets of its own
+        let response = handle(
+            &node.context,
+            request(
+                1,
+                "orders",
+                vec![
+                    partition(1, Some(plain(&["x"]))),
+                    partition(0, Some(plain(&["f"]))),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+        let answers = &response.responses[0].partition_responses;
+        assert_eq!(answers.len(), 2);
+        assert_eq!((answers[0].index, answers[0].error_code), (1, 0));
+        assert_eq!(answers[0].base_offset, 0);
+        assert_eq!((answers[1].index, answers[1].error_code), (0, 0));
+        assert_eq!(answers[1].base_offset, 5);
+        assert_eq!(high_watermark(&node, "orders", 0), 6);
+        assert_eq!(high_watermark(&node, "orders", 1), 1);
+    }
+
+    #[tokio::test]
+    async fn unknown_topics_are_created_only_when_auto_creation_is_on() {
+        let node = TestNode::start_with(KafkaConfig {
+            default_partitions: 3,
+            ..KafkaConfig::default()
+        })
+        .await;
+        let answer = produce_one(&node, "fresh", 2, Some(plain(&["a"]))).await;
+        assert_eq!(answer.error_code, 0);
+        assert_eq!(answer.base_offset, 0);
+        let created = node.context.view.topic("fresh").unwrap();
+        assert_eq!(created.record.partitions, 3);
+        assert_eq!(high_watermark(&node, "fresh", 2), 1);
+
+        let node = TestNode::start_with(KafkaConfig {
+            auto_create_topics: false,
+            ..KafkaConfig::default()
+        })
+        .await;
+        let answer = produce_one(&node, "fresh", 0, Some(plain(&["a"]))).await;
+        assert_eq!(
+            answer.error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+        assert_eq!(answer.base_offset, -1);
+        assert!(answer.error_message.is_some());
+        assert!(node.context.view.topic("fresh").is_none());
+    }
+
+    #[tokio::test]
+    async fn partitions_outside_the_topic_are_unknown() {
+        let node = TestNode::start().await;
+        node.topic("orders", 2).await;
+        for index in [2, -1, i32::MAX] {
+            let answer = produce_one(&node, "orders", index, Some(plain(&["a"]))).await;
+            assert_eq!(answer.index, index);
+            assert_eq!(
+                answer.error_code,
+                ResponseError::UnknownTopicOrPartition.code(),
+                "partition {index}"
+            );
+            assert_eq!(answer.base_offset, -1);
+        }
+        assert_eq!(high_watermark(&node, "orders", 0), 0);
+        assert_eq!(high_watermark(&node, "orders", 1), 0);
+    }
+
+    #[tokio::test]
+    async fn corrupt_or_missing_batches_are_refused_and_others_still_commit() {
+        let node = TestNode::start().await;
+        node.topic("orders", 2).await;
+
+        // a flipped byte in the records breaks the CRC
+        let mut damaged = BytesMut::from(&plain(&["a", "b"])[..]);
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff;
+        let response = handle(
+            &node.context,
+            request(
+                -1,
+                "orders",
+                vec![
+                    partition(0, Some(damaged.freeze())),
+                    partition(1, Some(plain(&["ok"]))),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+        let answers = &response.responses[0].partition_responses;
+        assert_eq!(answers[0].error_code, ResponseError::CorruptMessage.code());
+        assert_eq!(answers[0].base_offset, -1);
+        assert_eq!(answers[1].error_code, 0);
+        assert_eq!(answers[1].base_offset, 0);
+
+        // no records at all, bytes that are no batch, a truncated batch
+        let whole = plain(&["a"]);
+        for records in [
+            None,
+            Some(Bytes::new()),
+            Some(Bytes::from_static(b"not a record batch")),
+            Some(whole.slice(..whole.len() - 3)),
+        ] {
+            let answer = produce_one(&node, "orders", 0, records.clone()).await;
+            assert_eq!(
+                answer.error_code,
+                ResponseError::CorruptMessage.code(),
+                "{records:?}"
+            );
+            assert_eq!(answer.base_offset, -1);
+        }
+        assert_eq!(high_watermark(&node, "orders", 0), 0);
+        assert_eq!(high_watermark(&node, "orders", 1), 1);
+    }
+
+    #[tokio::test]
+    async fn batches_over_max_message_bytes_are_too_large() {
+        let node = TestNode::start().await;
+        let configs = BTreeMap::from([("max.message.bytes".to_string(), "200".to_string())]);
+        node.context
+            .view
+            .create_topic("small", 1, configs)
+            .await
+            .unwrap();
+
+        let big = plain(&[&"x".repeat(300)]);
+        assert!(big.len() > 200);
+        let answer = produce_one(&node, "small", 0, Some(big)).await;
+        assert_eq!(answer.error_code, ResponseError::MessageTooLarge.code());
+        assert_eq!(answer.base_offset, -1);
+        assert_eq!(high_watermark(&node, "small", 0), 0);
+
+        let fits = plain(&["x"]);
+        assert!(fits.len() <= 200);
+        let answer = produce_one(&node, "small", 0, Some(fits)).await;
+        assert_eq!(answer.error_code, 0);
+        assert_eq!(answer.base_offset, 0);
+    }
+
+    #[tokio::test]
+    async fn acks_outside_minus_one_to_one_are_invalid_required_acks() {
+        let node = TestNode::start().await;
+        node.topic("orders", 2).await;
+        for acks in [2, -2, 100] {
+            let response = handle(
+                &node.context,
+                request(
+                    acks,
+                    "orders",
+                    vec![
+                        partition(0, Some(plain(&["a"]))),
+                        partition(1, Some(plain(&["b"]))),
+                    ],
+                ),
+            )
+            .await
+            .unwrap();
+            for answer in &response.responses[0].partition_responses {
+                assert_eq!(
+                    answer.error_code,
+                    ResponseError::InvalidRequiredAcks.code(),
+                    "acks {acks}"
+                );
+                assert_eq!(answer.base_offset, -1);
+            }
+        }
+        assert_eq!(high_watermark(&node, "orders", 0), 0);
+        assert_eq!(high_watermark(&node, "orders", 1), 0);
+    }
+
+    #[tokio::test]
+    async fn acks_zero_gets_no_response_and_still_commits() {
+        let node = TestNode::start().await;
+        node.topic("orders", 1).await;
+        let response = handle(
+            &node.context,
+            request(0, "orders", vec![partition(0, Some(plain(&["a", "b"])))]),
+        )
+        .await;
+        assert!(response.is_none());
+        // nobody waits for the commit: poll for it (the writer flushes every 5 ms)
+        let mut committed = false;
+        for _ in 0..500 {
+            if high_watermark(&node, "orders", 0) == 2 {
+                committed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(committed, "the acks=0 batch was never committed");
+    }
+
+    #[tokio::test]
+    async fn idempotent_retries_get_their_offsets_and_sequence_breaks_are_refused() {
+        let node = TestNode::start().await;
+        node.topic("orders", 1).await;
+        let idempotent = |epoch: i16, sequence: i32, values: &[&str]| {
+            Some(batch::encode_idempotent(&records(values), 7, epoch, sequence).unwrap())
+        };
+
+        let answer = produce_one(&node, "orders", 0, idempotent(0, 0, &["a", "b"])).await;
+        assert_eq!((answer.error_code, answer.base_offset), (0, 0));
+        // a retry of a stored batch: its original offset, stored once
+        let answer = produce_one(&node, "orders", 0, idempotent(0, 0, &["a", "b"])).await;
+        assert_eq!((answer.error_code, answer.base_offset), (0, 0));
+        assert_eq!(high_watermark(&node, "orders", 0), 2);
+
+        let answer = produce_one(&node, "orders", 0, idempotent(0, 2, &["c"])).await;
+        assert_eq!((answer.error_code, answer.base_offset), (0, 2));
+
+        // a gap in the sequence
+        let answer = produce_one(&node, "orders", 0, idempotent(0, 10, &["d"])).await;
+        assert_eq!(
+            answer.error_code,
+            ResponseError::OutOfOrderSequenceNumber.code()
+        );
+        assert_eq!(answer.base_offset, -1);
+
+        // a newer epoch starts over at sequence 0 and fences the old one
+        let answer = produce_one(&node, "orders", 0, idempotent(1, 0, &["e"])).await;
+        assert_eq!((answer.error_code, answer.base_offset), (0, 3));
+        let answer = produce_one(&node, "orders", 0, idempotent(0, 3, &["f"])).await;
+        assert_eq!(
+            answer.error_code,
+            ResponseError::InvalidProducerEpoch.code()
+        );
+        assert_eq!(answer.base_offset, -1);
+        assert_eq!(high_watermark(&node, "orders", 0), 4);
+    }
+
+    #[tokio::test]
+    async fn idempotent_partitions_must_hold_one_well_formed_batch() {
+        let node = TestNode::start().await;
+        node.topic("orders", 1).await;
+
+        let mut two = BytesMut::new();
+        two.extend_from_slice(&batch::encode_idempotent(&records(&["a"]), 7, 0, 0).unwrap());
+        two.extend_from_slice(&batch::encode_idempotent(&records(&["b"]), 7, 0, 1).unwrap());
+        let answer = produce_one(&node, "orders", 0, Some(two.freeze())).await;
+        assert_eq!(answer.error_code, ResponseError::InvalidRequest.code());
+        assert_eq!(answer.base_offset, -1);
+
+        let no_epoch = batch::encode_idempotent(&records(&["a"]), 7, -1, 0).unwrap();
+        let answer = produce_one(&node, "orders", 0, Some(no_epoch)).await;
+        assert_eq!(answer.error_code, ResponseError::InvalidRequest.code());
+
+        let no_sequence = batch::encode_idempotent(&records(&["a"]), 7, 0, -1).unwrap();
+        let answer = produce_one(&node, "orders", 0, Some(no_sequence)).await;
+        assert_eq!(answer.error_code, ResponseError::InvalidRequest.code());
+
+        // several plain batches in one partition are fine
+        let mut plain_two = BytesMut::new();
+        plain_two.extend_from_slice(&plain(&["a"]));
+        plain_two.extend_from_slice(&plain(&["b", "c"]));
+        let answer = produce_one(&node, "orders", 0, Some(plain_two.freeze())).await;
+        assert_eq!((answer.error_code, answer.base_offset), (0, 0));
+        assert_eq!(high_watermark(&node, "orders", 0), 3);
+    }
+
+    #[tokio::test]
+    async fn transactional_batches_are_refused() {
+        let node = TestNode::start().await;
+        node.topic("orders", 1).await;
+        let record = Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: 7,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: 0,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(Bytes::from_static(b"in a transaction")),
+            headers: IndexMap::new(),
+        };
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, [record].iter(), &options).unwrap();
+        let answer = produce_one(&node, "orders", 0, Some(buf.freeze())).await;
+        assert_eq!(answer.error_code, ResponseError::InvalidRequest.code());
+        assert_eq!(answer.base_offset, -1);
+        assert!(answer
+            .error_message
+            .unwrap()
+            .as_str()
+            .contains("transactional"));
+        assert_eq!(high_watermark(&node, "orders", 0), 0);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_topic_name_is_refused_and_not_created() {
+        let node = TestNode::start().await;
+        for name in ["bad name!", ""] {
+            let answer = produce_one(&node, name, 0, Some(plain(&["a"]))).await;
+            // INVALID_REQUEST today (the auto-creation's validation error);
+            // Kafka would answer UNKNOWN_TOPIC_OR_PARTITION or
+            // INVALID_TOPIC_EXCEPTION: see the report
+            assert_ne!(answer.error_code, 0, "{name:?}");
+            assert_eq!(answer.base_offset, -1);
+            assert!(node.context.view.topic(name).is_none());
+        }
+    }
+
+    // Surprising (produce.rs, `handle`): the topic is looked up, and so
+    // auto-created, before the acks are checked, so a request refused with
+    // INVALID_REQUIRED_ACKS still creates its unknown topics.
+    #[tokio::test]
+    #[ignore = "known bug, issue 11: a request refused for its acks auto-creates its topics"]
+    async fn a_request_refused_for_its_acks_creates_nothing() {
+        let node = TestNode::start().await;
+        let response = handle(
+            &node.context,
+            request(2, "fresh", vec![partition(0, Some(plain(&["a"])))]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            response.responses[0].partition_responses[0].error_code,
+            ResponseError::InvalidRequiredAcks.code()
+        );
+        assert!(node.context.view.topic("fresh").is_none());
+    }
+}
