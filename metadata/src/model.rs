@@ -22,18 +22,69 @@ pub const TOPIC_NAME_MAX_LEN: usize = 249;
 pub const PARTITIONS_MAX: i32 = 10_000;
 /// Default `max.message.bytes` of a topic.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_576;
-/// Topic configs sluice accepts (unknown names are refused, as Kafka does).
-pub const KNOWN_TOPIC_CONFIGS: &[&str] = &[
-    "cleanup.policy",
-    "compression.type",
-    "max.message.bytes",
-    "message.timestamp.type",
-    "min.insync.replicas",
-    "retention.bytes",
-    "retention.ms",
-    "segment.bytes",
-    "segment.ms",
+
+/// The type of a topic config's value (Kafka's `ConfigType` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicConfigType {
+    /// Text.
+    String,
+    /// A 32-bit integer.
+    Int,
+    /// A 64-bit integer.
+    Long,
+    /// A comma-separated list.
+    List,
+}
+
+/// A topic config sluice knows: its name, the value a topic that does not
+/// set it gets, and its type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicConfigDef {
+    /// Kafka's name.
+    pub name: &'static str,
+    /// The default.
+    pub default: &'static str,
+    /// The type.
+    pub config_type: TopicConfigType,
+}
+
+const fn config(
+    name: &'static str,
+    default: &'static str,
+    config_type: TopicConfigType,
+) -> TopicConfigDef {
+    TopicConfigDef {
+        name,
+        default,
+        config_type,
+    }
+}
+
+/// Every topic config sluice accepts, by name (unknown names are refused,
+/// as Kafka does): the one table admin APIs, validation and the HTTP
+/// configs endpoint read. `retention.ms` and `retention.bytes` default to
+/// -1 (keep forever): the archive keeps every offset readable unless a
+/// topic asks otherwise.
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    config("cleanup.policy", "delete", TopicConfigType::List),
+    config("compression.type", "producer", TopicConfigType::String),
+    config("max.message.bytes", "1048576", TopicConfigType::Int),
+    config(
+        "message.timestamp.type",
+        "CreateTime",
+        TopicConfigType::String,
+    ),
+    config("min.insync.replicas", "1", TopicConfigType::Int),
+    config("retention.bytes", "-1", TopicConfigType::Long),
+    config("retention.ms", "-1", TopicConfigType::Long),
+    config("segment.bytes", "1073741824", TopicConfigType::Long),
+    config("segment.ms", "604800000", TopicConfigType::Long),
 ];
+
+/// The known topic config `name`.
+pub fn topic_config(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|config| config.name == name)
+}
 
 /// Errors of the model layer.
 #[derive(Debug, thiserror::Error)]
@@ -309,19 +360,14 @@ pub fn validate_topic_name(name: &str) -> ModelResult<()> {
 /// Check topic configs: known names, numeric values where numbers are expected.
 pub fn validate_topic_configs(configs: &BTreeMap<String, String>) -> ModelResult<()> {
     for (name, value) in configs {
-        if !KNOWN_TOPIC_CONFIGS.contains(&name.as_str()) {
+        let Some(known) = topic_config(name) else {
             return Err(ModelError::Invalid(format!(
                 "unknown topic config {name:?}"
             )));
-        }
+        };
         let numeric = matches!(
-            name.as_str(),
-            "max.message.bytes"
-                | "retention.bytes"
-                | "retention.ms"
-                | "segment.bytes"
-                | "segment.ms"
-                | "min.insync.replicas"
+            known.config_type,
+            TopicConfigType::Int | TopicConfigType::Long
         );
         if numeric && value.parse::<i64>().is_err() {
             return Err(ModelError::Invalid(format!(
@@ -756,6 +802,16 @@ impl Catalog {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn the_config_table_holds_the_default_the_code_applies() {
+        let max = super::topic_config("max.message.bytes").unwrap();
+        assert_eq!(max.default, super::DEFAULT_MAX_MESSAGE_BYTES.to_string());
+        let names: Vec<&str> = super::TOPIC_CONFIGS.iter().map(|c| c.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted, "kept by name, as DescribeConfigs lists them");
+    }
+
     use super::*;
     use crate::embedded::EmbeddedStore;
 

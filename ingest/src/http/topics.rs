@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use sluice_metadata::model::{Topic, DEFAULT_MAX_MESSAGE_BYTES};
+use sluice_metadata::model::{Topic, TOPIC_CONFIGS};
 
 use super::{base_url, check_cluster, read_body, ApiError, HttpState};
 use crate::error::IngestError;
@@ -204,15 +204,17 @@ pub(crate) async fn list_topic_configs(
     check_cluster(&state, &cluster_id)?;
     let topic = load_topic(&state, &name).await?;
     let base = base_url(&headers);
-    let mut configs: BTreeMap<String, (String, bool)> = BTreeMap::new();
-    configs.insert(
-        "max.message.bytes".into(),
-        (DEFAULT_MAX_MESSAGE_BYTES.to_string(), true),
-    );
-    configs.insert("retention.ms".into(), ("-1".into(), true));
-    for (k, v) in &topic.record.configs {
-        configs.insert(k.clone(), (v.clone(), false));
-    }
+    // every config sluice knows, with the topic's value or the default
+    let configs: BTreeMap<String, (String, bool)> = TOPIC_CONFIGS
+        .iter()
+        .map(|config| {
+            let value = match topic.record.configs.get(config.name) {
+                Some(value) => (value.clone(), false),
+                None => (config.default.to_string(), true),
+            };
+            (config.name.to_string(), value)
+        })
+        .collect();
     let data: Vec<Value> = configs
         .into_iter()
         .map(|(config, (value, is_default))| {

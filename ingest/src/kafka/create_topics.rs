@@ -251,10 +251,7 @@ mod tests {
 
         // every known config, the one set by the topic, the rest defaults
         let configs = result.configs.unwrap();
-        assert_eq!(
-            configs.len(),
-            sluice_metadata::model::KNOWN_TOPIC_CONFIGS.len()
-        );
+        assert_eq!(configs.len(), sluice_metadata::model::TOPIC_CONFIGS.len());
         let retention = configs
             .iter()
             .find(|c| c.name.as_str() == "retention.ms")

@@ -18,3 +18,142 @@ pub async fn handle(context: &KafkaContext, request: DeleteGroupsRequest) -> Del
     }
     DeleteGroupsResponse::default().with_results(results)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use bytes::Bytes;
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::{GroupId, JoinGroupRequest, SyncGroupRequest};
+    use kafka_protocol::protocol::StrBytes;
+    use sluice_metadata::groups::OffsetRecord;
+
+    use super::*;
+    use crate::kafka::testing::TestNode;
+    use crate::kafka::{join_group, sync_group, KafkaContext};
+
+    fn text(s: &str) -> StrBytes {
+        StrBytes::from_string(s.to_string())
+    }
+
+    /// Commit orders/0 = 5 to `group` as a consumer outside the group.
+    async fn commit(context: &KafkaContext, group: &str) {
+        let record = OffsetRecord {
+            offset: 5,
+            leader_epoch: -1,
+            metadata: None,
+            commit_timestamp_ms: 1,
+        };
+        context
+            .groups
+            .commit_offsets(group, -1, "", None, vec![("orders".into(), 0, record)])
+            .await
+            .unwrap();
+    }
+
+    /// A member alone in `group`, stable in generation 1.
+    async fn member(context: &KafkaContext, group: &str) -> String {
+        let request = JoinGroupRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(text("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(text("range"))
+                .with_metadata(Bytes::from_static(b"subscription"))]);
+        let joined = join_group::handle(context, 3, "client", request).await;
+        assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+        let request = SyncGroupRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_generation_id(1)
+            .with_member_id(joined.member_id.clone())
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(joined.member_id.clone())
+                .with_assignment(Bytes::from_static(b"p0"))]);
+        assert_eq!(sync_group::handle(context, request).await.error_code, 0);
+        joined.member_id.to_string()
+    }
+
+    fn deleting(groups: &[&str]) -> DeleteGroupsRequest {
+        DeleteGroupsRequest::default()
+            .with_groups_names(groups.iter().map(|g| GroupId(text(g))).collect())
+    }
+
+    /// (group, error code) per result.
+    fn results(response: &DeleteGroupsResponse) -> Vec<(String, i16)> {
+        response
+            .results
+            .iter()
+            .map(|r| (r.group_id.0.to_string(), r.error_code))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_empty_group_goes_with_its_offsets() {
+        let node = TestNode::start().await;
+        let ctx = &node.context;
+        commit(ctx, "idle").await;
+        let response = handle(ctx, deleting(&["idle"])).await;
+        assert_eq!(results(&response), vec![("idle".to_string(), 0)]);
+        assert!(ctx.groups.fetch_offsets("idle").await.unwrap().is_empty());
+        assert!(ctx.catalog.list_groups().await.unwrap().is_empty());
+        // it is gone: deleting it again finds nothing
+        let response = handle(ctx, deleting(&["idle"])).await;
+        assert_eq!(
+            results(&response),
+            vec![("idle".to_string(), ResponseError::GroupIdNotFound.code())]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_group_whose_members_left_can_be_deleted() {
+        let node = TestNode::start().await;
+        let ctx = &node.context;
+        commit(ctx, "g").await;
+        let member = member(ctx, "g").await;
+        let left = ctx.groups.leave("g", vec![(member, None)]).await.unwrap();
+        assert_eq!(left, vec![Ok(())]);
+        let response = handle(ctx, deleting(&["g"])).await;
+        assert_eq!(results(&response), vec![("g".to_string(), 0)]);
+        assert_eq!(ctx.catalog.load_group("g").await.unwrap(), None);
+        assert!(ctx.groups.fetch_offsets("g").await.unwrap().is_empty());
+        // what is left is a group never seen
+        assert_eq!(ctx.groups.describe("g").await.unwrap().state, "Dead");
+    }
+
+    #[tokio::test]
+    async fn busy_unknown_invalid_and_foreign_groups_fail_alone() {
+        let node = TestNode::start().await;
+        let ctx = &node.context;
+        let member = member(ctx, "busy").await;
+        commit(ctx, "idle").await;
+        let lease = ctx.catalog.store().lease_grant(60).await.unwrap();
+        ctx.catalog
+            .claim_coordinator("theirs", 2, lease)
+            .await
+            .unwrap();
+        let response = handle(
+            ctx,
+            deleting(&["busy", "never", "", "theirs", "a/b", "idle"]),
+        )
+        .await;
+        assert_eq!(
+            results(&response),
+            vec![
+                ("busy".to_string(), ResponseError::NonEmptyGroup.code()),
+                ("never".to_string(), ResponseError::GroupIdNotFound.code()),
+                (String::new(), ResponseError::InvalidGroupId.code()),
+                ("theirs".to_string(), ResponseError::NotCoordinator.code()),
+                ("a/b".to_string(), ResponseError::InvalidGroupId.code()),
+                ("idle".to_string(), 0),
+            ]
+        );
+        // the busy group is untouched
+        let busy = ctx.groups.describe("busy").await.unwrap();
+        assert_eq!(busy.state, "Stable");
+        assert_eq!(busy.members[0].member_id, member);
+        assert!(ctx.catalog.load_group("busy").await.unwrap().is_some());
+    }
+}

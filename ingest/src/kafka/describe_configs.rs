@@ -103,7 +103,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-    use sluice_metadata::model::KNOWN_TOPIC_CONFIGS;
+    use sluice_metadata::model::TOPIC_CONFIGS;
 
     use super::*;
     use crate::kafka::testing::TestNode;
@@ -195,7 +195,10 @@ mod tests {
         assert_eq!(result.resource_type, RESOURCE_TOPIC);
         assert_eq!(result.resource_name.as_str(), "orders");
         let names: Vec<&str> = result.configs.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, KNOWN_TOPIC_CONFIGS.to_vec());
+        assert_eq!(
+            names,
+            TOPIC_CONFIGS.iter().map(|c| c.name).collect::<Vec<_>>()
+        );
 
         let retention = entry(result, "retention.ms");
         assert_eq!(value(retention), "1000");

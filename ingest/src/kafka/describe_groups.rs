@@ -44,3 +44,177 @@ pub async fn handle(
     }
     DescribeGroupsResponse::default().with_groups(groups)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::{
+        GroupId, JoinGroupRequest, JoinGroupResponse, SyncGroupRequest,
+    };
+
+    use super::*;
+    use crate::kafka::testing::TestNode;
+    use crate::kafka::{join_group, sync_group, CLIENT_HOST};
+
+    fn text(s: &str) -> StrBytes {
+        StrBytes::from_string(s.to_string())
+    }
+
+    /// Join group `g` as a new member (v3: at once).
+    async fn join(context: &KafkaContext, client: &str) -> JoinGroupResponse {
+        let request = JoinGroupRequest::default()
+            .with_group_id(GroupId(text("g")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(text("consumer"))
+            .with_protocols(vec![
+                JoinGroupRequestProtocol::default()
+                    .with_name(text("range"))
+                    .with_metadata(Bytes::from_static(b"sub-range")),
+                JoinGroupRequestProtocol::default()
+                    .with_name(text("roundrobin"))
+                    .with_metadata(Bytes::from_static(b"sub-rr")),
+            ]);
+        join_group::handle(context, 3, client, request).await
+    }
+
+    async fn sync(context: &KafkaContext, member: &StrBytes) {
+        let request = SyncGroupRequest::default()
+            .with_group_id(GroupId(text("g")))
+            .with_generation_id(1)
+            .with_member_id(member.clone())
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(member.clone())
+                .with_assignment(Bytes::from_static(b"p0"))]);
+        assert_eq!(sync_group::handle(context, request).await.error_code, 0);
+    }
+
+    fn asking(groups: &[&str]) -> DescribeGroupsRequest {
+        DescribeGroupsRequest::default()
+            .with_groups(groups.iter().map(|g| GroupId(text(g))).collect())
+    }
+
+    /// The one group described.
+    async fn describe(context: &KafkaContext, group: &str) -> DescribedGroup {
+        let mut response = handle(context, asking(&[group])).await;
+        assert_eq!(response.groups.len(), 1);
+        response.groups.remove(0)
+    }
+
+    #[tokio::test]
+    async fn a_stable_group_is_described_with_its_members() {
+        let node = TestNode::start().await;
+        let ctx = &node.context;
+        let joined = join(ctx, "billing-app").await;
+        assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+        sync(ctx, &joined.member_id).await;
+
+        let group = describe(ctx, "g").await;
+        assert_eq!(group.error_code, 0);
+        assert_eq!(group.group_id.0.as_str(), "g");
+        assert_eq!(group.group_state.as_str(), "Stable");
+        assert_eq!(group.protocol_type.as_str(), "consumer");
+        assert_eq!(group.protocol_data.as_str(), "range");
+        assert_eq!(group.authorized_operations, i32::MIN);
+        assert_eq!(group.members.len(), 1);
+        let member = &group.members[0];
+        assert_eq!(member.member_id, joined.member_id);
+        assert_eq!(member.group_instance_id, None);
+        assert_eq!(member.client_id.as_str(), "billing-app");
+        assert_eq!(member.client_host.as_str(), CLIENT_HOST);
+        // the subscription of the chosen protocol, and the leader's assignment
+        assert_eq!(member.member_metadata.as_ref(), b"sub-range");
+        assert_eq!(member.member_assignment.as_ref(), b"p0");
+    }
+
+    #[tokio::test]
+    async fn the_state_follows_the_group_through_its_life() {
+        let node = TestNode::start().await;
+        let ctx = &node.context;
+        // never joined: Dead, without an error
+        let unknown = describe(ctx, "g").await;
+        assert_eq!(unknown.error_code, 0);
+        assert_eq!(unknown.group_state.as_str(), "Dead");
+        assert!(unknown.members.is_empty());
+        assert_eq!(unknown.protocol_type.as_str(), "");
+
+        let joined = join(ctx, "a").await;
+        let group = describe(ctx, "g").await;
+        assert_eq!(group.group_state.as_str(), "CompletingRebalance");
+        assert_eq!(group.members.len(), 1);
+        assert!(group.members[0].member_assignment.is_empty());
+        sync(ctx, &joined.member_id).await;
+        assert_eq!(describe(ctx, "g").await.group_state.as_str(), "Stable");
+
+        // a second member starts a rebalance
+        let context = node.context.clone();
+        let _second = tokio::spawn(async move { join(&context, "b").await });
+        let mut state = String::new();
+        for _ in 0..400 {
+            state = describe(ctx, "g").await.group_state.to_string();
+            if state != "Stable" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(state, "PreparingRebalance");
+        assert_eq!(describe(ctx, "g").await.members.len(), 2);
+
+        // everyone leaves
+        let everyone: Vec<(String, Option<String>)> = describe(ctx, "g")
+            .await
+            .members
+            .iter()
+            .map(|m| (m.member_id.to_string(), None))
+            .collect();
+        let left = ctx.groups.leave("g", everyone).await.unwrap();
+        assert_eq!(left, vec![Ok(()), Ok(())]);
+        let mut group = describe(ctx, "g").await;
+        for _ in 0..400 {
+            if group.group_state.as_str() == "Empty" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            group = describe(ctx, "g").await;
+        }
+        assert_eq!(group.group_state.as_str(), "Empty");
+        assert!(group.members.is_empty());
+        assert_eq!(group.protocol_type.as_str(), "consumer");
+    }
+
+    #[tokio::test]
+    async fn invalid_and_foreign_groups_fail_alone_in_request_order() {
+        let node = TestNode::start().await;
+        let ctx = &node.context;
+        let lease = ctx.catalog.store().lease_grant(60).await.unwrap();
+        ctx.catalog
+            .claim_coordinator("theirs", 2, lease)
+            .await
+            .unwrap();
+        let response = handle(ctx, asking(&["", "theirs", "a/b", "mine"])).await;
+        let answers: Vec<(&str, i16, &str)> = response
+            .groups
+            .iter()
+            .map(|g| (g.group_id.0.as_str(), g.error_code, g.group_state.as_str()))
+            .collect();
+        assert_eq!(
+            answers,
+            vec![
+                ("", ResponseError::InvalidGroupId.code(), ""),
+                ("theirs", ResponseError::NotCoordinator.code(), ""),
+                ("a/b", ResponseError::InvalidGroupId.code(), ""),
+                ("mine", 0, "Dead"),
+            ]
+        );
+        assert!(response
+            .groups
+            .iter()
+            .all(|g| g.authorized_operations == i32::MIN && g.members.is_empty()));
+    }
+}

@@ -60,3 +60,168 @@ pub async fn handle(
         .with_host(found.host)
         .with_port(found.port)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use sluice_metadata::membership::{NodeInfo, Role};
+
+    use super::*;
+    use crate::kafka::testing::{TestNode, NODE_ID};
+
+    /// Transactional id, the other key type.
+    const KEY_TYPE_TRANSACTION: i8 = 1;
+
+    fn key(name: &str) -> StrBytes {
+        StrBytes::from_string(name.to_string())
+    }
+
+    fn one(name: &str) -> FindCoordinatorRequest {
+        FindCoordinatorRequest::default().with_key(key(name))
+    }
+
+    fn batch(names: &[&str]) -> FindCoordinatorRequest {
+        FindCoordinatorRequest::default()
+            .with_coordinator_keys(names.iter().map(|n| key(n)).collect())
+    }
+
+    /// Claim `group` for node `node_id`, on a lease of that node's own.
+    async fn claimed_by(node: &TestNode, group: &str, node_id: i32) {
+        let catalog = &node.context.catalog;
+        let lease = catalog.store().lease_grant(60).await.unwrap();
+        let holder = catalog
+            .claim_coordinator(group, node_id, lease)
+            .await
+            .unwrap();
+        assert_eq!(holder, node_id);
+    }
+
+    #[tokio::test]
+    async fn a_free_group_is_claimed_by_this_node_one_key_or_a_batch() {
+        let node = TestNode::start().await;
+        let response = handle(&node.context, 3, one("orders-app")).await;
+        assert_eq!(response.error_code, 0);
+        assert_eq!(
+            response.error_message.as_ref().map_or("", |m| m.as_str()),
+            ""
+        );
+        assert_eq!(response.node_id.0, NODE_ID);
+        assert_eq!(response.host.as_str(), "127.0.0.1");
+        assert_eq!(response.port, 9092);
+        // the claim holds: the coordinator now answers for the group
+        assert_eq!(
+            node.context
+                .catalog
+                .coordinator("orders-app")
+                .await
+                .unwrap(),
+            Some(NODE_ID)
+        );
+
+        let response = handle(&node.context, 4, batch(&["orders-app", "audit"])).await;
+        assert_eq!(response.coordinators.len(), 2);
+        for (coordinator, name) in response.coordinators.iter().zip(["orders-app", "audit"]) {
+            assert_eq!(coordinator.key.as_str(), name);
+            assert_eq!(coordinator.error_code, 0);
+            assert_eq!(coordinator.node_id.0, NODE_ID);
+            assert_eq!(coordinator.host.as_str(), "127.0.0.1");
+            assert_eq!(coordinator.port, 9092);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_held_by_another_node_is_answered_with_that_node_once_it_is_seen() {
+        let node = TestNode::start().await;
+        claimed_by(&node, "elsewhere", 2).await;
+        // node 2 holds the group but this node does not know where it listens
+        let response = handle(&node.context, 3, one("elsewhere")).await;
+        assert_eq!(
+            response.error_code,
+            ResponseError::CoordinatorNotAvailable.code()
+        );
+        assert_eq!(response.node_id.0, -1);
+
+        node.context.view.upsert_node(NodeInfo {
+            node_id: 2,
+            kafka_host: "10.0.0.2".into(),
+            kafka_port: 9093,
+            http_url: "http://10.0.0.2:8080".into(),
+            roles: vec![Role::Ingest, Role::Fetch],
+            zone: None,
+        });
+        let response = handle(&node.context, 4, batch(&["elsewhere", "here"])).await;
+        let [elsewhere, here] = &response.coordinators[..] else {
+            panic!("two coordinators expected: {response:?}");
+        };
+        assert_eq!(
+            (elsewhere.error_code, elsewhere.node_id.0),
+            (0, 2),
+            "{elsewhere:?}"
+        );
+        assert_eq!(
+            (elsewhere.host.as_str(), elsewhere.port),
+            ("10.0.0.2", 9093)
+        );
+        assert_eq!((here.error_code, here.node_id.0), (0, NODE_ID));
+    }
+
+    #[tokio::test]
+    async fn transactional_ids_are_not_coordinated() {
+        let node = TestNode::start().await;
+        let response = handle(
+            &node.context,
+            3,
+            one("tx-1").with_key_type(KEY_TYPE_TRANSACTION),
+        )
+        .await;
+        assert_eq!(
+            response.error_code,
+            ResponseError::CoordinatorNotAvailable.code()
+        );
+        assert!(response.error_message.is_some());
+        assert_eq!(response.node_id.0, -1);
+        // nothing was claimed under that name
+        assert_eq!(
+            node.context.catalog.coordinator("tx-1").await.unwrap(),
+            None
+        );
+
+        let response = handle(
+            &node.context,
+            4,
+            batch(&["tx-1", "tx-2"]).with_key_type(KEY_TYPE_TRANSACTION),
+        )
+        .await;
+        assert_eq!(response.coordinators.len(), 2);
+        assert!(response.coordinators.iter().all(|c| c.error_code
+            == ResponseError::CoordinatorNotAvailable.code()
+            && c.node_id.0 == -1));
+    }
+
+    #[tokio::test]
+    async fn invalid_group_ids_fail_alone() {
+        let node = TestNode::start().await;
+        for invalid in ["", "a/b"] {
+            let response = handle(&node.context, 3, one(invalid)).await;
+            assert_eq!(
+                response.error_code,
+                ResponseError::InvalidGroupId.code(),
+                "{invalid:?}"
+            );
+            assert_eq!(response.node_id.0, -1);
+        }
+        let too_long = "g".repeat(256);
+        let response = handle(&node.context, 4, batch(&["ok", &too_long, "a/b"])).await;
+        let codes: Vec<i16> = response.coordinators.iter().map(|c| c.error_code).collect();
+        assert_eq!(
+            codes,
+            vec![
+                0,
+                ResponseError::InvalidGroupId.code(),
+                ResponseError::InvalidGroupId.code()
+            ]
+        );
+        assert_eq!(response.coordinators[0].node_id.0, NODE_ID);
+        assert_eq!(response.coordinators[2].key.as_str(), "a/b");
+    }
+}

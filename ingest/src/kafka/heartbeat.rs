@@ -19,3 +19,176 @@ pub async fn handle(context: &KafkaContext, request: HeartbeatRequest) -> Heartb
         .await;
     HeartbeatResponse::default().with_error_code(result.err().map_or(0, |e| e.code()))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::{
+        GroupId, JoinGroupRequest, JoinGroupResponse, SyncGroupRequest,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::*;
+    use crate::kafka::testing::TestNode;
+    use crate::kafka::{join_group, sync_group};
+
+    fn text(s: &str) -> StrBytes {
+        StrBytes::from_string(s.to_string())
+    }
+
+    /// Join group `g` (v3: a new member joins at once).
+    async fn join(
+        context: &KafkaContext,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> JoinGroupResponse {
+        let request = JoinGroupRequest::default()
+            .with_group_id(GroupId(text("g")))
+            .with_member_id(text(member_id))
+            .with_group_instance_id(instance_id.map(text))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(text("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(text("range"))
+                .with_metadata(Bytes::from_static(b"subscription"))]);
+        join_group::handle(context, 3, "client", request).await
+    }
+
+    /// The leader of generation `generation` assigns itself everything.
+    async fn sync(context: &KafkaContext, generation: i32, member: &str) {
+        let request = SyncGroupRequest::default()
+            .with_group_id(GroupId(text("g")))
+            .with_generation_id(generation)
+            .with_member_id(text(member))
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(text(member))
+                .with_assignment(Bytes::from_static(b"p0"))]);
+        assert_eq!(sync_group::handle(context, request).await.error_code, 0);
+    }
+
+    fn beat(group: &str, generation: i32, member: &str) -> HeartbeatRequest {
+        HeartbeatRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_generation_id(generation)
+            .with_member_id(text(member))
+    }
+
+    async fn code(context: &KafkaContext, request: HeartbeatRequest) -> i16 {
+        handle(context, request).await.error_code
+    }
+
+    #[tokio::test]
+    async fn a_member_heartbeats_in_its_generation_before_and_after_sync() {
+        let node = TestNode::start().await;
+        let ctx = &node.context;
+        let joined = join(ctx, "", None).await;
+        assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+        let member = joined.member_id.to_string();
+        // joined, assignment not yet handed out
+        assert_eq!(code(ctx, beat("g", 1, &member)).await, 0);
+        sync(ctx, 1, &member).await;
+        for _ in 0..3 {
+            assert_eq!(code(ctx, beat("g", 1, &member)).await, 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_members_stale_generations_and_bad_groups_are_refused() {
+        let node = TestNode::start().await;
+        let ctx = &node.context;
+        let joined = join(ctx, "", None).await;
+        let member = joined.member_id.to_string();
+        sync(ctx, 1, &member).await;
+
+        assert_eq!(
+            code(ctx, beat("g", 1, "ghost")).await,
+            ResponseError::UnknownMemberId.code()
+        );
+        for stale in [0, 2] {
+            assert_eq!(
+                code(ctx, beat("g", stale, &member)).await,
+                ResponseError::IllegalGeneration.code(),
+                "{stale}"
+            );
+        }
+        // a group nobody joined has no members
+        assert_eq!(
+            code(ctx, beat("quiet", 0, &member)).await,
+            ResponseError::UnknownMemberId.code()
+        );
+        for group in ["", "a/b"] {
+            assert_eq!(
+                code(ctx, beat(group, 1, &member)).await,
+                ResponseError::InvalidGroupId.code(),
+                "{group:?}"
+            );
+        }
+        let lease = ctx.catalog.store().lease_grant(60).await.unwrap();
+        ctx.catalog
+            .claim_coordinator("theirs", 2, lease)
+            .await
+            .unwrap();
+        assert_eq!(
+            code(ctx, beat("theirs", 1, &member)).await,
+            ResponseError::NotCoordinator.code()
+        );
+        assert_eq!(code(ctx, beat("g", 1, &member)).await, 0);
+    }
+
+    #[tokio::test]
+    async fn another_member_id_claiming_a_static_instance_is_fenced() {
+        let node = TestNode::start().await;
+        let ctx = &node.context;
+        let joined = join(ctx, "", Some("instance-1")).await;
+        assert_eq!(joined.error_code, 0);
+        let member = joined.member_id.to_string();
+        sync(ctx, 1, &member).await;
+        let with_instance =
+            |member: &str| beat("g", 1, member).with_group_instance_id(Some(text("instance-1")));
+        assert_eq!(
+            code(ctx, with_instance("someone-else")).await,
+            ResponseError::FencedInstanceId.code()
+        );
+        assert_eq!(code(ctx, with_instance(&member)).await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_rebalance_is_announced_until_the_member_rejoins_the_next_generation() {
+        let node = TestNode::start().await;
+        let ctx = &node.context;
+        let first = join(ctx, "", None).await;
+        let a = first.member_id.to_string();
+        sync(ctx, 1, &a).await;
+
+        let context = node.context.clone();
+        let second = tokio::spawn(async move { join(&context, "", None).await });
+        let mut answer = 0;
+        for _ in 0..400 {
+            answer = code(ctx, beat("g", 1, &a)).await;
+            if answer != 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(answer, ResponseError::RebalanceInProgress.code());
+
+        let rejoined = join(ctx, &a, None).await;
+        let second = second.await.unwrap();
+        assert_eq!((rejoined.generation_id, second.generation_id), (2, 2));
+        let b = second.member_id.to_string();
+        // the old generation is over; the new one heartbeats (before its sync too)
+        assert_eq!(
+            code(ctx, beat("g", 1, &a)).await,
+            ResponseError::IllegalGeneration.code()
+        );
+        assert_eq!(code(ctx, beat("g", 2, &a)).await, 0);
+        assert_eq!(code(ctx, beat("g", 2, &b)).await, 0);
+    }
+}

@@ -10,7 +10,7 @@ use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
-use sluice_metadata::model::{validate_topic_configs, ModelError, KNOWN_TOPIC_CONFIGS};
+use sluice_metadata::model::{topic_config, validate_topic_configs, ModelError};
 use tracing::info;
 
 use super::alter_configs::{not_alterable, unknown_topic};
@@ -100,7 +100,7 @@ pub fn parse_changes(configs: &[AlterableConfig]) -> Result<Vec<Change>, AdminEr
             ),
             OP_DELETE => Change::Delete(name),
             op @ (OP_APPEND | OP_SUBTRACT) => {
-                if KNOWN_TOPIC_CONFIGS.contains(&name.as_str()) && !topic_configs::is_list(&name) {
+                if topic_config(&name).is_some() && !topic_configs::is_list(&name) {
                     return Err(invalid_request(format!(
                         "{} is only allowed on list configs; {name:?} is not a list",
                         if op == OP_APPEND {

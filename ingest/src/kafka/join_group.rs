@@ -61,3 +61,234 @@ pub async fn handle(
         .with_member_id(StrBytes::from_string(joined.member_id))
         .with_members(members)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::{GroupId, HeartbeatRequest, SyncGroupRequest};
+
+    use super::*;
+    use crate::kafka::testing::TestNode;
+    use crate::kafka::{heartbeat, sync_group};
+
+    fn text(s: &str) -> StrBytes {
+        StrBytes::from_string(s.to_string())
+    }
+
+    fn protocol(name: &str, metadata: &'static [u8]) -> JoinGroupRequestProtocol {
+        JoinGroupRequestProtocol::default()
+            .with_name(text(name))
+            .with_metadata(Bytes::from_static(metadata))
+    }
+
+    /// A consumer's JoinGroup: `range` preferred over `roundrobin`, 10 s timeouts.
+    fn request(group: &str, member_id: &str) -> JoinGroupRequest {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_member_id(text(member_id))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(text("consumer"))
+            .with_protocols(vec![
+                protocol("range", b"sub-range"),
+                protocol("roundrobin", b"sub-rr"),
+            ])
+    }
+
+    /// Join `group` as a new member at v3 (no MEMBER_ID_REQUIRED round trip).
+    async fn join_v3(context: &KafkaContext, group: &str, client: &str) -> JoinGroupResponse {
+        handle(context, 3, client, request(group, "")).await
+    }
+
+    async fn sync(context: &KafkaContext, group: &str, generation: i32, member: &str) {
+        let request = SyncGroupRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_generation_id(generation)
+            .with_member_id(text(member))
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(text(member))
+                .with_assignment(Bytes::from_static(b"p0"))]);
+        assert_eq!(sync_group::handle(context, request).await.error_code, 0);
+    }
+
+    async fn heartbeat(context: &KafkaContext, group: &str, generation: i32, member: &str) -> i16 {
+        let request = HeartbeatRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_generation_id(generation)
+            .with_member_id(text(member));
+        heartbeat::handle(context, request).await.error_code
+    }
+
+    #[tokio::test]
+    async fn a_new_member_is_handed_an_id_then_leads_generation_one() {
+        let node = TestNode::start().await;
+        let first = handle(&node.context, 9, "client", request("g", "")).await;
+        assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
+        assert_eq!(first.generation_id, -1);
+        assert!(first.member_id.starts_with("client-"), "{first:?}");
+        assert!(first.members.is_empty());
+
+        let joined = handle(&node.context, 9, "client", request("g", &first.member_id)).await;
+        assert_eq!(joined.error_code, 0, "{joined:?}");
+        assert_eq!(joined.generation_id, 1);
+        assert_eq!(joined.member_id, first.member_id);
+        assert_eq!(joined.leader, first.member_id);
+        assert_eq!(joined.protocol_type.as_deref(), Some("consumer"));
+        assert_eq!(joined.protocol_name.as_deref(), Some("range"));
+        assert_eq!(joined.members.len(), 1);
+        assert_eq!(joined.members[0].member_id, first.member_id);
+        assert_eq!(joined.members[0].group_instance_id, None);
+        assert_eq!(joined.members[0].metadata.as_ref(), b"sub-range");
+    }
+
+    #[tokio::test]
+    async fn before_v4_a_new_member_joins_without_a_round_trip() {
+        let node = TestNode::start().await;
+        let joined = join_v3(&node.context, "g", "legacy").await;
+        assert_eq!(joined.error_code, 0, "{joined:?}");
+        assert_eq!(joined.generation_id, 1);
+        assert!(joined.member_id.starts_with("legacy-"));
+        assert_eq!(joined.leader, joined.member_id);
+        assert_eq!(joined.protocol_name.as_deref(), Some("range"));
+
+        // v0 has no rebalance timeout: the session timeout stands in for it
+        let v0 = request("g0", "").with_rebalance_timeout_ms(-1);
+        let joined = handle(&node.context, 0, "ancient", v0).await;
+        assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+        assert_eq!(joined.leader, joined.member_id);
+    }
+
+    #[tokio::test]
+    async fn a_second_member_rebalances_the_group_into_the_next_generation() {
+        let node = TestNode::start().await;
+        let first = join_v3(&node.context, "g", "a").await;
+        assert_eq!((first.error_code, first.generation_id), (0, 1));
+        let a = first.member_id.to_string();
+        sync(&node.context, "g", 1, &a).await;
+
+        let context = node.context.clone();
+        let second = tokio::spawn(async move {
+            let metadata = request("g", "").with_protocols(vec![protocol("range", b"sub-b")]);
+            handle(&context, 3, "b", metadata).await
+        });
+        // the leader learns of the rebalance through its heartbeat
+        let mut code = 0;
+        for _ in 0..400 {
+            code = heartbeat(&node.context, "g", 1, &a).await;
+            if code != 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(code, ResponseError::RebalanceInProgress.code());
+
+        let rejoined = handle(&node.context, 3, "a", request("g", &a)).await;
+        let second = second.await.unwrap();
+        assert_eq!((rejoined.error_code, second.error_code), (0, 0));
+        assert_eq!((rejoined.generation_id, second.generation_id), (2, 2));
+        assert_eq!(rejoined.leader.as_str(), a);
+        assert_eq!(second.leader.as_str(), a);
+        assert_ne!(second.member_id.as_str(), a);
+        // only the leader sees the members, in join order, with the metadata
+        // of the chosen protocol
+        let members: Vec<(String, Vec<u8>)> = rejoined
+            .members
+            .iter()
+            .map(|m| (m.member_id.to_string(), m.metadata.to_vec()))
+            .collect();
+        assert_eq!(
+            members,
+            vec![
+                (a.clone(), b"sub-range".to_vec()),
+                (second.member_id.to_string(), b"sub-b".to_vec())
+            ]
+        );
+        assert!(second.members.is_empty());
+        assert_eq!(second.protocol_name.as_deref(), Some("range"));
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_refused_with_their_error_codes() {
+        let node = TestNode::start().await;
+        let code = |r: &JoinGroupResponse| (r.error_code, r.generation_id);
+        let ctx = &node.context;
+
+        let unknown = handle(ctx, 9, "c", request("g", "ghost")).await;
+        assert_eq!(code(&unknown), (ResponseError::UnknownMemberId.code(), -1));
+        assert_eq!(unknown.member_id.as_str(), "ghost");
+        for session_timeout_ms in [500, 3_600_000] {
+            let r = request("g", "").with_session_timeout_ms(session_timeout_ms);
+            assert_eq!(
+                code(&handle(ctx, 9, "c", r).await),
+                (ResponseError::InvalidSessionTimeout.code(), -1),
+                "{session_timeout_ms}"
+            );
+        }
+        let no_protocols = request("g", "").with_protocols(vec![]);
+        let no_type = request("g", "").with_protocol_type(text(""));
+        for r in [no_protocols, no_type] {
+            assert_eq!(
+                code(&handle(ctx, 9, "c", r).await),
+                (ResponseError::InconsistentGroupProtocol.code(), -1)
+            );
+        }
+        for group in ["", "a/b"] {
+            assert_eq!(
+                code(&handle(ctx, 9, "c", request(group, "")).await),
+                (ResponseError::InvalidGroupId.code(), -1),
+                "{group:?}"
+            );
+        }
+        // a group coordinated by another node
+        let lease = ctx.catalog.store().lease_grant(60).await.unwrap();
+        ctx.catalog
+            .claim_coordinator("theirs", 2, lease)
+            .await
+            .unwrap();
+        assert_eq!(
+            code(&handle(ctx, 9, "c", request("theirs", "")).await),
+            (ResponseError::NotCoordinator.code(), -1)
+        );
+        // a failed answer still has a protocol name before v7, none from v7
+        let old = handle(ctx, 6, "c", request("g", "ghost")).await;
+        assert_eq!(old.protocol_name.as_deref(), Some(""));
+        assert_eq!(unknown.protocol_name, None);
+    }
+
+    #[tokio::test]
+    async fn joiners_must_match_the_group_protocols_and_static_identity() {
+        let node = TestNode::start().await;
+        let ctx = &node.context;
+        let r = request("g", "").with_group_instance_id(Some(text("instance-1")));
+        let joined = handle(ctx, 3, "a", r).await;
+        assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+        assert_eq!(
+            joined.members[0].group_instance_id.as_deref(),
+            Some("instance-1")
+        );
+
+        let other_type = request("g", "").with_protocol_type(text("connect"));
+        let nothing_shared =
+            request("g", "").with_protocols(vec![protocol("sticky", b"sub-sticky")]);
+        for r in [other_type, nothing_shared] {
+            let refused = handle(ctx, 3, "b", r).await;
+            assert_eq!(
+                refused.error_code,
+                ResponseError::InconsistentGroupProtocol.code()
+            );
+        }
+        // the member id is bound to its instance id
+        let impostor =
+            request("g", &joined.member_id).with_group_instance_id(Some(text("instance-2")));
+        let fenced = handle(ctx, 3, "a", impostor).await;
+        assert_eq!(fenced.error_code, ResponseError::FencedInstanceId.code());
+        // none of that disturbed the generation
+        assert_eq!(heartbeat(ctx, "g", 1, &joined.member_id).await, 0);
+    }
+}

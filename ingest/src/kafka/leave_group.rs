@@ -50,3 +50,204 @@ pub async fn handle(
         Err(error) => LeaveGroupResponse::default().with_error_code(error.code()),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::leave_group_request::MemberIdentity;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::{
+        GroupId, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, SyncGroupRequest,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::*;
+    use crate::kafka::testing::TestNode;
+    use crate::kafka::{heartbeat, join_group, sync_group};
+
+    fn text(s: &str) -> StrBytes {
+        StrBytes::from_string(s.to_string())
+    }
+
+    /// Join group `g` (v3: a new member joins at once).
+    async fn join(
+        context: &KafkaContext,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> JoinGroupResponse {
+        let request = JoinGroupRequest::default()
+            .with_group_id(GroupId(text("g")))
+            .with_member_id(text(member_id))
+            .with_group_instance_id(instance_id.map(text))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(text("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(text("range"))
+                .with_metadata(Bytes::from_static(b"subscription"))]);
+        join_group::handle(context, 3, "client", request).await
+    }
+
+    /// A member alone in a stable group `g`, generation 1.
+    async fn stable_member(context: &KafkaContext, instance_id: Option<&str>) -> String {
+        let joined = join(context, "", instance_id).await;
+        assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+        let member = joined.member_id.to_string();
+        let request = SyncGroupRequest::default()
+            .with_group_id(GroupId(text("g")))
+            .with_generation_id(1)
+            .with_member_id(text(&member))
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(text(&member))
+                .with_assignment(Bytes::from_static(b"p0"))]);
+        assert_eq!(sync_group::handle(context, request).await.error_code, 0);
+        member
+    }
+
+    async fn heartbeat(context: &KafkaContext, generation: i32, member: &str) -> i16 {
+        let request = HeartbeatRequest::default()
+            .with_group_id(GroupId(text("g")))
+            .with_generation_id(generation)
+            .with_member_id(text(member));
+        heartbeat::handle(context, request).await.error_code
+    }
+
+    fn one(group: &str, member: &str) -> LeaveGroupRequest {
+        LeaveGroupRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_member_id(text(member))
+    }
+
+    fn batch(group: &str, members: &[(&str, Option<&str>)]) -> LeaveGroupRequest {
+        LeaveGroupRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_members(
+                members
+                    .iter()
+                    .map(|(member, instance)| {
+                        MemberIdentity::default()
+                            .with_member_id(text(member))
+                            .with_group_instance_id(instance.map(text))
+                    })
+                    .collect(),
+            )
+    }
+
+    #[tokio::test]
+    async fn before_v3_one_member_leaves_by_id() {
+        let node = TestNode::start().await;
+        let ctx = &node.context;
+        let member = stable_member(ctx, None).await;
+        let left = handle(ctx, 2, one("g", &member)).await;
+        assert_eq!(left.error_code, 0);
+        assert!(left.members.is_empty());
+        // gone: the group is empty and the member unknown
+        assert_eq!(ctx.groups.describe("g").await.unwrap().state, "Empty");
+        assert_eq!(
+            heartbeat(ctx, 1, &member).await,
+            ResponseError::UnknownMemberId.code()
+        );
+        let again = handle(ctx, 0, one("g", &member)).await;
+        assert_eq!(again.error_code, ResponseError::UnknownMemberId.code());
+    }
+
+    #[tokio::test]
+    async fn from_v3_a_batch_is_answered_member_by_member() {
+        let node = TestNode::start().await;
+        let ctx = &node.context;
+        let member = stable_member(ctx, Some("instance-1")).await;
+        let request = batch(
+            "g",
+            &[
+                ("ghost", None),
+                ("", Some("instance-2")),
+                ("", None),
+                ("", Some("instance-1")),
+            ],
+        );
+        let left = handle(ctx, 3, request).await;
+        assert_eq!(left.error_code, 0);
+        let answers: Vec<(&str, Option<&str>, i16)> = left
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.as_str(),
+                    m.group_instance_id.as_deref(),
+                    m.error_code,
+                )
+            })
+            .collect();
+        let unknown = ResponseError::UnknownMemberId.code();
+        assert_eq!(
+            answers,
+            vec![
+                ("ghost", None, unknown),
+                ("", Some("instance-2"), unknown),
+                ("", None, unknown),
+                ("", Some("instance-1"), 0),
+            ]
+        );
+        assert_eq!(
+            heartbeat(ctx, 1, &member).await,
+            ResponseError::UnknownMemberId.code()
+        );
+        assert_eq!(ctx.groups.describe("g").await.unwrap().state, "Empty");
+    }
+
+    #[tokio::test]
+    async fn the_rest_of_the_group_rebalances_without_the_member_that_left() {
+        let node = TestNode::start().await;
+        let ctx = &node.context;
+        let a = stable_member(ctx, None).await;
+        let context = node.context.clone();
+        let second = tokio::spawn(async move { join(&context, "", None).await });
+        let mut code = 0;
+        for _ in 0..400 {
+            code = heartbeat(ctx, 1, &a).await;
+            if code != 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(code, ResponseError::RebalanceInProgress.code());
+        // the leader leaves instead of rejoining: the newcomer leads alone
+        let left = handle(ctx, 5, batch("g", &[(&a, None)])).await;
+        assert_eq!(left.members[0].error_code, 0);
+        let second = second.await.unwrap();
+        assert_eq!((second.error_code, second.generation_id), (0, 2));
+        assert_eq!(second.leader, second.member_id);
+        let members: Vec<&str> = second
+            .members
+            .iter()
+            .map(|m| m.member_id.as_str())
+            .collect();
+        assert_eq!(members, vec![second.member_id.as_str()]);
+    }
+
+    #[tokio::test]
+    async fn a_bad_group_fails_the_whole_request() {
+        let node = TestNode::start().await;
+        let ctx = &node.context;
+        for group in ["", "a/b"] {
+            let left = handle(ctx, 0, one(group, "m")).await;
+            assert_eq!(left.error_code, ResponseError::InvalidGroupId.code());
+            let left = handle(ctx, 3, batch(group, &[("m", None)])).await;
+            assert_eq!(left.error_code, ResponseError::InvalidGroupId.code());
+            assert!(left.members.is_empty());
+        }
+        let lease = ctx.catalog.store().lease_grant(60).await.unwrap();
+        ctx.catalog
+            .claim_coordinator("theirs", 2, lease)
+            .await
+            .unwrap();
+        let left = handle(ctx, 4, batch("theirs", &[("m", None)])).await;
+        assert_eq!(left.error_code, ResponseError::NotCoordinator.code());
+        assert!(left.members.is_empty());
+    }
+}

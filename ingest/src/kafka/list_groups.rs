@@ -38,3 +38,167 @@ pub async fn handle(context: &KafkaContext, request: ListGroupsRequest) -> ListG
         .collect();
     ListGroupsResponse::default().with_groups(listed)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use bytes::Bytes;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::{JoinGroupRequest, SyncGroupRequest};
+    use sluice_metadata::groups::OffsetRecord;
+    use sluice_metadata::membership::{NodeInfo, Role};
+
+    use super::*;
+    use crate::kafka::testing::TestNode;
+    use crate::kafka::KafkaContext;
+    use crate::kafka::{join_group, sync_group};
+
+    fn text(s: &str) -> StrBytes {
+        StrBytes::from_string(s.to_string())
+    }
+
+    fn offsets() -> Vec<(String, i32, OffsetRecord)> {
+        let record = OffsetRecord {
+            offset: 5,
+            leader_epoch: -1,
+            metadata: None,
+            commit_timestamp_ms: 1,
+        };
+        vec![("orders".to_string(), 0, record)]
+    }
+
+    /// Group `alive`: one member, stable in generation 1; group `idle`: no
+    /// members, committed offsets only.
+    async fn two_groups(context: &KafkaContext) {
+        let request = JoinGroupRequest::default()
+            .with_group_id(GroupId(text("alive")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(text("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(text("range"))
+                .with_metadata(Bytes::from_static(b"subscription"))]);
+        let joined = join_group::handle(context, 3, "client", request).await;
+        assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+        let request = SyncGroupRequest::default()
+            .with_group_id(GroupId(text("alive")))
+            .with_generation_id(1)
+            .with_member_id(joined.member_id.clone())
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(joined.member_id)
+                .with_assignment(Bytes::from_static(b"p0"))]);
+        assert_eq!(sync_group::handle(context, request).await.error_code, 0);
+        context
+            .groups
+            .commit_offsets("idle", -1, "", None, offsets())
+            .await
+            .unwrap();
+    }
+
+    /// (group, protocol type, state) of each listed group.
+    fn listed(response: &ListGroupsResponse) -> Vec<(String, String, String)> {
+        assert_eq!(response.error_code, 0);
+        response
+            .groups
+            .iter()
+            .map(|g| {
+                assert_eq!(g.group_type.as_str(), "classic");
+                (
+                    g.group_id.0.to_string(),
+                    g.protocol_type.to_string(),
+                    g.group_state.to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn group(id: &str, protocol_type: &str, state: &str) -> (String, String, String) {
+        (id.to_string(), protocol_type.to_string(), state.to_string())
+    }
+
+    fn filtered(states: &[&str]) -> ListGroupsRequest {
+        ListGroupsRequest::default().with_states_filter(states.iter().map(|s| text(s)).collect())
+    }
+
+    #[tokio::test]
+    async fn the_groups_coordinated_here_are_listed_with_their_state() {
+        let node = TestNode::start().await;
+        let response = handle(&node.context, ListGroupsRequest::default()).await;
+        assert_eq!(listed(&response), vec![]);
+
+        two_groups(&node.context).await;
+        let response = handle(&node.context, ListGroupsRequest::default()).await;
+        assert_eq!(
+            listed(&response),
+            vec![
+                group("alive", "consumer", "Stable"),
+                group("idle", "", "Empty"),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_states_filter_ignores_case() {
+        let node = TestNode::start().await;
+        two_groups(&node.context).await;
+        let cases: [(&[&str], Vec<&str>); 4] = [
+            (&["stable"], vec!["alive"]),
+            (&["Empty"], vec!["idle"]),
+            (&["STABLE", "empty"], vec!["alive", "idle"]),
+            (&["Dead", "PreparingRebalance"], vec![]),
+        ];
+        for (states, expected) in cases {
+            let response = handle(&node.context, filtered(states)).await;
+            let ids: Vec<String> = listed(&response).into_iter().map(|g| g.0).collect();
+            assert_eq!(ids, expected, "{states:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn other_nodes_groups_are_theirs_and_orphans_go_to_the_lowest_node() {
+        let node = TestNode::start().await;
+        let ctx = &node.context;
+        two_groups(ctx).await;
+        // a group node 2 coordinates, and one nobody coordinates
+        let lease = ctx.catalog.store().lease_grant(60).await.unwrap();
+        ctx.catalog
+            .claim_coordinator("theirs", 2, lease)
+            .await
+            .unwrap();
+        ctx.catalog
+            .commit_offsets("theirs", &offsets(), 16)
+            .await
+            .unwrap();
+        ctx.catalog
+            .commit_offsets("orphan", &offsets(), 16)
+            .await
+            .unwrap();
+        let response = handle(ctx, ListGroupsRequest::default()).await;
+        assert_eq!(
+            listed(&response),
+            vec![
+                group("alive", "consumer", "Stable"),
+                group("idle", "", "Empty"),
+                group("orphan", "", "Empty"),
+            ]
+        );
+        // a lower-numbered broker appears: it lists the orphans
+        ctx.view.upsert_node(NodeInfo {
+            node_id: 0,
+            kafka_host: "10.0.0.1".into(),
+            kafka_port: 9092,
+            http_url: "http://10.0.0.1:8080".into(),
+            roles: vec![Role::Ingest, Role::Fetch],
+            zone: None,
+        });
+        let response = handle(ctx, ListGroupsRequest::default()).await;
+        assert_eq!(
+            listed(&response),
+            vec![
+                group("alive", "consumer", "Stable"),
+                group("idle", "", "Empty"),
+            ]
+        );
+    }
+}

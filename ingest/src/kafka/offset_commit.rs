@@ -85,3 +85,237 @@ pub async fn handle(
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use bytes::Bytes;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::{GroupId, JoinGroupRequest, SyncGroupRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::*;
+    use crate::kafka::testing::TestNode;
+    use crate::kafka::{join_group, sync_group};
+
+    fn text(s: &str) -> StrBytes {
+        StrBytes::from_string(s.to_string())
+    }
+
+    /// A new member of `group` in generation 1, its assignment handed out
+    /// when `synced`.
+    async fn join_member(context: &KafkaContext, group: &str, synced: bool) -> String {
+        let request = JoinGroupRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(text("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(text("range"))
+                .with_metadata(Bytes::from_static(b"subscription"))]);
+        let joined = join_group::handle(context, 3, "client", request).await;
+        assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+        let member = joined.member_id.to_string();
+        if synced {
+            let request = SyncGroupRequest::default()
+                .with_group_id(GroupId(text(group)))
+                .with_generation_id(1)
+                .with_member_id(text(&member))
+                .with_assignments(vec![SyncGroupRequestAssignment::default()
+                    .with_member_id(text(&member))
+                    .with_assignment(Bytes::from_static(b"p0"))]);
+            assert_eq!(sync_group::handle(context, request).await.error_code, 0);
+        }
+        member
+    }
+
+    /// Commit `offsets` (topic, partition, offset) with metadata "m" and
+    /// leader epoch 3.
+    fn commit(
+        group: &str,
+        generation: i32,
+        member: &str,
+        offsets: &[(&str, i32, i64)],
+    ) -> OffsetCommitRequest {
+        let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
+        for (topic, partition, offset) in offsets {
+            let entry = OffsetCommitRequestPartition::default()
+                .with_partition_index(*partition)
+                .with_committed_offset(*offset)
+                .with_committed_leader_epoch(3)
+                .with_committed_metadata(Some(text("m")));
+            match topics.iter_mut().find(|t| t.name.0.as_str() == *topic) {
+                Some(t) => t.partitions.push(entry),
+                None => topics.push(
+                    OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(text(topic)))
+                        .with_partitions(vec![entry]),
+                ),
+            }
+        }
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(text(group)))
+            .with_generation_id_or_member_epoch(generation)
+            .with_member_id(text(member))
+            .with_topics(topics)
+    }
+
+    /// Per topic, the partitions' error codes.
+    fn codes(response: &OffsetCommitResponse) -> Vec<(String, Vec<(i32, i16)>)> {
+        response
+            .topics
+            .iter()
+            .map(|t| {
+                (
+                    t.name.0.to_string(),
+                    t.partitions
+                        .iter()
+                        .map(|p| (p.partition_index, p.error_code))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// Committed offsets of `group`: (topic, partition, offset).
+    async fn stored(context: &KafkaContext, group: &str) -> Vec<(String, i32, i64)> {
+        let committed = context.groups.fetch_offsets(group).await.unwrap();
+        committed
+            .into_iter()
+            .flat_map(|(topic, partitions)| {
+                partitions
+                    .into_iter()
+                    .map(move |(p, r)| (topic.clone(), p, r.offset))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_member_commits_in_its_generation_and_the_offsets_are_stored() {
+        let node = TestNode::start().await;
+        node.topic("orders", 2).await;
+        let ctx = &node.context;
+        let member = join_member(ctx, "g", true).await;
+        let request = commit("g", 1, &member, &[("orders", 0, 10), ("orders", 1, 20)]);
+        let response = handle(ctx, 9, request).await;
+        assert_eq!(
+            codes(&response),
+            vec![("orders".to_string(), vec![(0, 0), (1, 0)])]
+        );
+        let committed = ctx.groups.fetch_offsets("g").await.unwrap();
+        let record = &committed["orders"][&0];
+        assert_eq!(record.offset, 10);
+        assert_eq!(record.leader_epoch, 3);
+        assert_eq!(record.metadata.as_deref(), Some("m"));
+        assert!(record.commit_timestamp_ms > 0);
+        assert_eq!(committed["orders"][&1].offset, 20);
+
+        // before v6 there is no leader epoch to keep
+        let request = commit("g", 1, &member, &[("orders", 0, 11)]);
+        assert_eq!(codes(&handle(ctx, 5, request).await)[0].1, vec![(0, 0)]);
+        let committed = ctx.groups.fetch_offsets("g").await.unwrap();
+        assert_eq!(committed["orders"][&0].offset, 11);
+        assert_eq!(committed["orders"][&0].leader_epoch, -1);
+    }
+
+    #[tokio::test]
+    async fn a_consumer_outside_any_group_commits_only_while_the_group_is_empty() {
+        let node = TestNode::start().await;
+        node.topic("orders", 1).await;
+        let ctx = &node.context;
+        // assign(): generation -1 and no member id
+        let response = handle(ctx, 8, commit("solo", -1, "", &[("orders", 0, 5)])).await;
+        assert_eq!(codes(&response)[0].1, vec![(0, 0)]);
+        assert_eq!(stored(ctx, "solo").await, vec![("orders".into(), 0, 5)]);
+
+        join_member(ctx, "solo", true).await;
+        let response = handle(ctx, 8, commit("solo", -1, "", &[("orders", 0, 6)])).await;
+        assert_eq!(
+            codes(&response)[0].1,
+            vec![(0, ResponseError::UnknownMemberId.code())]
+        );
+        assert_eq!(stored(ctx, "solo").await, vec![("orders".into(), 0, 5)]);
+    }
+
+    #[tokio::test]
+    async fn unknown_topics_and_partitions_fail_alone() {
+        let node = TestNode::start().await;
+        node.topic("orders", 2).await;
+        let ctx = &node.context;
+        let member = join_member(ctx, "g", true).await;
+        let request = commit(
+            "g",
+            1,
+            &member,
+            &[
+                ("orders", 0, 10),
+                ("orders", 2, 10),
+                ("orders", -1, 10),
+                ("missing", 0, 10),
+            ],
+        );
+        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        assert_eq!(
+            codes(&handle(ctx, 9, request).await),
+            vec![
+                (
+                    "orders".to_string(),
+                    vec![(0, 0), (2, unknown), (-1, unknown)]
+                ),
+                ("missing".to_string(), vec![(0, unknown)]),
+            ]
+        );
+        assert_eq!(stored(ctx, "g").await, vec![("orders".into(), 0, 10)]);
+    }
+
+    #[tokio::test]
+    async fn member_and_generation_failures_fail_every_partition() {
+        let node = TestNode::start().await;
+        node.topic("orders", 2).await;
+        let ctx = &node.context;
+        let member = join_member(ctx, "g", true).await;
+        let offsets = [("orders", 0, 10), ("orders", 1, 20), ("missing", 0, 1)];
+        let all = |code: i16| {
+            vec![
+                ("orders".to_string(), vec![(0, code), (1, code)]),
+                (
+                    "missing".to_string(),
+                    vec![(0, ResponseError::UnknownTopicOrPartition.code())],
+                ),
+            ]
+        };
+        let response = handle(ctx, 9, commit("g", 1, "ghost", &offsets)).await;
+        assert_eq!(codes(&response), all(ResponseError::UnknownMemberId.code()));
+        for stale in [0, 2] {
+            let response = handle(ctx, 9, commit("g", stale, &member, &offsets)).await;
+            assert_eq!(
+                codes(&response),
+                all(ResponseError::IllegalGeneration.code())
+            );
+        }
+        // joined but not yet given its assignment
+        let joining = join_member(ctx, "h", false).await;
+        let response = handle(ctx, 9, commit("h", 1, &joining, &offsets)).await;
+        assert_eq!(
+            codes(&response),
+            all(ResponseError::RebalanceInProgress.code())
+        );
+        let response = handle(ctx, 9, commit("a/b", 1, &member, &offsets)).await;
+        assert_eq!(codes(&response), all(ResponseError::InvalidGroupId.code()));
+        let lease = ctx.catalog.store().lease_grant(60).await.unwrap();
+        ctx.catalog
+            .claim_coordinator("theirs", 2, lease)
+            .await
+            .unwrap();
+        let response = handle(ctx, 9, commit("theirs", 1, &member, &offsets)).await;
+        assert_eq!(codes(&response), all(ResponseError::NotCoordinator.code()));
+        // nothing was committed anywhere
+        for group in ["g", "h", "theirs"] {
+            assert_eq!(stored(ctx, group).await, vec![], "{group}");
+        }
+    }
+}

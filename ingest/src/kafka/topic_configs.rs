@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use kafka_protocol::error::ResponseError;
-use sluice_metadata::model::{ModelError, DEFAULT_MAX_MESSAGE_BYTES, KNOWN_TOPIC_CONFIGS};
+use sluice_metadata::model::{topic_config, ModelError, TopicConfigType, TOPIC_CONFIGS};
 
 use crate::error::IngestError;
 
@@ -27,33 +27,19 @@ const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
 const TYPE_LIST: i8 = 7;
 
-/// The value sluice applies when a topic does not set `name`.
-///
-/// `retention.ms` and `retention.bytes` default to -1 (keep forever): the
-/// archive keeps every offset readable unless a topic asks otherwise.
+/// The value sluice applies when a topic does not set `name` (see
+/// [`TOPIC_CONFIGS`]).
 pub fn default_value(name: &str) -> Option<String> {
-    let value = match name {
-        "cleanup.policy" => "delete".to_string(),
-        "compression.type" => "producer".to_string(),
-        "max.message.bytes" => DEFAULT_MAX_MESSAGE_BYTES.to_string(),
-        "message.timestamp.type" => "CreateTime".to_string(),
-        "min.insync.replicas" => "1".to_string(),
-        "retention.bytes" => "-1".to_string(),
-        "retention.ms" => "-1".to_string(),
-        "segment.bytes" => "1073741824".to_string(),
-        "segment.ms" => "604800000".to_string(),
-        _ => return None,
-    };
-    Some(value)
+    topic_config(name).map(|config| config.default.to_string())
 }
 
 /// Kafka's `ConfigType` of a known config.
 pub fn config_type(name: &str) -> i8 {
-    match name {
-        "cleanup.policy" => TYPE_LIST,
-        "max.message.bytes" | "min.insync.replicas" => TYPE_INT,
-        "retention.bytes" | "retention.ms" | "segment.bytes" | "segment.ms" => TYPE_LONG,
-        _ => TYPE_STRING,
+    match topic_config(name).map(|config| config.config_type) {
+        Some(TopicConfigType::List) => TYPE_LIST,
+        Some(TopicConfigType::Int) => TYPE_INT,
+        Some(TopicConfigType::Long) => TYPE_LONG,
+        Some(TopicConfigType::String) | None => TYPE_STRING,
     }
 }
 
@@ -86,9 +72,10 @@ impl ConfigEntry {
 /// Every known config of a topic with its effective value, by name; the
 /// configs the topic sets first win over the defaults.
 pub fn describe(configs: &BTreeMap<String, String>) -> Vec<ConfigEntry> {
-    KNOWN_TOPIC_CONFIGS
+    TOPIC_CONFIGS
         .iter()
-        .filter_map(|&name| {
+        .map(|config| config.name)
+        .filter_map(|name| {
             let (value, source) = match configs.get(name) {
                 Some(value) => (value.clone(), SOURCE_TOPIC),
                 None => (default_value(name)?, SOURCE_DEFAULT),
@@ -136,13 +123,13 @@ mod tests {
 
     #[test]
     fn every_known_config_has_a_default_and_set_values_win() {
-        for name in KNOWN_TOPIC_CONFIGS {
+        for name in TOPIC_CONFIGS.iter().map(|c| c.name) {
             assert!(default_value(name).is_some(), "{name}");
         }
         let mut configs = BTreeMap::new();
         configs.insert("retention.ms".to_string(), "1000".to_string());
         let entries = describe(&configs);
-        assert_eq!(entries.len(), KNOWN_TOPIC_CONFIGS.len());
+        assert_eq!(entries.len(), TOPIC_CONFIGS.len());
         let retention = entries.iter().find(|e| e.name == "retention.ms").unwrap();
         assert_eq!(retention.value, "1000");
         assert_eq!(retention.source, SOURCE_TOPIC);
