@@ -47,6 +47,30 @@ mod tests {
     use kafka_protocol::protocol::Message;
 
     #[test]
+    fn every_served_api_is_advertised_with_its_range_and_nothing_else() {
+        let answer = handle(3);
+        assert_eq!(answer.error_code, 0);
+        assert_eq!(answer.api_keys.len(), dispatch::APIS.len());
+        for api in dispatch::APIS {
+            let listed = answer
+                .api_keys
+                .iter()
+                .find(|v| v.api_key == api.key as i16)
+                .unwrap_or_else(|| panic!("{:?} not advertised", api.key));
+            assert_eq!((listed.min_version, listed.max_version), (api.min, api.max));
+            assert!(is_supported(api.key, api.min) && is_supported(api.key, api.max));
+            assert!(!is_supported(api.key, api.max + 1));
+        }
+        assert!(!is_supported(ApiKey::ElectLeaders, 0));
+        let refused = unsupported_version();
+        assert_eq!(refused.error_code, ResponseError::UnsupportedVersion.code());
+        assert_eq!(
+            refused.api_keys, answer.api_keys,
+            "the ranges to choose from"
+        );
+    }
+
+    #[test]
     fn advertised_ranges_are_within_the_codec() {
         for &dispatch::Api { key, min, max, .. } in dispatch::APIS {
             let codec = match key {

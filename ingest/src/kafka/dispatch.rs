@@ -232,3 +232,79 @@ pub async fn handle_frame(
         }),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use bytes::{Buf, BufMut, BytesMut};
+
+    use super::*;
+    use crate::kafka::testing::TestNode;
+
+    /// A request frame (without its size) with a v1 header: the codec of
+    /// this crate decodes requests, it does not encode them.
+    fn request(key: ApiKey, version: i16, correlation_id: i32, body: &[u8]) -> Bytes {
+        let mut out = BytesMut::new();
+        out.put_i16(key as i16);
+        out.put_i16(version);
+        out.put_i32(correlation_id);
+        out.put_i16(-1); // null client id
+        out.put_slice(body);
+        out.freeze()
+    }
+
+    #[tokio::test]
+    async fn a_request_reaches_its_handler_and_the_answer_echoes_its_correlation_id() {
+        let node = TestNode::start().await;
+        let frame = request(ApiKey::ApiVersions, 0, 41, &[]);
+        let Reply::Send(mut answer) = handle_frame(node.context.clone(), frame).await.unwrap()
+        else {
+            panic!("no answer")
+        };
+        let size = answer.get_i32() as usize;
+        assert_eq!(size, answer.remaining());
+        assert_eq!(answer.get_i32(), 41, "correlation id");
+        assert_eq!(answer.get_i16(), 0, "error code");
+        assert_eq!(answer.get_i32() as usize, APIS.len(), "every served api");
+    }
+
+    #[tokio::test]
+    async fn produce_with_acks_zero_is_answered_with_nothing() {
+        let node = TestNode::start().await;
+        let mut body = BytesMut::new();
+        body.put_i16(-1); // null transactional id
+        body.put_i16(0); // acks
+        body.put_i32(1_000); // timeout
+        body.put_i32(0); // no topics
+        let frame = request(ApiKey::Produce, 3, 5, &body);
+        assert!(matches!(
+            handle_frame(node.context.clone(), frame).await.unwrap(),
+            Reply::Nothing
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_decode_closes_the_connection() {
+        let node = TestNode::start().await;
+        // Metadata v1: a topics array of 5 entries, then nothing
+        let frame = request(ApiKey::Metadata, 1, 1, &5i32.to_be_bytes());
+        let outcome = handle_frame(node.context.clone(), frame).await;
+        assert!(
+            matches!(outcome, Err(ConnectionError::BadRequest(_))),
+            "{:?}",
+            outcome.err()
+        );
+    }
+
+    #[test]
+    fn the_table_serves_each_api_once() {
+        for (i, api) in APIS.iter().enumerate() {
+            assert!(api.min <= api.max, "{:?}", api.key);
+            assert!(
+                APIS[i + 1..].iter().all(|other| other.key != api.key),
+                "{:?} twice",
+                api.key
+            );
+        }
+    }
+}
