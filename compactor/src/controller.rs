@@ -435,7 +435,7 @@ impl Controller {
         for entry in self.catalog.all_index_entries().await? {
             let archive_path = entry.archive.as_ref().map(|a| a.path.as_str());
             // an entry that names no segment references no object
-            if let Some(path) = run_object_path(&entry.segment, archive_path) {
+            if let Some(path) = run_object_path(entry.segment.id(), archive_path) {
                 referenced.insert(path);
             }
         }
@@ -498,7 +498,7 @@ mod tests {
             topic_create_revision: topic.create_revision,
             topic_id: topic.record.id.clone(),
             partition: 0,
-            segment: ulid::Ulid::new().to_string(),
+            segment: ulid::Ulid::new(),
             start: 0,
             len: 100,
             crc: 0,

@@ -21,7 +21,7 @@ use parquet::arrow::async_reader::ParquetObjectReader;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use sluice_fetch::Reader;
 use sluice_metadata::compaction::StoredEntry;
-use sluice_metadata::model::{now_ms, ArchiveRef, Catalog, IndexEntry};
+use sluice_metadata::model::{now_ms, ArchiveRef, Catalog, IndexEntry, SegmentRef};
 use sluice_metadata::{LeaseId, Revision};
 use sluice_segment::archive::{ArchiveWriteOptions, ArchiveWriter};
 use sluice_segment::batch;
@@ -210,7 +210,7 @@ async fn run_claimed(
         offset_count: u32::try_from(job.end - job.first)
             .map_err(|_| CompactorError::Corrupt("job too large".into()))?,
         batch_count: file.row_groups.len() as u32,
-        segment: String::new(),
+        segment: SegmentRef::default(),
         start: 0,
         len: u32::try_from(file.bytes.len()).unwrap_or(u32::MAX),
         crc: 0,
@@ -363,7 +363,7 @@ mod tests {
                 topic_create_revision: topic.create_revision,
                 topic_id: topic.record.id.clone(),
                 partition: 0,
-                segment: id.to_string(),
+                segment: id.0,
                 start: chunk.start,
                 len: chunk.len,
                 crc: chunk.crc,

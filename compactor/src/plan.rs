@@ -1,6 +1,6 @@
 //! The controller's decisions, as pure functions of a partition's index.
 
-use sluice_metadata::model::IndexEntry;
+use sluice_metadata::model::{IndexEntry, SegmentRef};
 
 use crate::jobs::JobKind;
 use crate::CompactorConfig;
@@ -91,7 +91,7 @@ fn sentinel() -> IndexEntry {
         base_offset: -1,
         offset_count: 0,
         batch_count: 0,
-        segment: String::new(),
+        segment: SegmentRef::default(),
         start: 0,
         len: 0,
         crc: 0,
@@ -143,7 +143,7 @@ mod tests {
             base_offset: base,
             offset_count: count,
             batch_count: 1,
-            segment: "S".into(),
+            segment: SegmentRef::of(ulid::Ulid::nil()),
             start: 0,
             len: 1000,
             crc: 0,

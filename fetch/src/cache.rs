@@ -708,7 +708,7 @@ mod tests {
     use object_store::memory::InMemory;
     use object_store::PutPayload;
     use sluice_metadata::embedded::EmbeddedStore;
-    use sluice_metadata::model::{Catalog, IndexEntry};
+    use sluice_metadata::model::{Catalog, IndexEntry, SegmentRef};
     use sluice_segment::batch::{self, NewRecord};
     use sluice_segment::SegmentBuilder;
 
@@ -775,7 +775,7 @@ mod tests {
                     base_offset: 0,
                     offset_count: chunk.offset_count,
                     batch_count: chunk.batch_count,
-                    segment: segment.to_string(),
+                    segment: SegmentRef::of(segment.0),
                     start: chunk.start,
                     len: chunk.len,
                     crc: chunk.crc,

@@ -53,7 +53,7 @@ pub enum FetchError {
 
 impl FetchError {
     /// A corrupt-range error for `segment`.
-    pub fn corrupt(segment: &str, reason: impl ToString) -> Self {
+    pub fn corrupt(segment: impl ToString, reason: impl ToString) -> Self {
         FetchError::Corrupt {
             segment: segment.to_string(),
             reason: reason.to_string(),

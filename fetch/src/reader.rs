@@ -193,9 +193,10 @@ impl Reader {
         partition: i32,
         entry: &IndexEntry,
     ) -> FetchResult<Bytes> {
-        let segment = SegmentId::parse(&entry.segment).ok_or_else(|| {
-            FetchError::corrupt(&entry.segment, "index entry names no valid segment id")
-        })?;
+        let segment =
+            entry.segment.id().map(SegmentId).ok_or_else(|| {
+                FetchError::corrupt(&entry.segment, "index entry names no segment")
+            })?;
         let range = entry.start..entry.start + u64::from(entry.len);
         let bytes = match &self.cache {
             // entries written before `object_bytes` was recorded cannot be

@@ -488,7 +488,7 @@ async fn commit_segment(config: &WriterConfig, view: &ClusterView, segment: Seal
             topic_create_revision: topic.create_revision,
             topic_id: chunk.topic_id.clone(),
             partition: chunk.partition,
-            segment: segment.id.to_string(),
+            segment: segment.id.0,
             start: chunk.start,
             len: chunk.len,
             crc: chunk.crc,

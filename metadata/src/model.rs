@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use ulid::Ulid;
 
 use crate::clock::{Clock, SystemClock};
 use crate::keys::Keys;
@@ -179,8 +180,8 @@ pub struct IndexEntry {
     pub offset_count: u32,
     /// Batches in the run.
     pub batch_count: u32,
-    /// Segment id (ULID text) of the object holding the run.
-    pub segment: String,
+    /// The segment object holding the run (none for an archive file).
+    pub segment: SegmentRef,
     /// Byte offset inside the object.
     pub start: u64,
     /// Byte length.
@@ -202,6 +203,55 @@ pub struct IndexEntry {
     /// `len` is the file's size (saturated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<ArchiveRef>,
+}
+
+/// The segment object an index entry's run is stored in: its id (a ULID),
+/// or none for an archived run (whose file `archive` names). Stored as the
+/// ULID's text, `""` for none, as entries always were; an entry naming
+/// anything else does not decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SegmentRef(Option<Ulid>);
+
+impl SegmentRef {
+    /// The segment `id`.
+    pub fn of(id: Ulid) -> Self {
+        SegmentRef(Some(id))
+    }
+
+    /// The segment's id; `None` for an archived run.
+    pub fn id(&self) -> Option<Ulid> {
+        self.0
+    }
+}
+
+impl std::fmt::Display for SegmentRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(id) => write!(f, "{id}"),
+            None => f.write_str("(archive)"),
+        }
+    }
+}
+
+impl Serialize for SegmentRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(id) => serializer.serialize_str(&id.to_string()),
+            None => serializer.serialize_str(""),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SegmentRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.is_empty() {
+            return Ok(SegmentRef(None));
+        }
+        Ulid::from_string(&text)
+            .map(|id| SegmentRef(Some(id)))
+            .map_err(|_| serde::de::Error::custom(format!("{text:?} is not a segment id")))
+    }
 }
 
 /// Where an archived run lives.
@@ -243,7 +293,7 @@ pub struct ChunkCommit {
     /// Partition.
     pub partition: i32,
     /// Segment id of the uploaded object.
-    pub segment: String,
+    pub segment: Ulid,
     /// Byte offset of the chunk in the object.
     pub start: u64,
     /// Byte length of the chunk.
@@ -268,7 +318,7 @@ impl ChunkCommit {
             base_offset,
             offset_count: self.offset_count,
             batch_count: self.batch_count,
-            segment: self.segment.clone(),
+            segment: SegmentRef::of(self.segment),
             start: self.start,
             len: self.len,
             crc: self.crc,
@@ -825,7 +875,7 @@ mod tests {
             topic_create_revision: topic.create_revision,
             topic_id: topic.record.id.clone(),
             partition,
-            segment: "01H".to_string(),
+            segment: Ulid::new(),
             start: 16,
             len: 100,
             crc: 7,

@@ -116,12 +116,12 @@ pub fn topic_archive_prefix(topic: &str) -> String {
 }
 
 /// The object that holds a run of offsets: an archive file whose path the
-/// index entry records, else the segment the entry names (`None` when that
-/// is no segment id).
-pub fn run_object_path(segment: &str, archive_path: Option<&str>) -> Option<String> {
+/// index entry records, else the segment the entry names (`None` when it
+/// names neither).
+pub fn run_object_path(segment: Option<Ulid>, archive_path: Option<&str>) -> Option<String> {
     match archive_path {
         Some(path) => Some(path.to_string()),
-        None => SegmentId::parse(segment).map(|id| id.path_text()),
+        None => segment.map(|id| SegmentId(id).path_text()),
     }
 }
 
@@ -223,12 +223,12 @@ mod tests {
     #[test]
     fn run_objects_are_segments_or_recorded_archive_paths() {
         let id = SegmentId::generate();
-        assert_eq!(run_object_path(&id.to_string(), None), Some(id.path_text()));
+        assert_eq!(run_object_path(Some(id.0), None), Some(id.path_text()));
         assert_eq!(
-            run_object_path("", Some("archive/x")).as_deref(),
+            run_object_path(None, Some("archive/x")).as_deref(),
             Some("archive/x")
         );
-        assert_eq!(run_object_path("not-a-ulid", None), None);
+        assert_eq!(run_object_path(None, None), None);
     }
 
     #[test]
