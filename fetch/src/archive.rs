@@ -55,7 +55,7 @@ pub async fn read_row_group(
     group: usize,
 ) -> FetchResult<ReadChunk> {
     let Some(archive) = &entry.archive else {
-        return Err(FetchError::corrupt(&entry.segment, "not an archive entry"));
+        return Err(FetchError::corrupt(entry.segment, "not an archive entry"));
     };
     let (first, end) = row_group_range(entry, archive, group);
     let path = Path::from(archive.path.as_str());

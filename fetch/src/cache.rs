@@ -302,7 +302,7 @@ impl BlockCache {
     ) -> FetchResult<Bytes> {
         if object_bytes == 0 || block >= object_bytes.div_ceil(self.inner.block_bytes) {
             return Err(FetchError::corrupt(
-                &segment.to_string(),
+                segment.to_string(),
                 "block index lies outside its object",
             ));
         }
@@ -486,7 +486,7 @@ impl Inner {
             let block_range = self.block_range(block, object_bytes);
             if bytes.len() as u64 != block_range.end - block_range.start {
                 return Err(FetchError::corrupt(
-                    &segment.to_string(),
+                    segment.to_string(),
                     "block has the wrong length",
                 ));
             }
@@ -674,7 +674,7 @@ fn count_lookup(source: Source) {
 fn store_failure(segment: SegmentId, error: &object_store::Error) -> FetchError {
     match error {
         object_store::Error::NotFound { .. } => {
-            FetchError::corrupt(&segment.to_string(), "segment object is missing")
+            FetchError::corrupt(segment.to_string(), "segment object is missing")
         }
         other => FetchError::Unavailable(other.to_string()),
     }
@@ -692,7 +692,7 @@ fn create_dir(dir: &Path) -> Result<(), CacheError> {
 fn check_range(segment: SegmentId, range: &Range<u64>, object_bytes: u64) -> FetchResult<bool> {
     if range.start > range.end || range.end > object_bytes {
         return Err(FetchError::corrupt(
-            &segment.to_string(),
+            segment.to_string(),
             "index entry range lies outside its object",
         ));
     }

@@ -168,7 +168,7 @@ impl Reader {
         let Some(archived) = &entry.archive else {
             let bytes = self.read_entry(topic_id, partition, entry).await?;
             return batch::offset_for_timestamp(&bytes, timestamp)
-                .map_err(|error| FetchError::corrupt(&entry.segment, error));
+                .map_err(|error| FetchError::corrupt(entry.segment, error));
         };
         for group in 0..archived.row_groups.len() {
             let chunk =
@@ -195,7 +195,7 @@ impl Reader {
     ) -> FetchResult<Bytes> {
         let segment =
             entry.segment.id().map(SegmentId).ok_or_else(|| {
-                FetchError::corrupt(&entry.segment, "index entry names no segment")
+                FetchError::corrupt(entry.segment, "index entry names no segment")
             })?;
         let range = entry.start..entry.start + u64::from(entry.len);
         let bytes = match &self.cache {
@@ -228,11 +228,11 @@ impl Reader {
         };
         let mut patched = BytesMut::from(bytes.as_ref());
         let end = batch::patch_base_offsets(&mut patched, entry.base_offset)
-            .map_err(|error| FetchError::corrupt(&entry.segment, error))?;
+            .map_err(|error| FetchError::corrupt(entry.segment, error))?;
         if end != entry.end_offset() {
             metrics::CORRUPT_RANGES.inc();
             return Err(FetchError::corrupt(
-                &entry.segment,
+                entry.segment,
                 "batches do not match their index entry",
             ));
         }
@@ -254,7 +254,7 @@ impl Reader {
                 .await
                 .map_err(|error| match error {
                     object_store::Error::NotFound { .. } => {
-                        FetchError::corrupt(&entry.segment, "segment object is missing")
+                        FetchError::corrupt(entry.segment, "segment object is missing")
                     }
                     other => FetchError::Store(other),
                 })?;
@@ -289,11 +289,11 @@ fn verified(
 ) -> FetchResult<Bytes> {
     if bytes.len() != entry.len as usize {
         return Err(FetchError::corrupt(
-            &entry.segment,
+            entry.segment,
             "segment object shorter than its index entry",
         ));
     }
     verify_range(topic_id, partition, entry.crc, &bytes)
-        .map_err(|error| FetchError::corrupt(&entry.segment, error))?;
+        .map_err(|error| FetchError::corrupt(entry.segment, error))?;
     Ok(bytes)
 }
