@@ -2,11 +2,15 @@
 //! [`IngestError`] and the coarse [`ErrorKind`] that says whether to retry
 //! and maps once to HTTP statuses and Kafka error codes.
 
+use std::sync::Arc;
+
 use kafka_protocol::error::ResponseError;
 use sluice_fetch::FetchError;
 use sluice_metadata::model::ModelError;
 use sluice_metadata::producers::SequenceError;
 use sluice_metadata::MetaError;
+
+use crate::group::GroupError;
 
 /// What kind of failure, as a client needs to know it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +78,29 @@ impl ErrorKind {
     }
 }
 
+impl From<GroupError> for ResponseError {
+    fn from(error: GroupError) -> Self {
+        match error {
+            GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+            GroupError::NotCoordinator => ResponseError::NotCoordinator,
+            GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
+            GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+            GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+            GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+            GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+            GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+            GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+            GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+            GroupError::MemberIdRequired => ResponseError::MemberIdRequired,
+            GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+        }
+    }
+}
+
+/// The cause of a dependency failure, kept whole (shared by every request a
+/// failed flush answers, hence behind an `Arc`).
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
 /// A failure of the write path or a front door.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum IngestError {
@@ -105,10 +132,13 @@ pub enum IngestError {
     OutOfRange(String),
     /// The object store failed.
     #[error("object store unavailable: {0}")]
-    Store(String),
+    Store(#[source] Cause),
     /// The metadata store failed.
     #[error("metadata store unavailable: {0}")]
-    Meta(String),
+    Meta(#[source] Cause),
+    /// A commit lost its compare-and-swap this many times in a row.
+    #[error("commit lost {0} compare-and-swap races in a row")]
+    CommitContention(u32),
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
@@ -140,9 +170,10 @@ impl IngestError {
             IngestError::CorruptBatch(_) => ErrorKind::CorruptInput,
             IngestError::TooLarge(_) => ErrorKind::TooLarge,
             IngestError::OutOfRange(_) => ErrorKind::OutOfRange,
-            IngestError::Store(_) | IngestError::Meta(_) | IngestError::ShuttingDown => {
-                ErrorKind::Unavailable
-            }
+            IngestError::Store(_)
+            | IngestError::Meta(_)
+            | IngestError::CommitContention(_)
+            | IngestError::ShuttingDown => ErrorKind::Unavailable,
             IngestError::Corrupt(_) => ErrorKind::Corrupt,
             IngestError::Sequence(error) => match error {
                 SequenceError::StaleEpoch { .. } => ErrorKind::ProducerFenced,
@@ -160,7 +191,7 @@ impl From<MetaError> for IngestError {
         match error {
             MetaError::Invalid(reason) => IngestError::Invalid(reason),
             MetaError::Corrupt { .. } => IngestError::Corrupt(error.to_string()),
-            other => IngestError::Meta(other.to_string()),
+            other => IngestError::Meta(Arc::new(other)),
         }
     }
 }
@@ -172,14 +203,14 @@ impl From<ModelError> for IngestError {
             ModelError::TopicExists(name) => IngestError::TopicExists(name),
             ModelError::UnknownTopic(name) => IngestError::UnknownTopic(name),
             ModelError::Invalid(reason) => IngestError::Invalid(reason),
-            ModelError::Concurrent(_) => IngestError::Meta(error.to_string()),
+            ModelError::Concurrent(_) => IngestError::Meta(Arc::new(error)),
         }
     }
 }
 
 impl From<object_store::Error> for IngestError {
     fn from(error: object_store::Error) -> Self {
-        IngestError::Store(error.to_string())
+        IngestError::Store(Arc::new(error))
     }
 }
 
@@ -193,7 +224,7 @@ impl From<FetchError> for IngestError {
             FetchError::OffsetOutOfRange { .. } => IngestError::OutOfRange(error.to_string()),
             FetchError::Corrupt { .. } => IngestError::Corrupt(error.to_string()),
             FetchError::Store(store) => store.into(),
-            FetchError::Unavailable(reason) => IngestError::Store(reason),
+            FetchError::Unavailable(_) => IngestError::Store(Arc::new(error)),
             FetchError::Meta(meta) => meta.into(),
             FetchError::Model(model) => model.into(),
         }

@@ -618,10 +618,7 @@ async fn commit_group(
         }
     }
     for &i in &live {
-        outcomes[i] = Err(IngestError::Meta(format!(
-            "commit lost {} compare-and-swap races in a row",
-            config.commit_attempts_max
-        )));
+        outcomes[i] = Err(IngestError::CommitContention(config.commit_attempts_max));
     }
 }
 

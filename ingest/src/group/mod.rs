@@ -62,22 +62,9 @@ pub enum GroupError {
 }
 
 impl GroupError {
-    /// The Kafka error code.
+    /// The Kafka error code (mapped in [`crate::error`]).
     pub fn code(self) -> i16 {
-        match self {
-            GroupError::CoordinatorNotAvailable => 15,
-            GroupError::NotCoordinator => 16,
-            GroupError::IllegalGeneration => 22,
-            GroupError::InconsistentGroupProtocol => 23,
-            GroupError::InvalidGroupId => 24,
-            GroupError::UnknownMemberId => 25,
-            GroupError::InvalidSessionTimeout => 26,
-            GroupError::RebalanceInProgress => 27,
-            GroupError::NonEmptyGroup => 68,
-            GroupError::GroupIdNotFound => 69,
-            GroupError::MemberIdRequired => 79,
-            GroupError::FencedInstanceId => 82,
-        }
+        kafka_protocol::error::ResponseError::from(self).code()
     }
 }
 

@@ -94,7 +94,7 @@ mod tests {
     use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
 
     use super::*;
-    use crate::kafka::testing::TestNode;
+    use crate::kafka::testing::{text, TestNode};
     use crate::kafka::topic_configs::{RESOURCE_BROKER, RESOURCE_BROKER_LOGGER};
 
     fn resource(
@@ -104,14 +104,14 @@ mod tests {
     ) -> AlterConfigsResource {
         AlterConfigsResource::default()
             .with_resource_type(resource_type)
-            .with_resource_name(StrBytes::from_string(name.to_string()))
+            .with_resource_name(text(name))
             .with_configs(
                 configs
                     .iter()
                     .map(|(name, value)| {
                         AlterableConfig::default()
-                            .with_name(StrBytes::from_string(name.to_string()))
-                            .with_value(value.map(|v| StrBytes::from_string(v.to_string())))
+                            .with_name(text(name))
+                            .with_value(value.map(text))
                     })
                     .collect(),
             )
@@ -158,19 +158,10 @@ mod tests {
         seen
     }
 
-    async fn topic_with(node: &TestNode, name: &str, configs: &[(&str, &str)]) {
-        node.context
-            .view
-            .create_topic(name, 1, map(configs))
-            .await
-            .unwrap();
-    }
-
     #[tokio::test]
     async fn replaces_the_whole_config_set() {
         let node = TestNode::start().await;
-        topic_with(
-            &node,
+        node.topic_with(
             "orders",
             &[("retention.ms", "1000"), ("segment.ms", "5000")],
         )
@@ -214,7 +205,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_or_malformed_configs_are_invalid_config_and_change_nothing() {
         let node = TestNode::start().await;
-        topic_with(&node, "orders", &[("retention.ms", "1000")]).await;
+        node.topic_with("orders", &[("retention.ms", "1000")]).await;
         for (name, value) in [
             ("no.such.config", "1"),
             ("retention.ms", "forever"),
@@ -275,7 +266,7 @@ mod tests {
     #[tokio::test]
     async fn validate_only_checks_and_changes_nothing() {
         let node = TestNode::start().await;
-        topic_with(&node, "orders", &[("retention.ms", "1000")]).await;
+        node.topic_with("orders", &[("retention.ms", "1000")]).await;
         let responses = alter(
             &node,
             vec![topic("orders", &[("segment.ms", Some("6000"))])],
@@ -292,7 +283,7 @@ mod tests {
     #[tokio::test]
     async fn only_topic_configs_can_be_altered() {
         let node = TestNode::start().await;
-        topic_with(&node, "orders", &[]).await;
+        node.topic_with("orders", &[]).await;
         let responses = alter(
             &node,
             vec![

@@ -116,11 +116,11 @@ mod tests {
     use kafka_protocol::messages::TopicName;
 
     use super::*;
-    use crate::kafka::testing::TestNode;
+    use crate::kafka::testing::{text, TestNode};
 
     fn grow_to(name: &str, count: i32) -> CreatePartitionsTopic {
         CreatePartitionsTopic::default()
-            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_name(TopicName(text(name)))
             .with_count(count)
     }
 

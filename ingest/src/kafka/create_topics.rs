@@ -174,21 +174,21 @@ mod tests {
     use kafka_protocol::messages::{BrokerId, TopicName};
 
     use super::*;
-    use crate::kafka::testing::{TestNode, NODE_ID};
+    use crate::kafka::testing::{text, TestNode, NODE_ID};
     use crate::kafka::topic_configs::{SOURCE_DEFAULT, SOURCE_TOPIC};
     use crate::kafka::KafkaConfig;
 
     fn topic(name: &str, partitions: i32) -> CreatableTopic {
         CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_name(TopicName(text(name)))
             .with_num_partitions(partitions)
             .with_replication_factor(-1)
     }
 
     fn config(name: &str, value: Option<&str>) -> CreatableTopicConfig {
         CreatableTopicConfig::default()
-            .with_name(StrBytes::from_string(name.to_string()))
-            .with_value(value.map(|v| StrBytes::from_string(v.to_string())))
+            .with_name(text(name))
+            .with_value(value.map(text))
     }
 
     async fn create(

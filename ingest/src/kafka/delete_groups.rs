@@ -22,58 +22,25 @@ pub async fn handle(context: &KafkaContext, request: DeleteGroupsRequest) -> Del
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use bytes::Bytes;
     use kafka_protocol::error::ResponseError;
-    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-    use kafka_protocol::messages::{GroupId, JoinGroupRequest, SyncGroupRequest};
-    use kafka_protocol::protocol::StrBytes;
-    use sluice_metadata::groups::OffsetRecord;
+    use kafka_protocol::messages::GroupId;
 
     use super::*;
-    use crate::kafka::testing::TestNode;
-    use crate::kafka::{join_group, sync_group, KafkaContext};
-
-    fn text(s: &str) -> StrBytes {
-        StrBytes::from_string(s.to_string())
-    }
+    use crate::kafka::testing::{self, join_request, record, stable_member, text, TestNode};
+    use crate::kafka::KafkaContext;
 
     /// Commit orders/0 = 5 to `group` as a consumer outside the group.
     async fn commit(context: &KafkaContext, group: &str) {
-        let record = OffsetRecord {
-            offset: 5,
-            leader_epoch: -1,
-            metadata: None,
-            commit_timestamp_ms: 1,
-        };
         context
             .groups
-            .commit_offsets(group, -1, "", None, vec![("orders".into(), 0, record)])
+            .commit_offsets(group, -1, "", None, vec![("orders".into(), 0, record(5))])
             .await
             .unwrap();
     }
 
     /// A member alone in `group`, stable in generation 1.
     async fn member(context: &KafkaContext, group: &str) -> String {
-        let request = JoinGroupRequest::default()
-            .with_group_id(GroupId(text(group)))
-            .with_session_timeout_ms(10_000)
-            .with_rebalance_timeout_ms(10_000)
-            .with_protocol_type(text("consumer"))
-            .with_protocols(vec![JoinGroupRequestProtocol::default()
-                .with_name(text("range"))
-                .with_metadata(Bytes::from_static(b"subscription"))]);
-        let joined = join_group::handle(context, 3, "client", request).await;
-        assert_eq!((joined.error_code, joined.generation_id), (0, 1));
-        let request = SyncGroupRequest::default()
-            .with_group_id(GroupId(text(group)))
-            .with_generation_id(1)
-            .with_member_id(joined.member_id.clone())
-            .with_assignments(vec![SyncGroupRequestAssignment::default()
-                .with_member_id(joined.member_id.clone())
-                .with_assignment(Bytes::from_static(b"p0"))]);
-        assert_eq!(sync_group::handle(context, request).await.error_code, 0);
-        joined.member_id.to_string()
+        stable_member(context, join_request(group, "")).await
     }
 
     fn deleting(groups: &[&str]) -> DeleteGroupsRequest {
@@ -129,11 +96,7 @@ mod tests {
         let ctx = &node.context;
         let member = member(ctx, "busy").await;
         commit(ctx, "idle").await;
-        let lease = ctx.catalog.store().lease_grant(60).await.unwrap();
-        ctx.catalog
-            .claim_coordinator("theirs", 2, lease)
-            .await
-            .unwrap();
+        testing::claim_for(ctx, "theirs", 2).await;
         let response = handle(
             ctx,
             deleting(&["busy", "never", "", "theirs", "a/b", "idle"]),

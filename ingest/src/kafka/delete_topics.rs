@@ -102,10 +102,10 @@ mod tests {
     use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 
     use super::*;
-    use crate::kafka::testing::TestNode;
+    use crate::kafka::testing::{text, TestNode};
 
     fn name(name: &str) -> TopicName {
-        TopicName(StrBytes::from_string(name.to_string()))
+        TopicName(text(name))
     }
 
     /// Delete by name the way v1-v5 ask.

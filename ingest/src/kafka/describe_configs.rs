@@ -100,13 +100,11 @@ fn config_result(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
     use sluice_metadata::model::TOPIC_CONFIGS;
 
     use super::*;
-    use crate::kafka::testing::TestNode;
+    use crate::kafka::testing::{text, TestNode};
     use crate::kafka::topic_configs::{SOURCE_DEFAULT, SOURCE_TOPIC};
 
     /// Kafka `ConfigType` LONG, LIST and INT.
@@ -117,12 +115,8 @@ mod tests {
     fn resource(resource_type: i8, name: &str, keys: Option<&[&str]>) -> DescribeConfigsResource {
         DescribeConfigsResource::default()
             .with_resource_type(resource_type)
-            .with_resource_name(StrBytes::from_string(name.to_string()))
-            .with_configuration_keys(keys.map(|keys| {
-                keys.iter()
-                    .map(|k| StrBytes::from_string(k.to_string()))
-                    .collect()
-            }))
+            .with_resource_name(text(name))
+            .with_configuration_keys(keys.map(|keys| keys.iter().map(|k| text(k)).collect()))
     }
 
     async fn describe(
@@ -138,18 +132,6 @@ mod tests {
         let response = handle(&node.context, version, request).await;
         assert_eq!(response.results.len(), count);
         response.results
-    }
-
-    async fn topic_with(node: &TestNode, name: &str, configs: &[(&str, &str)]) {
-        let configs: BTreeMap<String, String> = configs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        node.context
-            .view
-            .create_topic(name, 1, configs)
-            .await
-            .unwrap();
     }
 
     fn entry<'a>(
@@ -176,8 +158,7 @@ mod tests {
     #[tokio::test]
     async fn describes_every_known_config_of_a_topic_with_its_source() {
         let node = TestNode::start().await;
-        topic_with(
-            &node,
+        node.topic_with(
             "orders",
             &[("retention.ms", "1000"), ("cleanup.policy", "compact")],
         )
@@ -219,7 +200,7 @@ mod tests {
     #[tokio::test]
     async fn configuration_keys_filter_and_synonyms_repeat_the_value() {
         let node = TestNode::start().await;
-        topic_with(&node, "orders", &[("retention.ms", "1000")]).await;
+        node.topic_with("orders", &[("retention.ms", "1000")]).await;
         let keys: &[&str] = &["retention.ms", "segment.ms", "no.such.config"];
         let results = describe(
             &node,

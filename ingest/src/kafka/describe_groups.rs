@@ -48,51 +48,20 @@ pub async fn handle(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::time::Duration;
-
-    use bytes::Bytes;
     use kafka_protocol::error::ResponseError;
-    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-    use kafka_protocol::messages::{
-        GroupId, JoinGroupRequest, JoinGroupResponse, SyncGroupRequest,
-    };
+    use kafka_protocol::messages::{GroupId, JoinGroupResponse};
 
     use super::*;
-    use crate::kafka::testing::TestNode;
-    use crate::kafka::{join_group, sync_group, CLIENT_HOST};
-
-    fn text(s: &str) -> StrBytes {
-        StrBytes::from_string(s.to_string())
-    }
+    use crate::kafka::testing::{self, join_request, protocol, text, TestNode};
+    use crate::kafka::{join_group, CLIENT_HOST};
 
     /// Join group `g` as a new member (v3: at once).
     async fn join(context: &KafkaContext, client: &str) -> JoinGroupResponse {
-        let request = JoinGroupRequest::default()
-            .with_group_id(GroupId(text("g")))
-            .with_session_timeout_ms(10_000)
-            .with_rebalance_timeout_ms(10_000)
-            .with_protocol_type(text("consumer"))
-            .with_protocols(vec![
-                JoinGroupRequestProtocol::default()
-                    .with_name(text("range"))
-                    .with_metadata(Bytes::from_static(b"sub-range")),
-                JoinGroupRequestProtocol::default()
-                    .with_name(text("roundrobin"))
-                    .with_metadata(Bytes::from_static(b"sub-rr")),
-            ]);
+        let request = join_request("g", "").with_protocols(vec![
+            protocol("range", b"sub-range"),
+            protocol("roundrobin", b"sub-rr"),
+        ]);
         join_group::handle(context, 3, client, request).await
-    }
-
-    async fn sync(context: &KafkaContext, member: &StrBytes) {
-        let request = SyncGroupRequest::default()
-            .with_group_id(GroupId(text("g")))
-            .with_generation_id(1)
-            .with_member_id(member.clone())
-            .with_assignments(vec![SyncGroupRequestAssignment::default()
-                .with_member_id(member.clone())
-                .with_assignment(Bytes::from_static(b"p0"))]);
-        assert_eq!(sync_group::handle(context, request).await.error_code, 0);
     }
 
     fn asking(groups: &[&str]) -> DescribeGroupsRequest {
@@ -113,7 +82,7 @@ mod tests {
         let ctx = &node.context;
         let joined = join(ctx, "billing-app").await;
         assert_eq!((joined.error_code, joined.generation_id), (0, 1));
-        sync(ctx, &joined.member_id).await;
+        testing::sync(ctx, "g", 1, &joined.member_id).await;
 
         let group = describe(ctx, "g").await;
         assert_eq!(group.error_code, 0);
@@ -149,20 +118,17 @@ mod tests {
         assert_eq!(group.group_state.as_str(), "CompletingRebalance");
         assert_eq!(group.members.len(), 1);
         assert!(group.members[0].member_assignment.is_empty());
-        sync(ctx, &joined.member_id).await;
+        testing::sync(ctx, "g", 1, &joined.member_id).await;
         assert_eq!(describe(ctx, "g").await.group_state.as_str(), "Stable");
 
         // a second member starts a rebalance
         let context = node.context.clone();
         let _second = tokio::spawn(async move { join(&context, "b").await });
-        let mut state = String::new();
-        for _ in 0..400 {
-            state = describe(ctx, "g").await.group_state.to_string();
-            if state != "Stable" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let state = testing::eventually(
+            || async { describe(ctx, "g").await.group_state.to_string() },
+            |state| state != "Stable",
+        )
+        .await;
         assert_eq!(state, "PreparingRebalance");
         assert_eq!(describe(ctx, "g").await.members.len(), 2);
 
@@ -175,14 +141,11 @@ mod tests {
             .collect();
         let left = ctx.groups.leave("g", everyone).await.unwrap();
         assert_eq!(left, vec![Ok(()), Ok(())]);
-        let mut group = describe(ctx, "g").await;
-        for _ in 0..400 {
-            if group.group_state.as_str() == "Empty" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            group = describe(ctx, "g").await;
-        }
+        let group = testing::eventually(
+            || describe(ctx, "g"),
+            |group| group.group_state.as_str() == "Empty",
+        )
+        .await;
         assert_eq!(group.group_state.as_str(), "Empty");
         assert!(group.members.is_empty());
         assert_eq!(group.protocol_type.as_str(), "consumer");
@@ -192,11 +155,7 @@ mod tests {
     async fn invalid_and_foreign_groups_fail_alone_in_request_order() {
         let node = TestNode::start().await;
         let ctx = &node.context;
-        let lease = ctx.catalog.store().lease_grant(60).await.unwrap();
-        ctx.catalog
-            .claim_coordinator("theirs", 2, lease)
-            .await
-            .unwrap();
+        testing::claim_for(ctx, "theirs", 2).await;
         let response = handle(ctx, asking(&["", "theirs", "a/b", "mine"])).await;
         let answers: Vec<(&str, i16, &str)> = response
             .groups

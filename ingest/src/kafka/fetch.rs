@@ -218,15 +218,14 @@ mod tests {
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::ProduceRequest;
-    use kafka_protocol::protocol::StrBytes;
     use sluice_segment::NewRecord;
 
     use super::*;
-    use crate::kafka::testing::TestNode;
+    use crate::kafka::testing::{text, TestNode};
     use crate::kafka::{produce, KafkaConfig};
 
     fn topic_name(name: &str) -> TopicName {
-        TopicName(StrBytes::from_string(name.to_string()))
+        TopicName(text(name))
     }
 
     /// One batch of `values`, as a producer sends it.

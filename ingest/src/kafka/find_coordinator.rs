@@ -67,13 +67,13 @@ mod tests {
     use sluice_metadata::membership::{NodeInfo, Role};
 
     use super::*;
-    use crate::kafka::testing::{TestNode, NODE_ID};
+    use crate::kafka::testing::{claim_for, text, TestNode, NODE_ID};
 
     /// Transactional id, the other key type.
     const KEY_TYPE_TRANSACTION: i8 = 1;
 
     fn key(name: &str) -> StrBytes {
-        StrBytes::from_string(name.to_string())
+        text(name)
     }
 
     fn one(name: &str) -> FindCoordinatorRequest {
@@ -87,12 +87,7 @@ mod tests {
 
     /// Claim `group` for node `node_id`, on a lease of that node's own.
     async fn claimed_by(node: &TestNode, group: &str, node_id: i32) {
-        let catalog = &node.context.catalog;
-        let lease = catalog.store().lease_grant(60).await.unwrap();
-        let holder = catalog
-            .claim_coordinator(group, node_id, lease)
-            .await
-            .unwrap();
+        let holder = claim_for(&node.context, group, node_id).await;
         assert_eq!(holder, node_id);
     }
 

@@ -23,24 +23,13 @@ pub async fn handle(context: &KafkaContext, request: HeartbeatRequest) -> Heartb
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::time::Duration;
-
-    use bytes::Bytes;
     use kafka_protocol::error::ResponseError;
-    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-    use kafka_protocol::messages::{
-        GroupId, JoinGroupRequest, JoinGroupResponse, SyncGroupRequest,
-    };
-    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::messages::JoinGroupResponse;
 
     use super::*;
-    use crate::kafka::testing::TestNode;
-    use crate::kafka::{join_group, sync_group};
-
-    fn text(s: &str) -> StrBytes {
-        StrBytes::from_string(s.to_string())
-    }
+    use crate::kafka::testing::{
+        self, heartbeat_request as beat, join_request, sync, text, TestNode,
+    };
 
     /// Join group `g` (v3: a new member joins at once).
     async fn join(
@@ -48,36 +37,8 @@ mod tests {
         member_id: &str,
         instance_id: Option<&str>,
     ) -> JoinGroupResponse {
-        let request = JoinGroupRequest::default()
-            .with_group_id(GroupId(text("g")))
-            .with_member_id(text(member_id))
-            .with_group_instance_id(instance_id.map(text))
-            .with_session_timeout_ms(10_000)
-            .with_rebalance_timeout_ms(10_000)
-            .with_protocol_type(text("consumer"))
-            .with_protocols(vec![JoinGroupRequestProtocol::default()
-                .with_name(text("range"))
-                .with_metadata(Bytes::from_static(b"subscription"))]);
-        join_group::handle(context, 3, "client", request).await
-    }
-
-    /// The leader of generation `generation` assigns itself everything.
-    async fn sync(context: &KafkaContext, generation: i32, member: &str) {
-        let request = SyncGroupRequest::default()
-            .with_group_id(GroupId(text("g")))
-            .with_generation_id(generation)
-            .with_member_id(text(member))
-            .with_assignments(vec![SyncGroupRequestAssignment::default()
-                .with_member_id(text(member))
-                .with_assignment(Bytes::from_static(b"p0"))]);
-        assert_eq!(sync_group::handle(context, request).await.error_code, 0);
-    }
-
-    fn beat(group: &str, generation: i32, member: &str) -> HeartbeatRequest {
-        HeartbeatRequest::default()
-            .with_group_id(GroupId(text(group)))
-            .with_generation_id(generation)
-            .with_member_id(text(member))
+        let request = join_request("g", member_id).with_group_instance_id(instance_id.map(text));
+        testing::join(context, request).await
     }
 
     async fn code(context: &KafkaContext, request: HeartbeatRequest) -> i16 {
@@ -93,7 +54,7 @@ mod tests {
         let member = joined.member_id.to_string();
         // joined, assignment not yet handed out
         assert_eq!(code(ctx, beat("g", 1, &member)).await, 0);
-        sync(ctx, 1, &member).await;
+        sync(ctx, "g", 1, &member).await;
         for _ in 0..3 {
             assert_eq!(code(ctx, beat("g", 1, &member)).await, 0);
         }
@@ -105,7 +66,7 @@ mod tests {
         let ctx = &node.context;
         let joined = join(ctx, "", None).await;
         let member = joined.member_id.to_string();
-        sync(ctx, 1, &member).await;
+        sync(ctx, "g", 1, &member).await;
 
         assert_eq!(
             code(ctx, beat("g", 1, "ghost")).await,
@@ -130,11 +91,7 @@ mod tests {
                 "{group:?}"
             );
         }
-        let lease = ctx.catalog.store().lease_grant(60).await.unwrap();
-        ctx.catalog
-            .claim_coordinator("theirs", 2, lease)
-            .await
-            .unwrap();
+        testing::claim_for(ctx, "theirs", 2).await;
         assert_eq!(
             code(ctx, beat("theirs", 1, &member)).await,
             ResponseError::NotCoordinator.code()
@@ -149,7 +106,7 @@ mod tests {
         let joined = join(ctx, "", Some("instance-1")).await;
         assert_eq!(joined.error_code, 0);
         let member = joined.member_id.to_string();
-        sync(ctx, 1, &member).await;
+        sync(ctx, "g", 1, &member).await;
         let with_instance =
             |member: &str| beat("g", 1, member).with_group_instance_id(Some(text("instance-1")));
         assert_eq!(
@@ -165,18 +122,11 @@ mod tests {
         let ctx = &node.context;
         let first = join(ctx, "", None).await;
         let a = first.member_id.to_string();
-        sync(ctx, 1, &a).await;
+        sync(ctx, "g", 1, &a).await;
 
         let context = node.context.clone();
         let second = tokio::spawn(async move { join(&context, "", None).await });
-        let mut answer = 0;
-        for _ in 0..400 {
-            answer = code(ctx, beat("g", 1, &a)).await;
-            if answer != 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let answer = testing::eventually(|| code(ctx, beat("g", 1, &a)), |c| *c != 0).await;
         assert_eq!(answer, ResponseError::RebalanceInProgress.code());
 
         let rejoined = join(ctx, &a, None).await;

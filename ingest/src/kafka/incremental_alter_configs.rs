@@ -199,12 +199,13 @@ async fn alter(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::kafka::testing::text;
 
     fn op(name: &str, operation: i8, value: Option<&str>) -> AlterableConfig {
         AlterableConfig::default()
-            .with_name(StrBytes::from_string(name.to_string()))
+            .with_name(text(name))
             .with_config_operation(operation)
-            .with_value(value.map(|v| StrBytes::from_string(v.to_string())))
+            .with_value(value.map(text))
     }
 
     #[test]

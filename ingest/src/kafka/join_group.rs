@@ -65,64 +65,22 @@ pub async fn handle(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::time::Duration;
-
-    use bytes::Bytes;
     use kafka_protocol::error::ResponseError;
-    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-    use kafka_protocol::messages::{GroupId, HeartbeatRequest, SyncGroupRequest};
 
     use super::*;
-    use crate::kafka::testing::TestNode;
-    use crate::kafka::{heartbeat, sync_group};
-
-    fn text(s: &str) -> StrBytes {
-        StrBytes::from_string(s.to_string())
-    }
-
-    fn protocol(name: &str, metadata: &'static [u8]) -> JoinGroupRequestProtocol {
-        JoinGroupRequestProtocol::default()
-            .with_name(text(name))
-            .with_metadata(Bytes::from_static(metadata))
-    }
+    use crate::kafka::testing::{self, heartbeat, join_request, protocol, sync, text, TestNode};
 
     /// A consumer's JoinGroup: `range` preferred over `roundrobin`, 10 s timeouts.
     fn request(group: &str, member_id: &str) -> JoinGroupRequest {
-        JoinGroupRequest::default()
-            .with_group_id(GroupId(text(group)))
-            .with_member_id(text(member_id))
-            .with_session_timeout_ms(10_000)
-            .with_rebalance_timeout_ms(10_000)
-            .with_protocol_type(text("consumer"))
-            .with_protocols(vec![
-                protocol("range", b"sub-range"),
-                protocol("roundrobin", b"sub-rr"),
-            ])
+        join_request(group, member_id).with_protocols(vec![
+            protocol("range", b"sub-range"),
+            protocol("roundrobin", b"sub-rr"),
+        ])
     }
 
     /// Join `group` as a new member at v3 (no MEMBER_ID_REQUIRED round trip).
     async fn join_v3(context: &KafkaContext, group: &str, client: &str) -> JoinGroupResponse {
         handle(context, 3, client, request(group, "")).await
-    }
-
-    async fn sync(context: &KafkaContext, group: &str, generation: i32, member: &str) {
-        let request = SyncGroupRequest::default()
-            .with_group_id(GroupId(text(group)))
-            .with_generation_id(generation)
-            .with_member_id(text(member))
-            .with_assignments(vec![SyncGroupRequestAssignment::default()
-                .with_member_id(text(member))
-                .with_assignment(Bytes::from_static(b"p0"))]);
-        assert_eq!(sync_group::handle(context, request).await.error_code, 0);
-    }
-
-    async fn heartbeat(context: &KafkaContext, group: &str, generation: i32, member: &str) -> i16 {
-        let request = HeartbeatRequest::default()
-            .with_group_id(GroupId(text(group)))
-            .with_generation_id(generation)
-            .with_member_id(text(member));
-        heartbeat::handle(context, request).await.error_code
     }
 
     #[tokio::test]
@@ -178,14 +136,7 @@ mod tests {
             handle(&context, 3, "b", metadata).await
         });
         // the leader learns of the rebalance through its heartbeat
-        let mut code = 0;
-        for _ in 0..400 {
-            code = heartbeat(&node.context, "g", 1, &a).await;
-            if code != 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let code = testing::eventually(|| heartbeat(&node.context, "g", 1, &a), |c| *c != 0).await;
         assert_eq!(code, ResponseError::RebalanceInProgress.code());
 
         let rejoined = handle(&node.context, 3, "a", request("g", &a)).await;
@@ -246,11 +197,7 @@ mod tests {
             );
         }
         // a group coordinated by another node
-        let lease = ctx.catalog.store().lease_grant(60).await.unwrap();
-        ctx.catalog
-            .claim_coordinator("theirs", 2, lease)
-            .await
-            .unwrap();
+        testing::claim_for(ctx, "theirs", 2).await;
         assert_eq!(
             code(&handle(ctx, 9, "c", request("theirs", "")).await),
             (ResponseError::NotCoordinator.code(), -1)

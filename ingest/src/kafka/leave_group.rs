@@ -54,67 +54,21 @@ pub async fn handle(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::time::Duration;
-
-    use bytes::Bytes;
     use kafka_protocol::error::ResponseError;
-    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
     use kafka_protocol::messages::leave_group_request::MemberIdentity;
-    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-    use kafka_protocol::messages::{
-        GroupId, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse, SyncGroupRequest,
-    };
-    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::messages::GroupId;
 
     use super::*;
-    use crate::kafka::testing::TestNode;
-    use crate::kafka::{heartbeat, join_group, sync_group};
-
-    fn text(s: &str) -> StrBytes {
-        StrBytes::from_string(s.to_string())
-    }
-
-    /// Join group `g` (v3: a new member joins at once).
-    async fn join(
-        context: &KafkaContext,
-        member_id: &str,
-        instance_id: Option<&str>,
-    ) -> JoinGroupResponse {
-        let request = JoinGroupRequest::default()
-            .with_group_id(GroupId(text("g")))
-            .with_member_id(text(member_id))
-            .with_group_instance_id(instance_id.map(text))
-            .with_session_timeout_ms(10_000)
-            .with_rebalance_timeout_ms(10_000)
-            .with_protocol_type(text("consumer"))
-            .with_protocols(vec![JoinGroupRequestProtocol::default()
-                .with_name(text("range"))
-                .with_metadata(Bytes::from_static(b"subscription"))]);
-        join_group::handle(context, 3, "client", request).await
-    }
+    use crate::kafka::testing::{self, join, join_request, text, TestNode};
 
     /// A member alone in a stable group `g`, generation 1.
     async fn stable_member(context: &KafkaContext, instance_id: Option<&str>) -> String {
-        let joined = join(context, "", instance_id).await;
-        assert_eq!((joined.error_code, joined.generation_id), (0, 1));
-        let member = joined.member_id.to_string();
-        let request = SyncGroupRequest::default()
-            .with_group_id(GroupId(text("g")))
-            .with_generation_id(1)
-            .with_member_id(text(&member))
-            .with_assignments(vec![SyncGroupRequestAssignment::default()
-                .with_member_id(text(&member))
-                .with_assignment(Bytes::from_static(b"p0"))]);
-        assert_eq!(sync_group::handle(context, request).await.error_code, 0);
-        member
+        let request = join_request("g", "").with_group_instance_id(instance_id.map(text));
+        testing::stable_member(context, request).await
     }
 
     async fn heartbeat(context: &KafkaContext, generation: i32, member: &str) -> i16 {
-        let request = HeartbeatRequest::default()
-            .with_group_id(GroupId(text("g")))
-            .with_generation_id(generation)
-            .with_member_id(text(member));
-        heartbeat::handle(context, request).await.error_code
+        testing::heartbeat(context, "g", generation, member).await
     }
 
     fn one(group: &str, member: &str) -> LeaveGroupRequest {
@@ -206,15 +160,8 @@ mod tests {
         let ctx = &node.context;
         let a = stable_member(ctx, None).await;
         let context = node.context.clone();
-        let second = tokio::spawn(async move { join(&context, "", None).await });
-        let mut code = 0;
-        for _ in 0..400 {
-            code = heartbeat(ctx, 1, &a).await;
-            if code != 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let second = tokio::spawn(async move { join(&context, join_request("g", "")).await });
+        let code = testing::eventually(|| heartbeat(ctx, 1, &a), |c| *c != 0).await;
         assert_eq!(code, ResponseError::RebalanceInProgress.code());
         // the leader leaves instead of rejoining: the newcomer leads alone
         let left = handle(ctx, 5, batch("g", &[(&a, None)])).await;
@@ -241,11 +188,7 @@ mod tests {
             assert_eq!(left.error_code, ResponseError::InvalidGroupId.code());
             assert!(left.members.is_empty());
         }
-        let lease = ctx.catalog.store().lease_grant(60).await.unwrap();
-        ctx.catalog
-            .claim_coordinator("theirs", 2, lease)
-            .await
-            .unwrap();
+        testing::claim_for(ctx, "theirs", 2).await;
         let left = handle(ctx, 4, batch("theirs", &[("m", None)])).await;
         assert_eq!(left.error_code, ResponseError::NotCoordinator.code());
         assert!(left.members.is_empty());

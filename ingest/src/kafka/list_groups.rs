@@ -42,53 +42,21 @@ pub async fn handle(context: &KafkaContext, request: ListGroupsRequest) -> ListG
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use bytes::Bytes;
-    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-    use kafka_protocol::messages::{JoinGroupRequest, SyncGroupRequest};
     use sluice_metadata::groups::OffsetRecord;
     use sluice_metadata::membership::{NodeInfo, Role};
 
     use super::*;
-    use crate::kafka::testing::TestNode;
+    use crate::kafka::testing::{self, join_request, record, stable_member, text, TestNode};
     use crate::kafka::KafkaContext;
-    use crate::kafka::{join_group, sync_group};
-
-    fn text(s: &str) -> StrBytes {
-        StrBytes::from_string(s.to_string())
-    }
 
     fn offsets() -> Vec<(String, i32, OffsetRecord)> {
-        let record = OffsetRecord {
-            offset: 5,
-            leader_epoch: -1,
-            metadata: None,
-            commit_timestamp_ms: 1,
-        };
-        vec![("orders".to_string(), 0, record)]
+        vec![("orders".to_string(), 0, record(5))]
     }
 
     /// Group `alive`: one member, stable in generation 1; group `idle`: no
     /// members, committed offsets only.
     async fn two_groups(context: &KafkaContext) {
-        let request = JoinGroupRequest::default()
-            .with_group_id(GroupId(text("alive")))
-            .with_session_timeout_ms(10_000)
-            .with_rebalance_timeout_ms(10_000)
-            .with_protocol_type(text("consumer"))
-            .with_protocols(vec![JoinGroupRequestProtocol::default()
-                .with_name(text("range"))
-                .with_metadata(Bytes::from_static(b"subscription"))]);
-        let joined = join_group::handle(context, 3, "client", request).await;
-        assert_eq!((joined.error_code, joined.generation_id), (0, 1));
-        let request = SyncGroupRequest::default()
-            .with_group_id(GroupId(text("alive")))
-            .with_generation_id(1)
-            .with_member_id(joined.member_id.clone())
-            .with_assignments(vec![SyncGroupRequestAssignment::default()
-                .with_member_id(joined.member_id)
-                .with_assignment(Bytes::from_static(b"p0"))]);
-        assert_eq!(sync_group::handle(context, request).await.error_code, 0);
+        stable_member(context, join_request("alive", "")).await;
         context
             .groups
             .commit_offsets("idle", -1, "", None, offsets())
@@ -161,11 +129,7 @@ mod tests {
         let ctx = &node.context;
         two_groups(ctx).await;
         // a group node 2 coordinates, and one nobody coordinates
-        let lease = ctx.catalog.store().lease_grant(60).await.unwrap();
-        ctx.catalog
-            .claim_coordinator("theirs", 2, lease)
-            .await
-            .unwrap();
+        testing::claim_for(ctx, "theirs", 2).await;
         ctx.catalog
             .commit_offsets("theirs", &offsets(), 16)
             .await

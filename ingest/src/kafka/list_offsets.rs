@@ -110,15 +110,14 @@ mod tests {
     use kafka_protocol::messages::list_offsets_response::ListOffsetsPartitionResponse;
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{ProduceRequest, TopicName};
-    use kafka_protocol::protocol::StrBytes;
     use sluice_segment::{batch, NewRecord};
 
     use super::*;
     use crate::kafka::produce;
-    use crate::kafka::testing::TestNode;
+    use crate::kafka::testing::{text, TestNode};
 
     fn topic_name(name: &str) -> TopicName {
-        TopicName(StrBytes::from_string(name.to_string()))
+        TopicName(text(name))
     }
 
     /// Produce one batch with a record at each of `timestamps`.

@@ -119,7 +119,7 @@ mod tests {
     use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 
     use super::*;
-    use crate::kafka::testing::{TestNode, NODE_ID};
+    use crate::kafka::testing::{text, TestNode, NODE_ID};
     use crate::kafka::KafkaConfig;
 
     fn asking_for(names: &[&str], allow_create: bool) -> MetadataRequest {
@@ -128,10 +128,7 @@ mod tests {
             .with_topics(Some(
                 names
                     .iter()
-                    .map(|n| {
-                        MetadataRequestTopic::default()
-                            .with_name(Some(TopicName(StrBytes::from_string(n.to_string()))))
-                    })
+                    .map(|n| MetadataRequestTopic::default().with_name(Some(TopicName(text(n)))))
                     .collect(),
             ))
     }

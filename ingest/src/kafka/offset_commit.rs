@@ -89,49 +89,13 @@ pub async fn handle(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use bytes::Bytes;
-    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
     use kafka_protocol::messages::offset_commit_request::{
         OffsetCommitRequestPartition, OffsetCommitRequestTopic,
     };
-    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-    use kafka_protocol::messages::{GroupId, JoinGroupRequest, SyncGroupRequest, TopicName};
-    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::messages::{GroupId, TopicName};
 
     use super::*;
-    use crate::kafka::testing::TestNode;
-    use crate::kafka::{join_group, sync_group};
-
-    fn text(s: &str) -> StrBytes {
-        StrBytes::from_string(s.to_string())
-    }
-
-    /// A new member of `group` in generation 1, its assignment handed out
-    /// when `synced`.
-    async fn join_member(context: &KafkaContext, group: &str, synced: bool) -> String {
-        let request = JoinGroupRequest::default()
-            .with_group_id(GroupId(text(group)))
-            .with_session_timeout_ms(10_000)
-            .with_rebalance_timeout_ms(10_000)
-            .with_protocol_type(text("consumer"))
-            .with_protocols(vec![JoinGroupRequestProtocol::default()
-                .with_name(text("range"))
-                .with_metadata(Bytes::from_static(b"subscription"))]);
-        let joined = join_group::handle(context, 3, "client", request).await;
-        assert_eq!((joined.error_code, joined.generation_id), (0, 1));
-        let member = joined.member_id.to_string();
-        if synced {
-            let request = SyncGroupRequest::default()
-                .with_group_id(GroupId(text(group)))
-                .with_generation_id(1)
-                .with_member_id(text(&member))
-                .with_assignments(vec![SyncGroupRequestAssignment::default()
-                    .with_member_id(text(&member))
-                    .with_assignment(Bytes::from_static(b"p0"))]);
-            assert_eq!(sync_group::handle(context, request).await.error_code, 0);
-        }
-        member
-    }
+    use crate::kafka::testing::{self, join, join_request, stable_member, stored, text, TestNode};
 
     /// Commit `offsets` (topic, partition, offset) with metadata "m" and
     /// leader epoch 3.
@@ -181,25 +145,12 @@ mod tests {
             .collect()
     }
 
-    /// Committed offsets of `group`: (topic, partition, offset).
-    async fn stored(context: &KafkaContext, group: &str) -> Vec<(String, i32, i64)> {
-        let committed = context.groups.fetch_offsets(group).await.unwrap();
-        committed
-            .into_iter()
-            .flat_map(|(topic, partitions)| {
-                partitions
-                    .into_iter()
-                    .map(move |(p, r)| (topic.clone(), p, r.offset))
-            })
-            .collect()
-    }
-
     #[tokio::test]
     async fn a_member_commits_in_its_generation_and_the_offsets_are_stored() {
         let node = TestNode::start().await;
         node.topic("orders", 2).await;
         let ctx = &node.context;
-        let member = join_member(ctx, "g", true).await;
+        let member = stable_member(ctx, join_request("g", "")).await;
         let request = commit("g", 1, &member, &[("orders", 0, 10), ("orders", 1, 20)]);
         let response = handle(ctx, 9, request).await;
         assert_eq!(
@@ -232,7 +183,7 @@ mod tests {
         assert_eq!(codes(&response)[0].1, vec![(0, 0)]);
         assert_eq!(stored(ctx, "solo").await, vec![("orders".into(), 0, 5)]);
 
-        join_member(ctx, "solo", true).await;
+        stable_member(ctx, join_request("solo", "")).await;
         let response = handle(ctx, 8, commit("solo", -1, "", &[("orders", 0, 6)])).await;
         assert_eq!(
             codes(&response)[0].1,
@@ -246,7 +197,7 @@ mod tests {
         let node = TestNode::start().await;
         node.topic("orders", 2).await;
         let ctx = &node.context;
-        let member = join_member(ctx, "g", true).await;
+        let member = stable_member(ctx, join_request("g", "")).await;
         let request = commit(
             "g",
             1,
@@ -277,7 +228,7 @@ mod tests {
         let node = TestNode::start().await;
         node.topic("orders", 2).await;
         let ctx = &node.context;
-        let member = join_member(ctx, "g", true).await;
+        let member = stable_member(ctx, join_request("g", "")).await;
         let offsets = [("orders", 0, 10), ("orders", 1, 20), ("missing", 0, 1)];
         let all = |code: i16| {
             vec![
@@ -298,7 +249,9 @@ mod tests {
             );
         }
         // joined but not yet given its assignment
-        let joining = join_member(ctx, "h", false).await;
+        let joined = join(ctx, join_request("h", "")).await;
+        assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+        let joining = joined.member_id.to_string();
         let response = handle(ctx, 9, commit("h", 1, &joining, &offsets)).await;
         assert_eq!(
             codes(&response),
@@ -306,11 +259,7 @@ mod tests {
         );
         let response = handle(ctx, 9, commit("a/b", 1, &member, &offsets)).await;
         assert_eq!(codes(&response), all(ResponseError::InvalidGroupId.code()));
-        let lease = ctx.catalog.store().lease_grant(60).await.unwrap();
-        ctx.catalog
-            .claim_coordinator("theirs", 2, lease)
-            .await
-            .unwrap();
+        testing::claim_for(ctx, "theirs", 2).await;
         let response = handle(ctx, 9, commit("theirs", 1, &member, &offsets)).await;
         assert_eq!(codes(&response), all(ResponseError::NotCoordinator.code()));
         // nothing was committed anywhere

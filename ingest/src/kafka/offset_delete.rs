@@ -48,33 +48,20 @@ pub async fn handle(context: &KafkaContext, request: OffsetDeleteRequest) -> Off
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use bytes::Bytes;
     use kafka_protocol::error::ResponseError;
-    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
     use kafka_protocol::messages::offset_delete_request::{
         OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
     };
-    use kafka_protocol::messages::{GroupId, JoinGroupRequest, TopicName};
-    use kafka_protocol::protocol::StrBytes;
-    use sluice_metadata::groups::OffsetRecord;
+    use kafka_protocol::messages::{GroupId, TopicName};
 
     use super::*;
-    use crate::kafka::join_group;
-    use crate::kafka::testing::TestNode;
-
-    fn text(s: &str) -> StrBytes {
-        StrBytes::from_string(s.to_string())
-    }
+    use crate::kafka::testing::{
+        self, join, join_request, protocol, record, stored, text, TestNode,
+    };
 
     /// Group `group` committed orders/0 = 10, orders/1 = 20 and audit/0 = 7,
     /// as a consumer outside the group.
     async fn committed(node: &TestNode, group: &str) {
-        let record = |offset| OffsetRecord {
-            offset,
-            leader_epoch: -1,
-            metadata: None,
-            commit_timestamp_ms: 1,
-        };
         let offsets = vec![
             ("orders".to_string(), 0, record(10)),
             ("orders".to_string(), 1, record(20)),
@@ -85,19 +72,6 @@ mod tests {
             .commit_offsets(group, -1, "", None, offsets)
             .await
             .unwrap();
-    }
-
-    /// Committed offsets of `group`: (topic, partition, offset).
-    async fn stored(context: &KafkaContext, group: &str) -> Vec<(String, i32, i64)> {
-        let committed = context.groups.fetch_offsets(group).await.unwrap();
-        committed
-            .into_iter()
-            .flat_map(|(topic, partitions)| {
-                partitions
-                    .into_iter()
-                    .map(move |(p, r)| (topic.clone(), p, r.offset))
-            })
-            .collect()
     }
 
     fn deleting(group: &str, topics: &[(&str, &[i32])]) -> OffsetDeleteRequest {
@@ -170,15 +144,8 @@ mod tests {
         let ctx = &node.context;
         committed(&node, "g").await;
         // a member subscribed to orders joins
-        let request = JoinGroupRequest::default()
-            .with_group_id(GroupId(text("g")))
-            .with_session_timeout_ms(10_000)
-            .with_rebalance_timeout_ms(10_000)
-            .with_protocol_type(text("consumer"))
-            .with_protocols(vec![JoinGroupRequestProtocol::default()
-                .with_name(text("range"))
-                .with_metadata(Bytes::from_static(b"orders"))]);
-        let joined = join_group::handle(ctx, 3, "client", request).await;
+        let request = join_request("g", "").with_protocols(vec![protocol("range", b"orders")]);
+        let joined = join(ctx, request).await;
         assert_eq!(joined.error_code, 0);
 
         let response = handle(ctx, deleting("g", &[("orders", &[0])])).await;
@@ -211,11 +178,7 @@ mod tests {
             );
             assert!(response.topics.is_empty());
         }
-        let lease = ctx.catalog.store().lease_grant(60).await.unwrap();
-        ctx.catalog
-            .claim_coordinator("theirs", 2, lease)
-            .await
-            .unwrap();
+        testing::claim_for(ctx, "theirs", 2).await;
         let response = handle(ctx, deleting("theirs", &[("orders", &[0])])).await;
         assert_eq!(response.error_code, ResponseError::NotCoordinator.code());
         assert!(response.topics.is_empty());

@@ -150,14 +150,10 @@ mod tests {
     use kafka_protocol::messages::GroupId;
 
     use super::*;
-    use crate::kafka::testing::TestNode;
+    use crate::kafka::testing::{text, TestNode};
 
     /// (topic, partition, committed offset, leader epoch) of a v8 answer.
     type Position = (String, i32, i64, i32);
-
-    fn text(s: &str) -> StrBytes {
-        StrBytes::from_string(s.to_string())
-    }
 
     fn record(offset: i64, leader_epoch: i32, metadata: Option<&str>) -> OffsetRecord {
         OffsetRecord {

@@ -156,14 +156,13 @@ mod tests {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::produce_response::PartitionProduceResponse;
     use kafka_protocol::messages::TopicName;
-    use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
     use sluice_segment::NewRecord;
 
     use super::*;
-    use crate::kafka::testing::TestNode;
+    use crate::kafka::testing::{text, TestNode};
     use crate::kafka::KafkaConfig;
 
     fn record(value: &str) -> NewRecord {
@@ -195,7 +194,7 @@ mod tests {
             .with_acks(acks)
             .with_timeout_ms(5_000)
             .with_topic_data(vec![TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_name(TopicName(text(topic)))
                 .with_partition_data(partitions)])
     }
 

@@ -33,40 +33,18 @@ pub async fn handle(context: &KafkaContext, request: SyncGroupRequest) -> SyncGr
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::time::Duration;
-
     use bytes::Bytes;
     use kafka_protocol::error::ResponseError;
-    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
     use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-    use kafka_protocol::messages::{
-        GroupId, HeartbeatRequest, JoinGroupRequest, JoinGroupResponse,
-    };
+    use kafka_protocol::messages::{GroupId, JoinGroupResponse};
 
     use super::*;
-    use crate::kafka::testing::TestNode;
-    use crate::kafka::{heartbeat, join_group};
-
-    fn text(s: &str) -> StrBytes {
-        StrBytes::from_string(s.to_string())
-    }
-
-    fn join_request(member_id: &str, instance_id: Option<&str>) -> JoinGroupRequest {
-        JoinGroupRequest::default()
-            .with_group_id(GroupId(text("g")))
-            .with_member_id(text(member_id))
-            .with_group_instance_id(instance_id.map(text))
-            .with_session_timeout_ms(10_000)
-            .with_rebalance_timeout_ms(10_000)
-            .with_protocol_type(text("consumer"))
-            .with_protocols(vec![JoinGroupRequestProtocol::default()
-                .with_name(text("range"))
-                .with_metadata(Bytes::from_static(b"subscription"))])
-    }
+    use crate::kafka::join_group;
+    use crate::kafka::testing::{self, heartbeat, join_request, text, TestNode};
 
     /// Join group `g` (v3: a new member joins at once).
     async fn join(context: &KafkaContext, member_id: &str) -> JoinGroupResponse {
-        join_group::handle(context, 3, "client", join_request(member_id, None)).await
+        testing::join(context, join_request("g", member_id)).await
     }
 
     fn sync_request(generation: i32, member_id: &str, given: &[(&str, &[u8])]) -> SyncGroupRequest {
@@ -95,16 +73,12 @@ mod tests {
         let context = node.context.clone();
         let joining = tokio::spawn(async move { join(&context, "").await });
         for _ in 0..400 {
-            let beat = HeartbeatRequest::default()
-                .with_group_id(GroupId(text("g")))
-                .with_generation_id(1)
-                .with_member_id(text(member));
-            let code = heartbeat::handle(&node.context, beat).await.error_code;
+            let code = heartbeat(&node.context, "g", 1, member).await;
             if code == ResponseError::RebalanceInProgress.code() {
                 return joining;
             }
             assert_eq!(code, 0);
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         panic!("the rebalance did not start");
     }
@@ -185,11 +159,7 @@ mod tests {
                 ResponseError::InvalidGroupId.code()
             );
         }
-        let lease = ctx.catalog.store().lease_grant(60).await.unwrap();
-        ctx.catalog
-            .claim_coordinator("theirs", 2, lease)
-            .await
-            .unwrap();
+        testing::claim_for(ctx, "theirs", 2).await;
         let r = sync_request(1, &member, &[]).with_group_id(GroupId(text("theirs")));
         assert_eq!(
             handle(ctx, r).await.error_code,
@@ -207,7 +177,7 @@ mod tests {
     async fn a_static_member_id_is_fenced_by_another_instance_claim() {
         let node = TestNode::start().await;
         let ctx = &node.context;
-        let r = join_request("", Some("instance-1"));
+        let r = join_request("g", "").with_group_instance_id(Some(text("instance-1")));
         let joined = join_group::handle(ctx, 3, "client", r).await;
         assert_eq!(joined.error_code, 0);
         let impostor =
