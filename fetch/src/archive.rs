@@ -65,7 +65,7 @@ pub async fn read_row_group(
         let path = path.clone();
         move || async move { decode_row_group(store, path, size, group, first, end).await }
     };
-    let on_error = |error: &object_store::Error| read_error(&archive.path, error);
+    let on_error = |error: &RowGroupError| read_error(&archive.path, error);
     let bytes = match (cache, ulid::Ulid::from_string(&archive.id)) {
         (Some(cache), Ok(id)) => {
             cache
@@ -82,30 +82,30 @@ pub async fn read_row_group(
     })
 }
 
-/// How a row-group decode marks data it found corrupt (as opposed to a
-/// store that failed).
-const CORRUPT_PREFIX: &str = "corrupt: ";
+/// Why decoding a row group failed: the store, or the data itself.
+#[derive(Debug, thiserror::Error)]
+pub enum RowGroupError {
+    /// The object store failed.
+    #[error(transparent)]
+    Store(#[from] object_store::Error),
+    /// The file does not hold what the index says: never served.
+    #[error("{0}")]
+    Corrupt(String),
+}
 
 /// A failed row-group read of the file at `path`, as the read path reports it.
-fn read_error(path: &str, error: &object_store::Error) -> FetchError {
+fn read_error(path: &str, error: &RowGroupError) -> FetchError {
     match error {
-        object_store::Error::NotFound { .. } => {
+        RowGroupError::Store(object_store::Error::NotFound { .. }) => {
             FetchError::corrupt(path, "archive file is missing")
         }
-        object_store::Error::Generic { source, .. }
-            if source.to_string().starts_with(CORRUPT_PREFIX) =>
-        {
-            FetchError::corrupt(path, source)
-        }
-        other => FetchError::Unavailable(other.to_string()),
+        RowGroupError::Corrupt(reason) => FetchError::corrupt(path, reason),
+        RowGroupError::Store(other) => FetchError::Unavailable(other.to_string()),
     }
 }
 
-fn corrupt(reason: impl std::fmt::Display) -> object_store::Error {
-    object_store::Error::Generic {
-        store: "archive",
-        source: format!("{CORRUPT_PREFIX}{reason}").into(),
-    }
+fn corrupt(reason: impl std::fmt::Display) -> RowGroupError {
+    RowGroupError::Corrupt(reason.to_string())
 }
 
 /// Read and re-encode one row group, checking it holds exactly `[first, end)`.
@@ -116,7 +116,7 @@ async fn decode_row_group(
     group: usize,
     first: i64,
     end: i64,
-) -> object_store::Result<Bytes> {
+) -> Result<Bytes, RowGroupError> {
     metrics::ARCHIVE_ROW_GROUP_READS.inc();
     // its GETs count in the read path's metrics like segment reads'
     let store: Arc<dyn ObjectStore> = Arc::new(CountingStore::metered(store));
@@ -153,11 +153,11 @@ async fn decode_row_group(
 }
 
 /// A Parquet failure: the store's error when it is one, else corruption.
-fn parquet_error(path: &Path, error: parquet::errors::ParquetError) -> object_store::Error {
+fn parquet_error(path: &Path, error: parquet::errors::ParquetError) -> RowGroupError {
     match error {
         parquet::errors::ParquetError::External(inner) => {
             match inner.downcast::<object_store::Error>() {
-                Ok(store_error) => *store_error,
+                Ok(store_error) => RowGroupError::Store(*store_error),
                 Err(other) => corrupt(format!("{path}: {other}")),
             }
         }

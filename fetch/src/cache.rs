@@ -419,16 +419,17 @@ impl BlockCache {
     /// `object` must be an id no segment shares (a fresh ULID). A failed
     /// computation is reported through `on_error`; a failure of the cache
     /// itself is `Unavailable`.
-    pub async fn get_or_compute<F, Fut>(
+    pub async fn get_or_compute<F, Fut, E>(
         &self,
         object: u128,
         slot: u64,
         compute: F,
-        on_error: impl FnOnce(&object_store::Error) -> FetchError,
+        on_error: impl FnOnce(&E) -> FetchError,
     ) -> FetchResult<Bytes>
     where
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = object_store::Result<Bytes>> + Send + 'static,
+        Fut: std::future::Future<Output = Result<Bytes, E>> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
     {
         let key = BlockKey {
             segment: object,
@@ -439,8 +440,8 @@ impl BlockCache {
                 count_lookup(entry.source());
                 Ok(entry.value().clone())
             }
-            Err(error) => Err(match error.downcast_ref::<object_store::Error>() {
-                Some(store_error) => on_error(store_error),
+            Err(error) => Err(match error.downcast_ref::<E>() {
+                Some(compute_error) => on_error(compute_error),
                 None => FetchError::Unavailable(error.to_string()),
             }),
         }
