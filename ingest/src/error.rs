@@ -53,10 +53,15 @@ impl ErrorKind {
         }
     }
 
-    /// The Kafka error code for this kind (the one place the listener maps
-    /// errors to the wire).
+    /// The Kafka error code for this kind.
     pub fn kafka_error_code(self) -> i16 {
-        let error = match self {
+        self.kafka_error().code()
+    }
+
+    /// The Kafka error for this kind (the one place the listener maps
+    /// errors to the wire).
+    pub fn kafka_error(self) -> ResponseError {
+        match self {
             ErrorKind::InvalidInput => ResponseError::InvalidRequest,
             ErrorKind::CorruptInput => ResponseError::CorruptMessage,
             ErrorKind::NotFound => ResponseError::UnknownTopicOrPartition,
@@ -68,8 +73,7 @@ impl ErrorKind {
             ErrorKind::Corrupt => ResponseError::UnknownServerError,
             ErrorKind::OutOfOrderSequence => ResponseError::OutOfOrderSequenceNumber,
             ErrorKind::ProducerFenced => ResponseError::InvalidProducerEpoch,
-        };
-        error.code()
+        }
     }
 
     /// Whether a retry of the same request may succeed.

@@ -72,16 +72,16 @@ async fn replace(
 
 /// UNKNOWN_TOPIC_OR_PARTITION for `name`.
 pub fn unknown_topic(name: &str) -> AdminError {
-    (
-        ResponseError::UnknownTopicOrPartition.code(),
+    AdminError::new(
+        ResponseError::UnknownTopicOrPartition,
         format!("unknown topic {name:?}"),
     )
 }
 
 /// The error for a resource type whose configs cannot be changed.
 pub fn not_alterable(resource_type: i8) -> AdminError {
-    (
-        ResponseError::InvalidRequest.code(),
+    AdminError::new(
+        ResponseError::InvalidRequest,
         format!(
             "configs of resource type {resource_type} cannot be altered; only topic configs can"
         ),

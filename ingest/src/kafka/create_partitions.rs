@@ -32,8 +32,8 @@ pub async fn handle(
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let outcome = if seen.get(&name).copied().unwrap_or(0) > 1 {
-            Err((
-                ResponseError::InvalidRequest.code(),
+            Err(AdminError::new(
+                ResponseError::InvalidRequest,
                 format!("topic {name:?} appears more than once in the request"),
             ))
         } else {
@@ -62,8 +62,8 @@ async fn grow(
         let topic = match context.catalog.get_topic(name).await {
             Ok(Some(topic)) => topic,
             Ok(None) => {
-                return Err((
-                    ResponseError::UnknownTopicOrPartition.code(),
+                return Err(AdminError::new(
+                    ResponseError::UnknownTopicOrPartition,
                     format!("unknown topic {name:?}"),
                 ))
             }
@@ -78,11 +78,11 @@ async fn grow(
                     "topic {name:?} has {current} partitions; the count can only grow, not to {count}"
                 )
             };
-            return Err((ResponseError::InvalidPartitions.code(), message));
+            return Err(AdminError::new(ResponseError::InvalidPartitions, message));
         }
         if count > PARTITIONS_MAX {
-            return Err((
-                ResponseError::InvalidPartitions.code(),
+            return Err(AdminError::new(
+                ResponseError::InvalidPartitions,
                 format!("a topic may have at most {PARTITIONS_MAX} partitions, asked for {count}"),
             ));
         }
@@ -96,13 +96,13 @@ async fn grow(
             }
             Err(ModelError::Concurrent(_)) if attempt < GROW_ATTEMPTS_MAX => continue,
             Err(ModelError::UnknownTopic(_)) => {
-                return Err((
-                    ResponseError::UnknownTopicOrPartition.code(),
+                return Err(AdminError::new(
+                    ResponseError::UnknownTopicOrPartition,
                     format!("unknown topic {name:?}"),
                 ))
             }
             Err(ModelError::Invalid(reason)) => {
-                return Err((ResponseError::InvalidPartitions.code(), reason))
+                return Err(AdminError::new(ResponseError::InvalidPartitions, reason))
             }
             Err(error) => return Err(generic_error(error)),
         }

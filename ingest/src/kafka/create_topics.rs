@@ -37,8 +37,8 @@ pub async fn handle(
     for topic in request.topics {
         let name = topic.name.clone();
         let outcome = if seen.get(name.0.as_str()).copied().unwrap_or(0) > 1 {
-            Err((
-                ResponseError::InvalidRequest.code(),
+            Err(AdminError::new(
+                ResponseError::InvalidRequest,
                 format!("topic {:?} appears more than once in the request", name.0),
             ))
         } else {
@@ -87,21 +87,21 @@ async fn create_one(
 ) -> Result<Created, AdminError> {
     let name = topic.name.0.as_str();
     validate_topic_name(name)
-        .map_err(|e| (ResponseError::InvalidTopicException.code(), e.to_string()))?;
+        .map_err(|e| AdminError::new(ResponseError::InvalidTopicException, e.to_string()))?;
     let partitions = match (topic.num_partitions, topic.assignments.len()) {
         (-1, 0) => context.config.default_partitions,
         (-1, assigned) => i32::try_from(assigned).unwrap_or(i32::MAX),
         (count, 0) => count,
         (_, _) => {
-            return Err((
-                ResponseError::InvalidRequest.code(),
+            return Err(AdminError::new(
+                ResponseError::InvalidRequest,
                 "give either num_partitions or replica assignments, not both".to_string(),
             ))
         }
     };
     if !(1..=PARTITIONS_MAX).contains(&partitions) {
-        return Err((
-            ResponseError::InvalidPartitions.code(),
+        return Err(AdminError::new(
+            ResponseError::InvalidPartitions,
             format!("partitions must be between 1 and {PARTITIONS_MAX}, got {partitions}"),
         ));
     }
@@ -128,7 +128,7 @@ async fn create_one(
         Ok(topic) => topic,
         Err(ModelError::TopicExists(_)) => return Err(exists(name)),
         Err(ModelError::Invalid(reason)) => {
-            return Err((ResponseError::InvalidRequest.code(), reason))
+            return Err(AdminError::new(ResponseError::InvalidRequest, reason))
         }
         Err(error) => return Err(generic_error(error)),
     };
@@ -145,8 +145,8 @@ async fn create_one(
 }
 
 fn exists(name: &str) -> AdminError {
-    (
-        ResponseError::TopicAlreadyExists.code(),
+    AdminError::new(
+        ResponseError::TopicAlreadyExists,
         format!("topic {name:?} already exists"),
     )
 }

@@ -45,8 +45,8 @@ pub async fn handle(
                 .topic_by_id(&topic_id.simple().to_string())
                 .map(|t| t.record.name)
                 .ok_or_else(|| {
-                    (
-                        ResponseError::UnknownTopicId.code(),
+                    AdminError::new(
+                        ResponseError::UnknownTopicId,
                         format!("unknown topic id {topic_id}"),
                     )
                 }),
@@ -83,8 +83,8 @@ async fn delete_one(context: &KafkaContext, name: &str) -> Result<(), AdminError
             Ok(()) => break,
             Err(ModelError::UnknownTopic(_)) => {
                 // gone already (maybe deleted through another node)
-                return Err((
-                    ResponseError::UnknownTopicOrPartition.code(),
+                return Err(AdminError::new(
+                    ResponseError::UnknownTopicOrPartition,
                     format!("unknown topic {name:?}"),
                 ));
             }

@@ -51,7 +51,7 @@ pub async fn handle(
                             ))));
                     }
                     Err(error) => {
-                        let (code, message) = generic_error(error);
+                        let (code, message) = generic_error(error).into_parts();
                         result = result
                             .with_error_code(code)
                             .with_error_message(Some(StrBytes::from_string(message)));

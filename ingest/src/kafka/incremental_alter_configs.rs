@@ -72,7 +72,7 @@ pub async fn handle(
 }
 
 fn invalid_request(message: String) -> AdminError {
-    (ResponseError::InvalidRequest.code(), message)
+    AdminError::new(ResponseError::InvalidRequest, message)
 }
 
 /// Check the operations of one resource: known operation, no config named
@@ -92,8 +92,8 @@ pub fn parse_changes(configs: &[AlterableConfig]) -> Result<Vec<Change>, AdminEr
             OP_SET => Change::Set(
                 name.clone(),
                 value.ok_or_else(|| {
-                    (
-                        ResponseError::InvalidConfig.code(),
+                    AdminError::new(
+                        ResponseError::InvalidConfig,
                         format!("SET of {name:?} needs a value"),
                     )
                 })?,
@@ -233,21 +233,29 @@ mod tests {
     #[test]
     fn append_to_a_scalar_duplicates_and_unknown_ops_are_invalid_requests() {
         let invalid = ResponseError::InvalidRequest.code();
-        let (code, message) =
-            parse_changes(&[op("retention.ms", OP_APPEND, Some("1"))]).unwrap_err();
+        let (code, message) = parse_changes(&[op("retention.ms", OP_APPEND, Some("1"))])
+            .unwrap_err()
+            .into_parts();
         assert_eq!(code, invalid);
         assert!(message.contains("not a list"), "{message}");
-        let (code, _) = parse_changes(&[op("retention.ms", OP_SUBTRACT, Some("1"))]).unwrap_err();
+        let (code, _) = parse_changes(&[op("retention.ms", OP_SUBTRACT, Some("1"))])
+            .unwrap_err()
+            .into_parts();
         assert_eq!(code, invalid);
         let (code, _) = parse_changes(&[
             op("retention.ms", OP_SET, Some("1")),
             op("retention.ms", OP_DELETE, None),
         ])
-        .unwrap_err();
+        .unwrap_err()
+        .into_parts();
         assert_eq!(code, invalid);
-        let (code, _) = parse_changes(&[op("retention.ms", 9, Some("1"))]).unwrap_err();
+        let (code, _) = parse_changes(&[op("retention.ms", 9, Some("1"))])
+            .unwrap_err()
+            .into_parts();
         assert_eq!(code, invalid);
-        let (code, _) = parse_changes(&[op("retention.ms", OP_SET, None)]).unwrap_err();
+        let (code, _) = parse_changes(&[op("retention.ms", OP_SET, None)])
+            .unwrap_err()
+            .into_parts();
         assert_eq!(code, ResponseError::InvalidConfig.code());
     }
 }

@@ -90,29 +90,58 @@ pub fn describe(configs: &BTreeMap<String, String>) -> Vec<ConfigEntry> {
         .collect()
 }
 
-/// An admin error: Kafka code and message.
-pub type AdminError = (i16, String);
+/// Why an admin operation on one resource (a topic, its partitions, its
+/// configs) failed: the Kafka error it is answered with, and a message for
+/// the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminError {
+    /// The Kafka error.
+    pub error: ResponseError,
+    /// What went wrong, for the client.
+    pub message: String,
+}
+
+impl AdminError {
+    /// `error`, explained by `message`.
+    pub fn new(error: ResponseError, message: impl Into<String>) -> Self {
+        Self {
+            error,
+            message: message.into(),
+        }
+    }
+
+    /// The Kafka error code.
+    pub fn code(&self) -> i16 {
+        self.error.code()
+    }
+
+    /// The (code, message) a response carries.
+    pub fn into_parts(self) -> (i16, String) {
+        (self.code(), self.message)
+    }
+}
 
 /// Map a model error of a config change: invalid input is INVALID_CONFIG.
 pub fn config_error(error: ModelError) -> AdminError {
     match error {
-        ModelError::Invalid(reason) => (ResponseError::InvalidConfig.code(), reason),
+        ModelError::Invalid(reason) => AdminError::new(ResponseError::InvalidConfig, reason),
         other => generic_error(other),
     }
 }
 
-/// Map any other model error through the listener's one mapping.
+/// Map any other model error through the listener's one mapping
+/// ([`crate::error::ErrorKind::kafka_error`]).
 pub fn generic_error(error: ModelError) -> AdminError {
     let message = error.to_string();
     let error = IngestError::from(error);
-    (error.kind().kafka_error_code(), message)
+    AdminError::new(error.kind().kafka_error(), message)
 }
 
 /// Split an optional error into the (code, message) pair of a response.
 pub fn error_parts(result: Result<(), AdminError>) -> (i16, Option<String>) {
     match result {
         Ok(()) => (0, None),
-        Err((code, message)) => (code, Some(message)),
+        Err(error) => (error.code(), Some(error.message)),
     }
 }
 
