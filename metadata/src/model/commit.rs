@@ -1,0 +1,149 @@
+//! Partition heads and index entries: reading them, and the commit of a
+//! flush (one transaction comparing every head it advances).
+
+use super::*;
+
+impl Catalog {
+    /// Decode a head key-value.
+    pub fn decode_head(&self, kv: &KeyValue) -> ModelResult<HeadState> {
+        Ok(HeadState {
+            head: decode_json(kv)?,
+            mod_revision: kv.mod_revision,
+        })
+    }
+
+    /// Decode an index key-value.
+    pub fn decode_index_entry(&self, kv: &KeyValue) -> ModelResult<IndexEntry> {
+        Ok(decode_json(kv)?)
+    }
+
+    /// Read one partition's head.
+    pub async fn head(&self, topic_id: &str, partition: i32) -> ModelResult<HeadState> {
+        match self
+            .store
+            .get(&self.keys().head(topic_id, partition))
+            .await?
+        {
+            Some(kv) => self.decode_head(&kv),
+            None => Ok(HeadState::default()),
+        }
+    }
+
+    /// Try to commit `chunks` in one transaction, expecting each partition
+    /// head at `expected[i]`. The caller splits flushes that exceed the
+    /// store's operation limit (see [`Catalog::commit_ops`]).
+    pub async fn try_commit(
+        &self,
+        chunks: &[ChunkCommit],
+        expected: &[HeadState],
+    ) -> ModelResult<CommitOutcome> {
+        let next_heads: Vec<Head> = chunks
+            .iter()
+            .zip(expected)
+            .map(|(chunk, state)| {
+                let mut head = state.head.clone();
+                head.next_offset += i64::from(chunk.offset_count);
+                head
+            })
+            .collect();
+        self.try_commit_heads(chunks, expected, next_heads).await
+    }
+
+    /// [`Catalog::try_commit`] writing the heads the caller computed from
+    /// `expected` (with producer state): `next_heads[i]` is written only if
+    /// the head is still at `expected[i]`.
+    pub async fn try_commit_heads(
+        &self,
+        chunks: &[ChunkCommit],
+        expected: &[HeadState],
+        next_heads: Vec<Head>,
+    ) -> ModelResult<CommitOutcome> {
+        debug_assert_eq!(chunks.len(), expected.len());
+        debug_assert_eq!(chunks.len(), next_heads.len());
+        let mut next_heads = next_heads.into_iter();
+        let committed_ms = self.clock.now_ms();
+        let mut txn = Txn::new();
+        let mut topics: BTreeMap<&str, Revision> = BTreeMap::new();
+        let mut base_offsets = Vec::with_capacity(chunks.len());
+        let mut heads = Vec::with_capacity(chunks.len());
+        for (chunk, state) in chunks.iter().zip(expected) {
+            topics.insert(&chunk.topic_name, chunk.topic_create_revision);
+            let head_key = self.keys().head(&chunk.topic_id, chunk.partition);
+            txn.compares.push(Compare::mod_revision(
+                head_key.clone(),
+                CmpOp::Equal,
+                state.mod_revision,
+            ));
+            let base = state.head.next_offset;
+            let new_head = next_heads.next().unwrap_or_default();
+            debug_assert_eq!(new_head.next_offset, base + i64::from(chunk.offset_count));
+            let entry = chunk.index_entry(base, committed_ms);
+            txn.success
+                .push(TxnOp::put(head_key.clone(), encode_json(&new_head)));
+            txn.success.push(TxnOp::put(
+                self.keys()
+                    .index_entry(&chunk.topic_id, chunk.partition, base),
+                encode_json(&entry),
+            ));
+            txn.failure.push(TxnOp::get(head_key));
+            base_offsets.push(base);
+            heads.push(new_head);
+        }
+        for (name, create_revision) in &topics {
+            txn.compares.push(Compare::create_revision(
+                self.keys().topic(name),
+                CmpOp::Equal,
+                *create_revision,
+            ));
+            txn.failure.push(TxnOp::get(self.keys().topic(name)));
+        }
+        let response = self.store.txn(txn).await?;
+        if response.succeeded {
+            return Ok(CommitOutcome::Committed {
+                base_offsets,
+                heads: heads
+                    .into_iter()
+                    .map(|head| HeadState {
+                        head,
+                        mod_revision: response.revision,
+                    })
+                    .collect(),
+                revision: response.revision,
+            });
+        }
+        let mut current = Vec::with_capacity(chunks.len());
+        let mut results = response.responses.iter();
+        for _ in chunks {
+            let state = match results.next() {
+                Some(TxnOpResponse::Get(kvs)) => match kvs.first() {
+                    Some(kv) => self.decode_head(kv)?,
+                    None => HeadState::default(),
+                },
+                _ => HeadState::default(),
+            };
+            current.push(state);
+        }
+        let mut missing_topics = Vec::new();
+        for (name, create_revision) in &topics {
+            let alive = match results.next() {
+                Some(TxnOpResponse::Get(kvs)) => kvs
+                    .first()
+                    .is_some_and(|kv| kv.create_revision == *create_revision),
+                _ => false,
+            };
+            if !alive {
+                missing_topics.push(name.to_string());
+            }
+        }
+        Ok(CommitOutcome::Conflict {
+            heads: current,
+            missing_topics,
+        })
+    }
+
+    /// Operations one commit of `chunks` partitions over `topics` topics
+    /// counts against the store's per-transaction limit.
+    pub fn commit_ops(chunks: usize, topics: usize) -> usize {
+        (2 * chunks).max(chunks + topics)
+    }
+}
