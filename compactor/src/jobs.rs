@@ -21,7 +21,7 @@ use parquet::arrow::async_reader::ParquetObjectReader;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use sluice_fetch::Reader;
 use sluice_metadata::compaction::StoredEntry;
-use sluice_metadata::model::{now_ms, ArchiveRef, Catalog, IndexEntry, SegmentRef};
+use sluice_metadata::model::{ArchiveRef, Catalog, IndexEntry, SegmentRef};
 use sluice_metadata::{LeaseId, Revision};
 use sluice_segment::archive::{ArchiveWriteOptions, ArchiveWriter};
 use sluice_segment::batch;
@@ -220,7 +220,7 @@ async fn run_claimed(
             .iter()
             .map(|(_, e)| e.committed_ms)
             .max()
-            .unwrap_or_else(now_ms),
+            .unwrap_or_else(|| ctx.catalog.clock().now_ms()),
         archive: Some(ArchiveRef {
             path: path.clone(),
             id: ulid::Ulid::new().to_string(),

@@ -220,11 +220,10 @@ pub async fn run(
         info!("shutting down: draining requests, flushing the buffer");
     });
     let served = server.await;
-    if let Some(Err(error)) = match kafka_server {
-        Some(server) => Some(server.await),
-        None => None,
-    } {
-        tracing::warn!(%error, "kafka listener failed");
+    if let Some(server) = kafka_server {
+        if let Err(error) = server.await {
+            tracing::warn!(%error, "kafka listener failed");
+        }
     }
     // every accepted append is flushed and committed (or failed) before exit
     writer_tasks.shutdown().await;

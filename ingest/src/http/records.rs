@@ -38,10 +38,6 @@ struct Parsed {
     value: Option<DataInfo>,
 }
 
-fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
-}
-
 fn rfc3339(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .unwrap_or_default()
@@ -164,7 +160,7 @@ fn parse_record(state: &HttpState, topic: &Topic, value: &Value) -> Result<Parse
     let (value, value_info) = parse_data("value", object.get("value"))?;
     let headers = parse_headers(object.get("headers"))?;
     let timestamp_ms = match object.get("timestamp") {
-        None | Some(Value::Null) => now_ms(),
+        None | Some(Value::Null) => state.producer.view().catalog().clock().now_ms(),
         Some(Value::String(text)) => DateTime::parse_from_rfc3339(text)
             .map_err(|e| ApiError::bad_request(format!("timestamp is not RFC 3339: {e}")))?
             .timestamp_millis(),

@@ -16,7 +16,7 @@ pub async fn handle(
     version: i16,
     request: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
-    let now_ms = chrono::Utc::now().timestamp_millis();
+    let now_ms = context.view.catalog().clock().now_ms();
     let view = &context.view;
     let mut offsets = Vec::new();
     // per topic, per partition: an error found before committing

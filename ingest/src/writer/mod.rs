@@ -313,16 +313,20 @@ mod tests {
 
     use super::*;
 
-    fn records(tag: &str, n: usize) -> (Bytes, BatchSummary) {
-        let records: Vec<NewRecord> = (0..n)
+    /// `n` records keyed `<tag>-<i>`.
+    fn new_records(tag: &str, n: usize) -> Vec<NewRecord> {
+        (0..n)
             .map(|i| NewRecord {
                 key: Some(Bytes::from(format!("{tag}-{i}"))),
                 value: Some(Bytes::from(vec![i as u8; 10])),
                 headers: vec![],
                 timestamp_ms: 1_000 + i as i64,
             })
-            .collect();
-        let bytes = batch::encode(&records).unwrap();
+            .collect()
+    }
+
+    fn records(tag: &str, n: usize) -> (Bytes, BatchSummary) {
+        let bytes = batch::encode(&new_records(tag, n)).unwrap();
         let summary = batch::validate(&bytes).unwrap();
         (bytes, summary)
     }
@@ -463,15 +467,8 @@ mod tests {
         epoch: i16,
         seq: i32,
     ) -> (Bytes, BatchSummary, Option<ProducerBatch>) {
-        let records: Vec<NewRecord> = (0..n)
-            .map(|i| NewRecord {
-                key: Some(Bytes::from(format!("{tag}-{i}"))),
-                value: Some(Bytes::from(vec![i as u8; 10])),
-                headers: vec![],
-                timestamp_ms: 1_000 + i as i64,
-            })
-            .collect();
-        let bytes = batch::encode_idempotent(&records, producer_id, epoch, seq).unwrap();
+        let bytes =
+            batch::encode_idempotent(&new_records(tag, n), producer_id, epoch, seq).unwrap();
         let summary = batch::validate(&bytes).unwrap();
         let fields = batch::producer_fields(&bytes).unwrap()[0];
         let producer = ProducerBatch::new(

@@ -371,12 +371,6 @@ impl std::fmt::Debug for Catalog {
     }
 }
 
-/// Milliseconds since the epoch now, by the system clock (code that ages
-/// data reads its catalog's [`Catalog::clock`] instead).
-pub fn now_ms() -> i64 {
-    SystemClock.now_ms()
-}
-
 fn decode_json<T: for<'de> Deserialize<'de>>(kv: &KeyValue) -> Result<T, MetaError> {
     serde_json::from_slice(&kv.value).map_err(|e| MetaError::Corrupt {
         key: kv.key.clone(),
