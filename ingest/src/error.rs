@@ -21,6 +21,9 @@ pub enum ErrorKind {
     CorruptInput,
     /// The topic or partition does not exist.
     NotFound,
+    /// A topic name Kafka does not allow (empty, too long, illegal
+    /// characters); permanent.
+    InvalidTopic,
     /// The thing to create exists already.
     AlreadyExists,
     /// A record or request is larger than allowed.
@@ -42,7 +45,7 @@ impl ErrorKind {
     /// The HTTP status for this kind.
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorKind::InvalidInput | ErrorKind::CorruptInput => 400,
+            ErrorKind::InvalidInput | ErrorKind::CorruptInput | ErrorKind::InvalidTopic => 400,
             ErrorKind::NotFound => 404,
             ErrorKind::AlreadyExists => 409,
             ErrorKind::TooLarge => 413,
@@ -65,6 +68,7 @@ impl ErrorKind {
             ErrorKind::InvalidInput => ResponseError::InvalidRequest,
             ErrorKind::CorruptInput => ResponseError::CorruptMessage,
             ErrorKind::NotFound => ResponseError::UnknownTopicOrPartition,
+            ErrorKind::InvalidTopic => ResponseError::InvalidTopicException,
             ErrorKind::AlreadyExists => ResponseError::TopicAlreadyExists,
             ErrorKind::TooLarge => ResponseError::MessageTooLarge,
             ErrorKind::OutOfRange => ResponseError::OffsetOutOfRange,
@@ -119,6 +123,9 @@ pub enum IngestError {
         /// Partition asked for.
         partition: i32,
     },
+    /// The name is not a legal topic name.
+    #[error("{0}")]
+    InvalidTopic(String),
     /// The topic exists already.
     #[error("topic {0:?} already exists")]
     TopicExists(String),
@@ -169,6 +176,7 @@ impl IngestError {
             IngestError::UnknownTopic(_) | IngestError::UnknownPartition { .. } => {
                 ErrorKind::NotFound
             }
+            IngestError::InvalidTopic(_) => ErrorKind::InvalidTopic,
             IngestError::TopicExists(_) => ErrorKind::AlreadyExists,
             IngestError::Invalid(_) => ErrorKind::InvalidInput,
             IngestError::CorruptBatch(_) => ErrorKind::CorruptInput,

@@ -1,5 +1,6 @@
 //! The connection loop: accept, read frames (bounded in count and bytes),
-//! run their handlers concurrently, write the responses in request order,
+//! run their handlers concurrently, each taking effect in its turn (request
+//! order, see [`super::order`]), write the responses in request order,
 //! drain on shutdown.
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tracing::{debug, warn};
 
 use super::dispatch::{handle_frame, Handling, Reply};
 use super::framing::{read_budgeted_frame, ConnectionError};
+use super::order::Turns;
 use super::KafkaContext;
 
 /// Accept connections on `listener` until `shutdown` turns true, then stop
@@ -112,6 +114,7 @@ where
         }
     });
     let mut in_flight: FuturesOrdered<Handling> = FuturesOrdered::new();
+    let mut turns = Turns::default();
     let mut reading = true;
     let mut outcome = Ok(());
     loop {
@@ -122,8 +125,9 @@ where
             frame = frames_rx.recv(), if reading && in_flight.len() < in_flight_max => match frame {
                 Some(Ok((frame, permit))) => {
                     let context = context.clone();
+                    let turn = turns.take();
                     in_flight.push_back(Box::pin(async move {
-                        let reply = handle_frame(context, frame).await;
+                        let reply = handle_frame(context, frame, turn).await;
                         drop(permit);
                         reply
                     }));
@@ -150,4 +154,173 @@ where
     let _ = write_half.flush().await;
     let _ = write_half.shutdown().await;
     outcome
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use bytes::{Buf, BufMut, BytesMut};
+    use sluice_segment::{batch, NewRecord};
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    use super::*;
+    use crate::kafka::testing::TestNode;
+
+    fn string(out: &mut BytesMut, s: &str) {
+        out.put_i16(s.len() as i16);
+        out.put_slice(s.as_bytes());
+    }
+
+    /// A size-prefixed request frame with a v1 header (the codec of this
+    /// crate decodes requests, it does not encode them).
+    fn frame(key: i16, version: i16, correlation_id: i32, body: &[u8]) -> BytesMut {
+        let mut out = BytesMut::new();
+        out.put_i32((10 + body.len()) as i32);
+        out.put_i16(key);
+        out.put_i16(version);
+        out.put_i32(correlation_id);
+        out.put_i16(-1); // null client id
+        out.put_slice(body);
+        out
+    }
+
+    /// Produce v3, acks=-1, one batch holding `value` to partition 0 of `topic`.
+    fn produce(correlation_id: i32, topic: &str, value: &str) -> BytesMut {
+        let records = batch::encode(&[NewRecord {
+            key: None,
+            value: Some(Bytes::from(value.to_string())),
+            headers: Vec::new(),
+            timestamp_ms: 1_700_000_000_000,
+        }])
+        .unwrap();
+        let mut body = BytesMut::new();
+        body.put_i16(-1); // no transactional id
+        body.put_i16(-1); // acks
+        body.put_i32(10_000); // timeout
+        body.put_i32(1);
+        string(&mut body, topic);
+        body.put_i32(1);
+        body.put_i32(0); // partition
+        body.put_i32(records.len() as i32);
+        body.put_slice(&records);
+        frame(0, 3, correlation_id, &body)
+    }
+
+    /// Fetch v4 of partition 0 of `topic` from offset 0, waiting up to 10 s for a byte.
+    fn long_fetch(correlation_id: i32, topic: &str) -> BytesMut {
+        let mut body = BytesMut::new();
+        body.put_i32(-1); // replica
+        body.put_i32(10_000); // max wait
+        body.put_i32(1); // min bytes
+        body.put_i32(1 << 20); // max bytes
+        body.put_i8(0); // isolation
+        body.put_i32(1);
+        string(&mut body, topic);
+        body.put_i32(1);
+        body.put_i32(0);
+        body.put_i64(0);
+        body.put_i32(1 << 20);
+        frame(1, 4, correlation_id, &body)
+    }
+
+    async fn response(client: &mut DuplexStream) -> Bytes {
+        let size = client.read_i32().await.unwrap();
+        let mut body = vec![0u8; size as usize];
+        client.read_exact(&mut body).await.unwrap();
+        Bytes::from(body)
+    }
+
+    fn skip_string(body: &mut Bytes) {
+        let len = body.get_i16();
+        body.advance(len as usize);
+    }
+
+    /// (correlation id, error code, base offset) of a Produce v3 response of one partition.
+    fn produce_answer(mut body: Bytes) -> (i32, i16, i64) {
+        let correlation_id = body.get_i32();
+        assert_eq!(body.get_i32(), 1, "topics");
+        skip_string(&mut body);
+        assert_eq!(body.get_i32(), 1, "partitions");
+        let _index = body.get_i32();
+        (correlation_id, body.get_i16(), body.get_i64())
+    }
+
+    /// (correlation id, error code, record values) of a Fetch v4 response of one partition.
+    fn fetch_answer(mut body: Bytes) -> (i32, i16, Vec<String>) {
+        let correlation_id = body.get_i32();
+        let _throttle = body.get_i32();
+        assert_eq!(body.get_i32(), 1, "topics");
+        skip_string(&mut body);
+        assert_eq!(body.get_i32(), 1, "partitions");
+        let _index = body.get_i32();
+        let error = body.get_i16();
+        let _high_watermark = body.get_i64();
+        let _last_stable = body.get_i64();
+        let aborted = body.get_i32();
+        assert!(aborted <= 0);
+        let size = body.get_i32();
+        let records = body.split_to(size.max(0) as usize);
+        let values = batch::decode(records)
+            .unwrap()
+            .into_iter()
+            .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+            .collect();
+        (correlation_id, error, values)
+    }
+
+    fn connect(node: &TestNode) -> (DuplexStream, tokio::task::JoinHandle<()>) {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (read_half, write_half) = tokio::io::split(server);
+        let context = node.context.clone();
+        let (_stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let _keep = _stop;
+            let _ = run_connection(read_half, write_half, context, shutdown).await;
+        });
+        (client, task)
+    }
+
+    #[tokio::test]
+    async fn pipelined_produces_take_effect_in_arrival_order() {
+        let node = TestNode::start().await;
+        // the topic is auto-created by the first request
+        let (mut client, _task) = connect(&node);
+        // all written before any answer is read: up to in_flight_max run at once
+        let mut frames = BytesMut::new();
+        for i in 0..40 {
+            frames.extend_from_slice(&produce(i, "orders", &format!("v{i}")));
+        }
+        client.write_all(&frames).await.unwrap();
+        for i in 0..40 {
+            let (correlation_id, error, base_offset) = produce_answer(response(&mut client).await);
+            assert_eq!((correlation_id, error), (i, 0));
+            assert_eq!(base_offset, i64::from(i), "request {i} stored out of order");
+        }
+        // and the log holds them in the order sent
+        let mut fetch = long_fetch(99, "orders");
+        fetch[4 + 10 + 4..4 + 10 + 8].copy_from_slice(&0i32.to_be_bytes()); // no wait
+        client.write_all(&fetch).await.unwrap();
+        let (_, error, values) = fetch_answer(response(&mut client).await);
+        assert_eq!(error, 0);
+        let sent: Vec<String> = (0..40).map(|i| format!("v{i}")).collect();
+        assert_eq!(values, sent);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_fetch_does_not_hold_back_the_requests_behind_it() {
+        let node = TestNode::start().await;
+        node.topic("orders", 1).await;
+        let (mut client, _task) = connect(&node);
+        // the fetch waits for data only the produce behind it brings
+        let mut frames = long_fetch(1, "orders");
+        frames.extend_from_slice(&produce(2, "orders", "late"));
+        client.write_all(&frames).await.unwrap();
+        let (correlation_id, error, values) = fetch_answer(response(&mut client).await);
+        assert_eq!((correlation_id, error), (1, 0));
+        // had the fetch held the connection, it would have waited out its
+        // max wait and answered nothing
+        assert_eq!(values, vec!["late".to_string()]);
+        // responses still come in request order
+        assert_eq!(produce_answer(response(&mut client).await), (2, 0, 0));
+    }
 }

@@ -110,11 +110,14 @@ impl KafkaContext {
 
 impl KafkaContext {
     /// A topic by name, created with the default partition count when
-    /// `create` is set and it does not exist.
+    /// `create` is set and it does not exist. A name Kafka does not allow
+    /// is INVALID_TOPIC_EXCEPTION, which clients treat as permanent.
     pub async fn topic(&self, name: &str, create: bool) -> IngestResult<Topic> {
         if let Some(topic) = self.view.topic(name) {
             return Ok(topic);
         }
+        sluice_metadata::model::validate_topic_name(name)
+            .map_err(|error| IngestError::InvalidTopic(error.to_string()))?;
         if !create {
             return Err(IngestError::UnknownTopic(name.to_string()));
         }

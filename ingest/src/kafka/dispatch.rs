@@ -20,6 +20,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::Encodable;
 
 use super::framing::{decode_body, encode_response, parse_frame, ConnectionError, Framed, Parsed};
+use super::order::Turn;
 use super::*;
 
 /// What handling one request produced.
@@ -33,7 +34,7 @@ pub enum Reply {
 /// A request being handled.
 pub type Handling = Pin<Box<dyn Future<Output = Result<Reply, ConnectionError>> + Send>>;
 
-type Handler = fn(Arc<KafkaContext>, Framed) -> Handling;
+type Handler = fn(Arc<KafkaContext>, Framed, Turn) -> Handling;
 
 /// One API served: its key, its version range and its handler.
 pub struct Api {
@@ -47,20 +48,33 @@ pub struct Api {
 }
 
 /// A handler: decode `$request` from the frame, evaluate `$answer` (with
-/// `$context`, `$version`, `$header`, `$request` bound), encode it.
+/// `$context`, `$version`, `$header`, `$request` bound), encode it. The
+/// answer is evaluated in the request's turn (see [`super::order`]), held
+/// until it is computed unless `$answer` takes `$turn` to release it sooner.
 macro_rules! api {
     ($key:ident, $min:literal, $max:literal,
      |$context:ident, $version:ident, $header:ident, $request:ident: $ty:ty| $answer:expr) => {
+        api!($key, $min, $max, |$context,
+                                $version,
+                                $header,
+                                $request: $ty,
+                                turn| $answer)
+    };
+    ($key:ident, $min:literal, $max:literal,
+     |$context:ident, $version:ident, $header:ident, $request:ident: $ty:ty, $turn:ident| $answer:expr) => {
         Api {
             key: ApiKey::$key,
             min: $min,
             max: $max,
-            handler: |context: Arc<KafkaContext>, mut framed: Framed| -> Handling {
+            handler: |context: Arc<KafkaContext>, mut framed: Framed, turn: Turn| -> Handling {
                 Box::pin(async move {
                     #[allow(unused_variables)]
                     let $request: $ty = decode_body(&mut framed)?;
                     #[allow(unused_variables)]
                     let ($context, $version, $header) = (&context, framed.version, &framed.header);
+                    #[allow(unused_mut, unused_variables)]
+                    let mut $turn = turn;
+                    $turn.wait().await;
                     let answer: Option<_> = $answer;
                     match answer {
                         Some(body) => encode(&framed, &body).map(Reply::Send),
@@ -90,12 +104,14 @@ fn encode<T: Encodable>(framed: &Framed, body: &T) -> Result<Bytes, ConnectionEr
 /// differs from v4 only for transactions. The ranges cover what librdkafka
 /// 2.x (kcat, confluent-kafka) and the Java client negotiate.
 pub const APIS: &[Api] = &[
-    api!(Produce, 3, 9, |c, _v, _h, r: ProduceRequest| {
-        produce::handle(c, r).await
+    api!(Produce, 3, 9, |c, _v, _h, r: ProduceRequest, turn| {
+        produce::handle_in_turn(c, r, turn).await
     }),
-    api!(Fetch, 4, 12, |c, _v, _h, r: FetchRequest| Some(
-        fetch::handle(c, r).await
-    )),
+    // a fetch changes nothing: its long poll does not hold the turn
+    api!(Fetch, 4, 12, |c, _v, _h, r: FetchRequest, turn| {
+        drop(turn);
+        Some(fetch::handle(c, r).await)
+    }),
     api!(ListOffsets, 1, 6, |c, v, _h, r: ListOffsetsRequest| Some(
         list_offsets::handle(c, v, r).await
     )),
@@ -207,17 +223,19 @@ pub fn is_supported(key: ApiKey, version: i16) -> bool {
     api(key).is_some_and(|api| (api.min..=api.max).contains(&version))
 }
 
-/// Handle one request frame: the response to send, if any.
+/// Handle one request frame in its `turn` on the connection: the response
+/// to send, if any.
 pub async fn handle_frame(
     context: Arc<KafkaContext>,
     frame: Bytes,
+    turn: Turn,
 ) -> Result<Reply, ConnectionError> {
     let framed = match parse_frame(frame)? {
         Parsed::Answer(bytes) => return Ok(Reply::Send(bytes)),
         Parsed::Request(framed) => framed,
     };
     match api(framed.api_key) {
-        Some(api) => (api.handler)(context, framed).await,
+        Some(api) => (api.handler)(context, framed, turn).await,
         // parse_frame admits only served APIs; anything else is answered
         // with UNSUPPORTED_VERSION where the response can be encoded
         None => unsupported::answer_body(
@@ -257,7 +275,9 @@ mod tests {
     async fn a_request_reaches_its_handler_and_the_answer_echoes_its_correlation_id() {
         let node = TestNode::start().await;
         let frame = request(ApiKey::ApiVersions, 0, 41, &[]);
-        let Reply::Send(mut answer) = handle_frame(node.context.clone(), frame).await.unwrap()
+        let Reply::Send(mut answer) = handle_frame(node.context.clone(), frame, Turn::free())
+            .await
+            .unwrap()
         else {
             panic!("no answer")
         };
@@ -278,7 +298,9 @@ mod tests {
         body.put_i32(0); // no topics
         let frame = request(ApiKey::Produce, 3, 5, &body);
         assert!(matches!(
-            handle_frame(node.context.clone(), frame).await.unwrap(),
+            handle_frame(node.context.clone(), frame, Turn::free())
+                .await
+                .unwrap(),
             Reply::Nothing
         ));
     }
@@ -288,7 +310,7 @@ mod tests {
         let node = TestNode::start().await;
         // Metadata v1: a topics array of 5 entries, then nothing
         let frame = request(ApiKey::Metadata, 1, 1, &5i32.to_be_bytes());
-        let outcome = handle_frame(node.context.clone(), frame).await;
+        let outcome = handle_frame(node.context.clone(), frame, Turn::free()).await;
         assert!(
             matches!(outcome, Err(ConnectionError::BadRequest(_))),
             "{:?}",

@@ -71,7 +71,7 @@ pub async fn handle(context: &KafkaContext, request: FetchRequest) -> FetchRespo
     loop {
         let (response, total, any_error) = read_all(context, &layout, max_bytes).await;
         let now = Instant::now();
-        if total >= min_bytes.max(1) || any_error || now >= deadline {
+        if total >= min_bytes || any_error || now >= deadline {
             return response;
         }
         // wait for any partition to grow past what this round saw
@@ -124,11 +124,10 @@ async fn read_all(
                     // the first non-empty partition may exceed the limits by
                     // one batch, so that a consumer always moves on
                     let first = total == 0;
-                    let budget = if first {
-                        w.max_bytes.max(1)
-                    } else {
-                        w.max_bytes.min(max_bytes.saturating_sub(total))
-                    };
+                    let mut budget = w.max_bytes.min(max_bytes.saturating_sub(total));
+                    if first {
+                        budget = budget.max(1);
+                    }
                     read_partition(context, topic_id, w, snapshot, budget, first)
                         .await
                         .map(|records| (snapshot, records))
@@ -560,13 +559,9 @@ mod tests {
         );
     }
 
-    // Handler bug (fetch.rs, `read_all`): the first partition's budget is
-    // its `partition_max_bytes` alone, so the response's `max_bytes` does
-    // not bound it: with room for one batch it gets every batch that fits
-    // the partition limit. Kafka (and this module's doc) allow the limit to
-    // be exceeded by one batch only.
+    // the response's max_bytes bounds the first partition too: only one
+    // batch may exceed it (Kafka's KIP-74)
     #[tokio::test]
-    #[ignore = "known bug, issue 11 (fetch size limits): max_bytes does not bound the first partition"]
     async fn max_bytes_lets_the_first_partition_exceed_it_by_one_batch_only() {
         let node = TestNode::start().await;
         node.topic("orders", 1).await;
@@ -582,11 +577,8 @@ mod tests {
         assert_eq!(offsets_and_values(&data.records), pairs(0, &["a"]));
     }
 
-    // Handler bug (fetch.rs, `handle`: `min_bytes.max(1)`): a fetch with
-    // min_bytes 0 waits out max_wait_ms when no data is there; Kafka answers
-    // such a fetch at once.
+    // a fetch with min_bytes 0 is answered at once, data or not
     #[tokio::test]
-    #[ignore = "known bug, issue 11: min_bytes 0 waits for max_wait_ms"]
     async fn min_bytes_zero_answers_at_once() {
         let node = TestNode::start().await;
         node.topic("orders", 1).await;

@@ -10,8 +10,9 @@
 //! Codecs come from the `kafka-protocol` crate.
 //!
 //! A connection reads frames (4-byte big-endian size, then the request) on
-//! its own task, runs at most `in_flight_max` requests at once and writes the
-//! responses in request order. A frame over `request_max_bytes`, a header
+//! its own task, runs at most `in_flight_max` requests at once, each taking
+//! effect after the one before it ([`order`]), and writes the responses in
+//! request order. A frame over `request_max_bytes`, a header
 //! that does not decode, or an API key the codec does not know closes that
 //! connection. An API sluice does not serve, or a served API at a version
 //! outside its advertised range, is answered with that API's response
@@ -26,6 +27,7 @@ pub mod connection;
 pub mod context;
 pub mod dispatch;
 pub mod framing;
+pub mod order;
 #[cfg(test)]
 pub(crate) mod testing;
 

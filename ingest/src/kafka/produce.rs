@@ -14,14 +14,30 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use sluice_metadata::producers::ProducerBatch;
 use sluice_segment::batch;
 
+use super::order::Turn;
 use super::KafkaContext;
 use crate::error::{IngestError, IngestResult};
 use crate::writer::Pending;
 
 /// Answer a Produce request; `None` for acks=0, which gets no response.
 pub async fn handle(context: &KafkaContext, request: ProduceRequest) -> Option<ProduceResponse> {
+    handle_in_turn(context, request, Turn::free()).await
+}
+
+/// [`handle`] holding the request's `turn` on its connection until every
+/// batch is appended to the segment buffer: the next request's batches go
+/// after these in the log, while the wait for the commit overlaps it.
+pub async fn handle_in_turn(
+    context: &KafkaContext,
+    request: ProduceRequest,
+    mut turn: Turn,
+) -> Option<ProduceResponse> {
+    turn.wait().await;
     let acks = request.acks;
-    let valid_acks = (-1..=1).contains(&acks);
+    if !(-1..=1).contains(&acks) {
+        // refused whole, before any topic is looked up (and auto-created)
+        return Some(refuse_all(request, ResponseError::InvalidRequiredAcks));
+    }
     // (topic response, pending appends of its partitions in order)
     let mut submitted: Vec<(TopicProduceResponse, Vec<IngestResult<Pending>>)> = Vec::new();
     for topic_data in request.topic_data {
@@ -36,10 +52,6 @@ pub async fn handle(context: &KafkaContext, request: ProduceRequest) -> Option<P
         for data in topic_data.partition_data {
             let index = data.index;
             partitions.push(PartitionProduceResponse::default().with_index(index));
-            if !valid_acks {
-                pending.push(Err(IngestError::Invalid(format!("acks {acks}"))));
-                continue;
-            }
             let append = async {
                 let topic = topic.clone()?;
                 if !(0..topic.record.partitions).contains(&index) {
@@ -74,6 +86,8 @@ pub async fn handle(context: &KafkaContext, request: ProduceRequest) -> Option<P
             .with_partition_responses(partitions);
         submitted.push((response, pending));
     }
+    // every batch is in the buffer: their place in the log is fixed
+    drop(turn);
     if acks == 0 {
         // fire and forget: the appends still commit, nobody waits
         return None;
@@ -97,11 +111,7 @@ pub async fn handle(context: &KafkaContext, request: ProduceRequest) -> Option<P
                     });
                 }
                 Err(error) => {
-                    partition.error_code = if valid_acks {
-                        error.kind().kafka_error_code()
-                    } else {
-                        ResponseError::InvalidRequiredAcks.code()
-                    };
+                    partition.error_code = error.kind().kafka_error_code();
                     partition.error_message = Some(error.to_string().into());
                     partition.base_offset = -1;
                 }
@@ -110,6 +120,32 @@ pub async fn handle(context: &KafkaContext, request: ProduceRequest) -> Option<P
         responses.push(topic_response);
     }
     Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// Every partition of `request` answered with `error`.
+fn refuse_all(request: ProduceRequest, error: ResponseError) -> ProduceResponse {
+    let message = format!("acks must be -1, 0 or 1, not {}", request.acks);
+    let responses = request
+        .topic_data
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partition_data
+                .iter()
+                .map(|data| {
+                    PartitionProduceResponse::default()
+                        .with_index(data.index)
+                        .with_error_code(error.code())
+                        .with_error_message(Some(message.clone().into()))
+                        .with_base_offset(-1)
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partitions)
+        })
+        .collect();
+    ProduceResponse::default().with_responses(responses)
 }
 
 /// The idempotence fields of a partition's validated batches; `None` for a
@@ -547,20 +583,18 @@ mod tests {
         let node = TestNode::start().await;
         for name in ["bad name!", ""] {
             let answer = produce_one(&node, name, 0, Some(plain(&["a"]))).await;
-            // INVALID_REQUEST today (the auto-creation's validation error);
-            // Kafka would answer UNKNOWN_TOPIC_OR_PARTITION or
-            // INVALID_TOPIC_EXCEPTION: see the report
-            assert_ne!(answer.error_code, 0, "{name:?}");
+            assert_eq!(
+                answer.error_code,
+                ResponseError::InvalidTopicException.code(),
+                "{name:?}"
+            );
             assert_eq!(answer.base_offset, -1);
             assert!(node.context.view.topic(name).is_none());
         }
     }
 
-    // Surprising (produce.rs, `handle`): the topic is looked up, and so
-    // auto-created, before the acks are checked, so a request refused with
-    // INVALID_REQUIRED_ACKS still creates its unknown topics.
+    // the acks are checked before any topic is looked up and so created
     #[tokio::test]
-    #[ignore = "known bug, issue 11: a request refused for its acks auto-creates its topics"]
     async fn a_request_refused_for_its_acks_creates_nothing() {
         let node = TestNode::start().await;
         let response = handle(
