@@ -171,6 +171,9 @@ pub struct JoinResponse {
     pub member_id: String,
     /// Every member with metadata (leader only).
     pub members: Vec<JoinedMember>,
+    /// The leader need not assign again: the group is stable and keeps its
+    /// assignment (a static leader that came back, KIP-345; JoinGroup v9+).
+    pub skip_assignment: bool,
 }
 
 impl JoinResponse {
@@ -692,6 +695,110 @@ mod tests {
         assert_eq!(
             c.heartbeat("g", 1, &static_id, Some("instance-1")).await,
             Err(GroupError::FencedInstanceId)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_static_leader_that_restarts_leads_again_without_a_rebalance() {
+        let catalog = Catalog::new(Arc::new(EmbeddedStore::in_memory()), "t");
+        let (c, _) = coordinator(&catalog, 1).await;
+        let mut static_join = join_request("", "static");
+        static_join.instance_id = Some("instance-1".into());
+        static_join.require_known_member_id = false;
+        let leader = c.join(static_join.clone()).await;
+        assert_eq!((leader.error, leader.generation), (None, 1));
+        let follower = c.join(join_request("", "dynamic")).await;
+        let follower = c.join(join_request(&follower.member_id, "dynamic"));
+        let rejoin = {
+            let mut again = static_join.clone();
+            again.member_id = leader.member_id.clone();
+            c.join(again)
+        };
+        let (follower, rejoin) = tokio::join!(follower, rejoin);
+        assert_eq!((follower.generation, rejoin.generation), (2, 2));
+        assert_eq!(rejoin.leader, leader.member_id);
+        let assignments = vec![
+            (leader.member_id.clone(), b"p0".to_vec()),
+            (follower.member_id.clone(), b"p1".to_vec()),
+        ];
+        let (a, b) = tokio::join!(
+            c.sync("g", 2, &leader.member_id, Some("instance-1"), assignments),
+            c.sync("g", 2, &follower.member_id, None, vec![])
+        );
+        assert_eq!(
+            (a.assignment, b.assignment),
+            (b"p0".to_vec(), b"p1".to_vec())
+        );
+        // the leader's process restarts: same generation, told the members
+        // but not to assign, and the follower keeps its assignment
+        let back = c.join(static_join.clone()).await;
+        assert_eq!((back.error, back.generation), (None, 2));
+        assert_eq!(back.leader, back.member_id);
+        assert!(back.skip_assignment);
+        assert_eq!(back.members.len(), 2);
+        let synced = c
+            .sync("g", 2, &back.member_id, Some("instance-1"), vec![])
+            .await;
+        assert_eq!((synced.error, synced.assignment), (None, b"p0".to_vec()));
+        assert_eq!(c.heartbeat("g", 2, &follower.member_id, None).await, Ok(()));
+        assert_eq!(c.describe("g").await.unwrap().state, "Stable");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_of_an_old_generation_is_illegal_even_during_a_rebalance() {
+        let catalog = Catalog::new(Arc::new(EmbeddedStore::in_memory()), "t");
+        let (c, _) = coordinator(&catalog, 1).await;
+        let first = join_new(&c, "a").await;
+        c.sync("g", 1, &first.member_id, None, vec![]).await;
+        // a second member starts a rebalance of generation 1
+        let second = c.join(join_request("", "b")).await;
+        let joining = tokio::spawn({
+            let c = c.clone();
+            let id = second.member_id.clone();
+            async move { c.join(join_request(&id, "b")).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(
+            c.heartbeat("g", 0, &first.member_id, None).await,
+            Err(GroupError::IllegalGeneration)
+        );
+        assert_eq!(
+            c.heartbeat("g", 1, &first.member_id, None).await,
+            Err(GroupError::RebalanceInProgress)
+        );
+        joining.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leaving_with_another_incarnations_member_id_is_fenced() {
+        let catalog = Catalog::new(Arc::new(EmbeddedStore::in_memory()), "t");
+        let (c, _) = coordinator(&catalog, 1).await;
+        let mut static_join = join_request("", "static");
+        static_join.instance_id = Some("instance-1".into());
+        static_join.require_known_member_id = false;
+        let joined = c.join(static_join).await;
+        assert_eq!(joined.error, None);
+        let results = c
+            .leave(
+                "g",
+                vec![
+                    ("someone-else".into(), Some("instance-1".into())),
+                    ("nobody".into(), Some("instance-2".into())),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            results,
+            vec![
+                Err(GroupError::FencedInstanceId),
+                Err(GroupError::UnknownMemberId)
+            ]
+        );
+        assert_eq!(
+            c.heartbeat("g", 1, &joined.member_id, Some("instance-1"))
+                .await,
+            Ok(())
         );
     }
 

@@ -79,10 +79,17 @@ impl GroupCoordinator {
                     if was_leader {
                         state.leader = Some(member_id.clone());
                     }
-                    if state.phase == Phase::Stable && same_protocols && !was_leader {
-                        // KIP-345: no rebalance; hand back the current generation
-                        let response = current_generation(state, &member_id);
-                        state.members.insert(member_id, old);
+                    if state.phase == Phase::Stable && same_protocols {
+                        // KIP-345: no rebalance; hand back the current
+                        // generation (and its assignment at SyncGroup). A
+                        // leader also gets the members, told not to assign.
+                        let mut response = current_generation(state, &member_id);
+                        state.members.insert(member_id.clone(), old);
+                        if was_leader {
+                            let protocol = state.protocol_name.clone().unwrap_or_default();
+                            response.members = joined_members(state, &protocol);
+                            response.skip_assignment = true;
+                        }
                         return answered(response);
                     }
                     state.members.insert(member_id.clone(), old);
@@ -206,16 +213,7 @@ impl GroupCoordinator {
         state.leader = Some(leader.clone());
         state.protocol_name = Some(protocol.clone());
         state.phase = Phase::CompletingRebalance;
-        let mut members: Vec<(&String, &Member)> = state.members.iter().collect();
-        members.sort_by_key(|(_, m)| m.joined_at);
-        let all: Vec<JoinedMember> = members
-            .iter()
-            .map(|(id, m)| JoinedMember {
-                member_id: (*id).clone(),
-                instance_id: m.instance_id.clone(),
-                metadata: m.metadata_for(&protocol),
-            })
-            .collect();
+        let all = joined_members(state, &protocol);
         debug!(
             group = group_id,
             generation = state.generation,
@@ -238,6 +236,7 @@ impl GroupCoordinator {
                     } else {
                         Vec::new()
                     },
+                    skip_assignment: false,
                 });
             }
         }
@@ -322,13 +321,13 @@ impl GroupCoordinator {
     ) -> GroupResult<()> {
         let group = self.group(group_id).await?;
         let mut state = group.state.lock().await;
-        check_member(&state, member_id, instance_id, None)?;
+        // as Kafka: who and which generation first, then the phase
+        check_member(&state, member_id, instance_id, Some(generation))?;
         if let Some(member) = state.members.get_mut(member_id) {
             member.last_heartbeat = now();
         }
         match state.phase {
             Phase::PreparingRebalance => Err(GroupError::RebalanceInProgress),
-            _ if generation != state.generation => Err(GroupError::IllegalGeneration),
             _ => Ok(()),
         }
     }
@@ -345,12 +344,22 @@ impl GroupCoordinator {
         let mut removed = false;
         for (member_id, instance_id) in members {
             let id = match (&instance_id, member_id.is_empty()) {
-                (Some(instance), _) => state
-                    .members
-                    .iter()
-                    .find(|(_, m)| m.instance_id.as_ref() == Some(instance))
-                    .map(|(id, _)| id.clone())
-                    .filter(|id| member_id.is_empty() || *id == member_id),
+                (Some(instance), _) => {
+                    let owner = state
+                        .members
+                        .iter()
+                        .find(|(_, m)| m.instance_id.as_ref() == Some(instance))
+                        .map(|(id, _)| id.clone());
+                    if owner
+                        .as_ref()
+                        .is_some_and(|id| !member_id.is_empty() && *id != member_id)
+                    {
+                        // another incarnation of the instance holds it
+                        results.push(Err(GroupError::FencedInstanceId));
+                        continue;
+                    }
+                    owner
+                }
                 (None, false) => state
                     .members
                     .contains_key(&member_id)
@@ -412,7 +421,23 @@ pub(super) fn current_generation(state: &GroupState, member_id: &str) -> JoinRes
         leader: state.leader.clone().unwrap_or_default(),
         member_id: member_id.to_string(),
         members: Vec::new(),
+        skip_assignment: false,
     }
+}
+
+/// Every member in join order with its metadata for `protocol`, as the
+/// leader is shown them.
+fn joined_members(state: &GroupState, protocol: &str) -> Vec<JoinedMember> {
+    let mut members: Vec<(&String, &Member)> = state.members.iter().collect();
+    members.sort_by_key(|(_, m)| m.joined_at);
+    members
+        .iter()
+        .map(|(id, m)| JoinedMember {
+            member_id: (*id).clone(),
+            instance_id: m.instance_id.clone(),
+            metadata: m.metadata_for(protocol),
+        })
+        .collect()
 }
 
 /// A receiver already holding `response`.

@@ -59,6 +59,7 @@ pub async fn handle(
         .with_protocol_name(protocol_name)
         .with_leader(StrBytes::from_string(joined.leader))
         .with_member_id(StrBytes::from_string(joined.member_id))
+        .with_skip_assignment(joined.skip_assignment)
         .with_members(members)
 }
 
