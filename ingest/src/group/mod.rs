@@ -329,6 +329,11 @@ fn uuid_like() -> String {
 }
 
 impl GroupCoordinator {
+    /// The settings it runs with.
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
     /// A coordinator for node `node_id`, claiming groups on the lease that
     /// `lease` reports. Starts the timeout checker, which ends when the
     /// coordinator is dropped.

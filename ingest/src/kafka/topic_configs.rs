@@ -15,17 +15,30 @@ pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
 /// Kafka `ConfigResource.Type` of a broker's loggers.
 pub const RESOURCE_BROKER_LOGGER: i8 = 8;
+/// Kafka `ConfigResource.Type` of a consumer group (KIP-848).
+pub const RESOURCE_GROUP: i8 = 32;
 
 /// `ConfigSource` of a value set on the topic.
 pub const SOURCE_TOPIC: i8 = 1;
+/// `ConfigSource` of a value from the node's own configuration.
+pub const SOURCE_STATIC_BROKER: i8 = 4;
 /// `ConfigSource` of a default value.
 pub const SOURCE_DEFAULT: i8 = 5;
+/// `ConfigSource` of a value set on a group.
+pub const SOURCE_GROUP: i8 = 8;
 
 /// `ConfigType` values of DescribeConfigs v3+.
-const TYPE_STRING: i8 = 2;
-const TYPE_INT: i8 = 3;
-const TYPE_LONG: i8 = 5;
-const TYPE_LIST: i8 = 7;
+pub const TYPE_BOOLEAN: i8 = 1;
+/// `ConfigType` STRING.
+pub const TYPE_STRING: i8 = 2;
+/// `ConfigType` INT.
+pub const TYPE_INT: i8 = 3;
+/// `ConfigType` LONG.
+pub const TYPE_LONG: i8 = 5;
+/// `ConfigType` DOUBLE.
+pub const TYPE_DOUBLE: i8 = 6;
+/// `ConfigType` LIST.
+pub const TYPE_LIST: i8 = 7;
 
 /// The value sluice applies when a topic does not set `name` (see
 /// [`TOPIC_CONFIGS`]).
@@ -33,20 +46,38 @@ pub fn default_value(name: &str) -> Option<String> {
     topic_config(name).map(|config| config.default.to_string())
 }
 
+fn type_code(config_type: TopicConfigType) -> i8 {
+    match config_type {
+        TopicConfigType::Boolean => TYPE_BOOLEAN,
+        TopicConfigType::String => TYPE_STRING,
+        TopicConfigType::Int => TYPE_INT,
+        TopicConfigType::Long => TYPE_LONG,
+        TopicConfigType::Double => TYPE_DOUBLE,
+        TopicConfigType::List => TYPE_LIST,
+    }
+}
+
 /// Kafka's `ConfigType` of a known config.
 pub fn config_type(name: &str) -> i8 {
-    match topic_config(name).map(|config| config.config_type) {
-        Some(TopicConfigType::List) => TYPE_LIST,
-        Some(TopicConfigType::Int) => TYPE_INT,
-        Some(TopicConfigType::Long) => TYPE_LONG,
-        Some(TopicConfigType::String) | None => TYPE_STRING,
-    }
+    topic_config(name).map_or(TYPE_STRING, |config| type_code(config.config_type))
 }
 
 /// Whether `name` holds a comma-separated list (IncrementalAlterConfigs
 /// APPEND and SUBTRACT apply only to those).
 pub fn is_list(name: &str) -> bool {
     config_type(name) == TYPE_LIST
+}
+
+/// One source a described value could come from, in precedence order
+/// (DescribeConfigs synonyms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synonym {
+    /// The config's name at that source (a broker-wide name for defaults).
+    pub name: String,
+    /// Its value there.
+    pub value: String,
+    /// `ConfigSource`.
+    pub source: i8,
 }
 
 /// One described config.
@@ -56,10 +87,16 @@ pub struct ConfigEntry {
     pub name: String,
     /// Effective value.
     pub value: String,
-    /// [`SOURCE_TOPIC`] or [`SOURCE_DEFAULT`].
+    /// Where the value comes from (`ConfigSource`).
     pub source: i8,
     /// Kafka `ConfigType`.
     pub config_type: i8,
+    /// Whether AlterConfigs may change it.
+    pub read_only: bool,
+    /// Every source of a value, the effective one first.
+    pub synonyms: Vec<Synonym>,
+    /// What it does in sluice.
+    pub documentation: &'static str,
 }
 
 impl ConfigEntry {
@@ -67,27 +104,188 @@ impl ConfigEntry {
     pub fn is_default(&self) -> bool {
         self.source == SOURCE_DEFAULT
     }
+
+    /// A fixed value of a broker or group: `source`, read-only, its own
+    /// only synonym.
+    fn fixed(
+        name: &str,
+        value: String,
+        source: i8,
+        config_type: i8,
+        documentation: &'static str,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            synonyms: vec![Synonym {
+                name: name.to_string(),
+                value: value.clone(),
+                source,
+            }],
+            value,
+            source,
+            config_type,
+            read_only: true,
+            documentation,
+        }
+    }
 }
 
-/// Every known config of a topic with its effective value, by name; the
-/// configs the topic sets first win over the defaults.
+/// Every topic config with a topic's effective value, by name: what the
+/// topic sets wins over the default, which Kafka would take from the broker
+/// config named as the synonym.
 pub fn describe(configs: &BTreeMap<String, String>) -> Vec<ConfigEntry> {
     TOPIC_CONFIGS
         .iter()
-        .map(|config| config.name)
-        .filter_map(|name| {
-            let (value, source) = match configs.get(name) {
-                Some(value) => (value.clone(), SOURCE_TOPIC),
-                None => (default_value(name)?, SOURCE_DEFAULT),
+        .map(|config| {
+            let default = Synonym {
+                name: config.broker_synonym.unwrap_or(config.name).to_string(),
+                value: config.default.to_string(),
+                source: SOURCE_DEFAULT,
             };
-            Some(ConfigEntry {
-                name: name.to_string(),
-                value,
-                source,
-                config_type: config_type(name),
-            })
+            let mut synonyms = Vec::with_capacity(2);
+            if let Some(value) = configs.get(config.name) {
+                synonyms.push(Synonym {
+                    name: config.name.to_string(),
+                    value: value.clone(),
+                    source: SOURCE_TOPIC,
+                });
+            }
+            synonyms.push(default);
+            ConfigEntry {
+                name: config.name.to_string(),
+                value: synonyms[0].value.clone(),
+                source: synonyms[0].source,
+                config_type: type_code(config.config_type),
+                read_only: false,
+                synonyms,
+                documentation: config.doc,
+            }
         })
         .collect()
+}
+
+/// What a node's broker resource shows: the node's settings that Kafka
+/// clients and tools look for, as the node runs them (read-only: they come
+/// from its configuration), and the broker-wide name of every topic
+/// config's default.
+pub fn describe_broker(
+    node_id: i32,
+    kafka: &super::KafkaConfig,
+    advertised: &str,
+    groups: &crate::group::GroupConfig,
+) -> Vec<ConfigEntry> {
+    let from_node = "Set by the node's configuration (sluice config show).";
+    let ms = |d: std::time::Duration| d.as_millis().to_string();
+    let mut entries = vec![
+        ConfigEntry::fixed(
+            "advertised.listeners",
+            format!("PLAINTEXT://{advertised}"),
+            SOURCE_STATIC_BROKER,
+            TYPE_STRING,
+            from_node,
+        ),
+        ConfigEntry::fixed(
+            "auto.create.topics.enable",
+            kafka.auto_create_topics.to_string(),
+            SOURCE_STATIC_BROKER,
+            TYPE_BOOLEAN,
+            from_node,
+        ),
+        ConfigEntry::fixed(
+            "broker.id",
+            node_id.to_string(),
+            SOURCE_STATIC_BROKER,
+            TYPE_INT,
+            from_node,
+        ),
+        ConfigEntry::fixed(
+            "default.replication.factor",
+            "1".to_string(),
+            SOURCE_DEFAULT,
+            TYPE_INT,
+            "Partitions have no replicas: the object store holds every acknowledged record.",
+        ),
+        ConfigEntry::fixed(
+            "group.initial.rebalance.delay.ms",
+            ms(groups.initial_rebalance_delay),
+            SOURCE_STATIC_BROKER,
+            TYPE_INT,
+            from_node,
+        ),
+        ConfigEntry::fixed(
+            "group.max.session.timeout.ms",
+            ms(groups.session_timeout_max),
+            SOURCE_STATIC_BROKER,
+            TYPE_INT,
+            from_node,
+        ),
+        ConfigEntry::fixed(
+            "group.min.session.timeout.ms",
+            ms(groups.session_timeout_min),
+            SOURCE_STATIC_BROKER,
+            TYPE_INT,
+            from_node,
+        ),
+        ConfigEntry::fixed(
+            "node.id",
+            node_id.to_string(),
+            SOURCE_STATIC_BROKER,
+            TYPE_INT,
+            from_node,
+        ),
+        ConfigEntry::fixed(
+            "num.partitions",
+            kafka.default_partitions.to_string(),
+            SOURCE_STATIC_BROKER,
+            TYPE_INT,
+            from_node,
+        ),
+        ConfigEntry::fixed(
+            "socket.request.max.bytes",
+            kafka.request_max_bytes.to_string(),
+            SOURCE_STATIC_BROKER,
+            TYPE_INT,
+            from_node,
+        ),
+    ];
+    for config in TOPIC_CONFIGS {
+        let Some(name) = config.broker_synonym else {
+            continue;
+        };
+        if entries.iter().any(|e| e.name == name) {
+            continue;
+        }
+        entries.push(ConfigEntry::fixed(
+            name,
+            config.default.to_string(),
+            SOURCE_DEFAULT,
+            type_code(config.config_type),
+            config.doc,
+        ));
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    entries
+}
+
+/// Every config of a group resource (KIP-848 and KIP-932 names) with
+/// Kafka's defaults. They govern the new group protocols, which sluice does
+/// not serve; classic groups take their timeouts from each member's
+/// JoinGroup.
+pub fn describe_group() -> Vec<ConfigEntry> {
+    let doc = "Kafka's default, shown for tools: it governs the consumer and share group                protocols, which sluice does not serve; classic groups use the timeouts each                member sends.";
+    [
+        ("consumer.heartbeat.interval.ms", "5000", TYPE_INT),
+        ("consumer.session.timeout.ms", "45000", TYPE_INT),
+        ("share.auto.offset.reset", "latest", TYPE_STRING),
+        ("share.heartbeat.interval.ms", "5000", TYPE_INT),
+        ("share.record.lock.duration.ms", "30000", TYPE_INT),
+        ("share.session.timeout.ms", "45000", TYPE_INT),
+    ]
+    .into_iter()
+    .map(|(name, value, config_type)| {
+        ConfigEntry::fixed(name, value.to_string(), SOURCE_DEFAULT, config_type, doc)
+    })
+    .collect()
 }
 
 /// Why an admin operation on one resource (a topic, its partitions, its

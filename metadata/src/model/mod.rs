@@ -5,7 +5,13 @@
 //! topic is one put whatever its partition count.
 
 mod commit;
+mod configs;
 mod topics;
+
+pub use configs::{
+    topic_config, validate_topic_configs, Allowed, Effect, TopicConfigDef, TopicConfigType,
+    TopicSettings, DEFAULT_MAX_MESSAGE_BYTES, TOPIC_CONFIGS,
+};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,72 +30,6 @@ use crate::store::{
 pub const TOPIC_NAME_MAX_LEN: usize = 249;
 /// Most partitions one topic may have.
 pub const PARTITIONS_MAX: i32 = 10_000;
-/// Default `max.message.bytes` of a topic.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_576;
-
-/// The type of a topic config's value (Kafka's `ConfigType` names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TopicConfigType {
-    /// Text.
-    String,
-    /// A 32-bit integer.
-    Int,
-    /// A 64-bit integer.
-    Long,
-    /// A comma-separated list.
-    List,
-}
-
-/// A topic config sluice knows: its name, the value a topic that does not
-/// set it gets, and its type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TopicConfigDef {
-    /// Kafka's name.
-    pub name: &'static str,
-    /// The default.
-    pub default: &'static str,
-    /// The type.
-    pub config_type: TopicConfigType,
-}
-
-const fn config(
-    name: &'static str,
-    default: &'static str,
-    config_type: TopicConfigType,
-) -> TopicConfigDef {
-    TopicConfigDef {
-        name,
-        default,
-        config_type,
-    }
-}
-
-/// Every topic config sluice accepts, by name (unknown names are refused,
-/// as Kafka does): the one table admin APIs, validation and the HTTP
-/// configs endpoint read. `retention.ms` and `retention.bytes` default to
-/// -1 (keep forever): the archive keeps every offset readable unless a
-/// topic asks otherwise.
-pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
-    config("cleanup.policy", "delete", TopicConfigType::List),
-    config("compression.type", "producer", TopicConfigType::String),
-    config("max.message.bytes", "1048576", TopicConfigType::Int),
-    config(
-        "message.timestamp.type",
-        "CreateTime",
-        TopicConfigType::String,
-    ),
-    config("min.insync.replicas", "1", TopicConfigType::Int),
-    config("retention.bytes", "-1", TopicConfigType::Long),
-    config("retention.ms", "-1", TopicConfigType::Long),
-    config("segment.bytes", "1073741824", TopicConfigType::Long),
-    config("segment.ms", "604800000", TopicConfigType::Long),
-];
-
-/// The known topic config `name`.
-pub fn topic_config(name: &str) -> Option<&'static TopicConfigDef> {
-    TOPIC_CONFIGS.iter().find(|config| config.name == name)
-}
-
 /// Errors of the model layer.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -132,10 +72,12 @@ pub struct TopicRecord {
 impl TopicRecord {
     /// `max.message.bytes` of this topic.
     pub fn max_message_bytes(&self) -> usize {
-        self.configs
-            .get("max.message.bytes")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES)
+        self.settings().max_message_bytes()
+    }
+
+    /// The topic's configs, typed.
+    pub fn settings(&self) -> TopicSettings<'_> {
+        TopicSettings::new(&self.configs)
     }
 }
 
@@ -404,32 +346,6 @@ pub fn validate_topic_name(name: &str) -> ModelResult<()> {
     Ok(())
 }
 
-/// Check topic configs: known names, numeric values where numbers are expected.
-pub fn validate_topic_configs(configs: &BTreeMap<String, String>) -> ModelResult<()> {
-    for (name, value) in configs {
-        let Some(known) = topic_config(name) else {
-            return Err(ModelError::Invalid(format!(
-                "unknown topic config {name:?}"
-            )));
-        };
-        let numeric = matches!(
-            known.config_type,
-            TopicConfigType::Int | TopicConfigType::Long
-        );
-        if numeric && value.parse::<i64>().is_err() {
-            return Err(ModelError::Invalid(format!(
-                "config {name:?} must be an integer, got {value:?}"
-            )));
-        }
-        if name == "max.message.bytes" && value.parse::<i64>().map_or(true, |v| v <= 0) {
-            return Err(ModelError::Invalid(
-                "max.message.bytes must be positive".to_string(),
-            ));
-        }
-    }
-    Ok(())
-}
-
 impl Catalog {
     /// A catalog for `cluster` (the key namespace) over `store`.
     pub fn new(store: Arc<dyn MetaStore>, cluster: &str) -> Self {
@@ -531,16 +447,6 @@ impl Catalog {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    #[test]
-    fn the_config_table_holds_the_default_the_code_applies() {
-        let max = super::topic_config("max.message.bytes").unwrap();
-        assert_eq!(max.default, super::DEFAULT_MAX_MESSAGE_BYTES.to_string());
-        let names: Vec<&str> = super::TOPIC_CONFIGS.iter().map(|c| c.name).collect();
-        let mut sorted = names.clone();
-        sorted.sort_unstable();
-        assert_eq!(names, sorted, "kept by name, as DescribeConfigs lists them");
-    }
-
     use super::*;
     use crate::embedded::EmbeddedStore;
 
