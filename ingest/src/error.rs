@@ -39,13 +39,22 @@ pub enum ErrorKind {
     OutOfOrderSequence,
     /// An idempotent producer was fenced by a newer epoch.
     ProducerFenced,
+    /// A record breaks its topic's rules (a keyless record on a compacted
+    /// topic).
+    InvalidRecord,
+    /// A record's timestamp is outside its topic's bounds.
+    InvalidTimestamp,
 }
 
 impl ErrorKind {
     /// The HTTP status for this kind.
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorKind::InvalidInput | ErrorKind::CorruptInput | ErrorKind::InvalidTopic => 400,
+            ErrorKind::InvalidInput
+            | ErrorKind::CorruptInput
+            | ErrorKind::InvalidTopic
+            | ErrorKind::InvalidRecord
+            | ErrorKind::InvalidTimestamp => 400,
             ErrorKind::NotFound => 404,
             ErrorKind::AlreadyExists => 409,
             ErrorKind::TooLarge => 413,
@@ -77,6 +86,8 @@ impl ErrorKind {
             ErrorKind::Corrupt => ResponseError::UnknownServerError,
             ErrorKind::OutOfOrderSequence => ResponseError::OutOfOrderSequenceNumber,
             ErrorKind::ProducerFenced => ResponseError::InvalidProducerEpoch,
+            ErrorKind::InvalidRecord => ResponseError::InvalidRecord,
+            ErrorKind::InvalidTimestamp => ResponseError::InvalidTimestamp,
         }
     }
 
@@ -132,6 +143,17 @@ pub enum IngestError {
     /// The request is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// Records broke their topic's rules (see [`crate::rules`]): the batch
+    /// run is refused whole, naming each record by its index in its batch.
+    #[error("{message}")]
+    RecordsRefused {
+        /// Refused for timestamps (else for content).
+        timestamp: bool,
+        /// (index in batch, reason) of each refused record.
+        records: Vec<(i32, String)>,
+        /// Summary for the client.
+        message: String,
+    },
     /// Produced batches failed validation (framing, magic, CRC).
     #[error("corrupt record batch: {0}")]
     CorruptBatch(String),
@@ -180,6 +202,13 @@ impl IngestError {
             IngestError::TopicExists(_) => ErrorKind::AlreadyExists,
             IngestError::Invalid(_) => ErrorKind::InvalidInput,
             IngestError::CorruptBatch(_) => ErrorKind::CorruptInput,
+            IngestError::RecordsRefused { timestamp, .. } => {
+                if *timestamp {
+                    ErrorKind::InvalidTimestamp
+                } else {
+                    ErrorKind::InvalidRecord
+                }
+            }
             IngestError::TooLarge(_) => ErrorKind::TooLarge,
             IngestError::OutOfRange(_) => ErrorKind::OutOfRange,
             IngestError::Store(_)

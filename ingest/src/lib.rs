@@ -14,6 +14,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod produce;
+pub mod rules;
 pub mod writer;
 
 pub use error::{ErrorKind, IngestError, IngestResult};

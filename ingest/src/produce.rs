@@ -13,6 +13,7 @@ use sluice_segment::batch::{self, NewRecord};
 use sluice_segment::BatchSummary;
 
 use crate::error::{IngestError, IngestResult};
+use crate::rules::TopicRules;
 use crate::writer::{Pending, Writer};
 
 /// Bytes a record adds to a batch beyond its key, value and headers (an
@@ -155,6 +156,8 @@ impl Producer {
         records: Vec<(i32, NewRecord)>,
     ) -> Vec<IngestResult<Delivery>> {
         let max_bytes = topic.record.max_message_bytes();
+        let rules = TopicRules::of(topic);
+        let now_ms = self.view.catalog().clock().now_ms();
         let mut results: Vec<IngestResult<Delivery>> = Vec::with_capacity(records.len());
         // partition -> batches, each a list of (record index, record)
         let mut batches: BTreeMap<i32, Vec<Vec<(usize, NewRecord)>>> = BTreeMap::new();
@@ -167,6 +170,18 @@ impl Producer {
                     "record of about {size} bytes exceeds max.message.bytes {max_bytes} of topic {:?}",
                     topic.record.name
                 )));
+                continue;
+            }
+            // the topic's rules, record by record: only the records that
+            // break them are refused
+            if let Err(refusal) =
+                rules.check_record(record.key.is_some(), record.timestamp_ms, now_ms)
+            {
+                results[index] = Err(IngestError::RecordsRefused {
+                    timestamp: refusal.timestamp,
+                    records: vec![(0, refusal.reason.clone())],
+                    message: refusal.reason,
+                });
                 continue;
             }
             let runs = batches.entry(partition).or_default();
@@ -188,23 +203,27 @@ impl Producer {
         let mut pending: Vec<SubmittedRun> = Vec::new();
         for (partition, runs) in batches {
             for run in runs {
-                let stamps: Vec<(usize, i64)> =
-                    run.iter().map(|(i, r)| (*i, r.timestamp_ms)).collect();
+                let append_time = rules.log_append_time().then_some(now_ms);
+                let stamps: Vec<(usize, i64)> = run
+                    .iter()
+                    .map(|(i, r)| (*i, append_time.unwrap_or(r.timestamp_ms)))
+                    .collect();
                 let records: Vec<NewRecord> = run.into_iter().map(|(_, r)| r).collect();
-                let submitted = match batch::encode(&records) {
-                    Ok(bytes) => {
+                let encoded = batch::encode(&records)
+                    .map_err(|error| IngestError::Invalid(error.to_string()))
+                    .and_then(|bytes| rules.apply(bytes, now_ms));
+                let submitted = match encoded {
+                    Ok(ruled) => {
                         let summary = BatchSummary {
                             batch_count: 1,
                             offset_count: records.len() as u32,
-                            max_timestamp: records
-                                .iter()
-                                .map(|r| r.timestamp_ms)
-                                .max()
-                                .unwrap_or(-1),
+                            max_timestamp: stamps.iter().map(|(_, t)| *t).max().unwrap_or(-1),
                         };
-                        self.writer.submit(topic, partition, bytes, summary).await
+                        self.writer
+                            .submit(topic, partition, ruled.batches, summary)
+                            .await
                     }
-                    Err(error) => Err(IngestError::Invalid(error.to_string())),
+                    Err(error) => Err(error),
                 };
                 pending.push((stamps, partition, submitted));
             }

@@ -25,6 +25,8 @@ const BASE_SEQUENCE_AT: usize = 53;
 const RECORD_COUNT_AT: usize = 57;
 /// Attributes bit of a transactional batch.
 const TRANSACTIONAL_BIT: i16 = 0x10;
+/// Attribute bit of a batch whose timestamps are the broker's append time.
+const LOG_APPEND_TIME_BIT: i16 = 0x08;
 
 /// Why bytes are not a valid sequence of RecordBatch v2.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -274,6 +276,66 @@ pub fn producer_fields(bytes: &[u8]) -> Result<Vec<ProducerFields>, BatchError> 
         .collect())
 }
 
+/// One record of produced batches as a topic's rules see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordFacts {
+    /// Index of the batch in the run.
+    pub batch: usize,
+    /// Index of the record in its batch (KIP-467's `batch_index`).
+    pub index: usize,
+    /// Whether the record has a key.
+    pub has_key: bool,
+    /// Whether the record has a value (not a tombstone).
+    pub has_value: bool,
+    /// Its timestamp (ms since the epoch).
+    pub timestamp_ms: i64,
+}
+
+/// The facts of every record of `bytes` (validated batches), decompressing
+/// as needed.
+pub fn record_facts(bytes: &[u8]) -> Result<Vec<RecordFacts>, BatchError> {
+    let frames = frames(bytes, false)?;
+    let mut facts = Vec::new();
+    for (batch, frame) in frames.iter().enumerate() {
+        let end = frames.get(batch + 1).map_or(bytes.len(), |next| next.start);
+        let mut one = Bytes::copy_from_slice(&bytes[frame.start..end]);
+        let set =
+            RecordBatchDecoder::decode(&mut one).map_err(|e| BatchError::Codec(e.to_string()))?;
+        facts.extend(
+            set.records
+                .iter()
+                .enumerate()
+                .map(|(index, record)| RecordFacts {
+                    batch,
+                    index,
+                    has_key: record.key.is_some(),
+                    has_value: record.value.is_some(),
+                    timestamp_ms: record.timestamp,
+                }),
+        );
+    }
+    Ok(facts)
+}
+
+/// Mark every batch of `bytes` as stamped with the log append time `now_ms`
+/// (Kafka's LogAppendTime: the timestamp-type attribute bit and the max
+/// timestamp, which readers take as every record's timestamp), recomputing
+/// each CRC.
+pub fn set_log_append_time(bytes: &mut [u8], now_ms: i64) -> Result<(), BatchError> {
+    let frames = frames(bytes, false)?;
+    for (i, frame) in frames.iter().enumerate() {
+        let end = frames.get(i + 1).map_or(bytes.len(), |next| next.start);
+        let batch = &mut bytes[frame.start..end];
+        let attributes = i16::from_be_bytes([batch[ATTRIBUTES_AT], batch[ATTRIBUTES_AT + 1]])
+            | LOG_APPEND_TIME_BIT;
+        batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+        batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+        batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+    Ok(())
+}
+
 fn summarize_frames(frames: &[Frame]) -> BatchSummary {
     BatchSummary {
         batch_count: frames.len() as u32,
@@ -376,20 +438,28 @@ pub fn patch_base_offsets(bytes: &mut [u8], base: i64) -> Result<i64, BatchError
 }
 
 /// Decode every record of `bytes` (batches with absolute base offsets),
-/// decompressing as needed and checking each CRC.
+/// decompressing as needed and checking each CRC. Records of a batch
+/// stamped with the log append time carry that time (the batch's max
+/// timestamp), as Kafka's consumers read them.
 pub fn decode(bytes: Bytes) -> Result<Vec<StoredRecord>, BatchError> {
-    let mut buf = bytes;
-    let sets =
-        RecordBatchDecoder::decode_all(&mut buf).map_err(|e| BatchError::Codec(e.to_string()))?;
+    let frames = frames(&bytes, false)?;
     let mut out = Vec::new();
-    for set in sets {
+    for (i, frame) in frames.iter().enumerate() {
+        let end = frames.get(i + 1).map_or(bytes.len(), |next| next.start);
+        let mut one = bytes.slice(frame.start..end);
+        let set =
+            RecordBatchDecoder::decode(&mut one).map_err(|e| BatchError::Codec(e.to_string()))?;
         for record in set.records {
             if record.control {
                 continue;
             }
+            let timestamp_ms = match record.timestamp_type {
+                TimestampType::LogAppend => frame.max_timestamp,
+                TimestampType::Creation => record.timestamp,
+            };
             out.push(StoredRecord {
                 offset: record.offset,
-                timestamp_ms: record.timestamp,
+                timestamp_ms,
                 key: record.key,
                 value: record.value,
                 headers: record
@@ -451,6 +521,14 @@ pub fn offset_for_timestamp(
         let mut batch = bytes.slice(frame.start..end);
         let set =
             RecordBatchDecoder::decode(&mut batch).map_err(|e| BatchError::Codec(e.to_string()))?;
+        if let Some(first) = set
+            .records
+            .first()
+            .filter(|r| r.timestamp_type == TimestampType::LogAppend)
+        {
+            // every record of the batch carries its max timestamp
+            return Ok(Some((first.offset, frame.max_timestamp)));
+        }
         if let Some(record) = set.records.iter().find(|r| r.timestamp >= timestamp) {
             return Ok(Some((record.offset, record.timestamp)));
         }
@@ -476,6 +554,52 @@ mod tests {
                 ("n".to_string(), None),
             ],
             timestamp_ms: 1_700_000_000_000 + i,
+        }
+    }
+
+    #[test]
+    fn record_facts_see_keys_values_and_timestamps_of_every_batch() {
+        let mut keyless = record(1);
+        keyless.key = None;
+        let mut run = BytesMut::new();
+        run.extend_from_slice(&encode(&[record(0), keyless]).unwrap());
+        run.extend_from_slice(&encode_with(&[record(2)], Compression::Zstd).unwrap());
+        let facts = record_facts(&run).unwrap();
+        let seen: Vec<(usize, usize, bool, bool, i64)> = facts
+            .iter()
+            .map(|f| (f.batch, f.index, f.has_key, f.has_value, f.timestamp_ms))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (0, 0, true, false, 1_700_000_000_000),
+                (0, 1, false, true, 1_700_000_000_001),
+                (1, 0, true, true, 1_700_000_000_002),
+            ]
+        );
+    }
+
+    #[test]
+    fn log_append_time_stamps_every_batch_and_keeps_it_valid() {
+        let mut run = BytesMut::new();
+        run.extend_from_slice(&encode(&[record(1), record(2)]).unwrap());
+        run.extend_from_slice(&encode_with(&[record(4)], Compression::Lz4).unwrap());
+        set_log_append_time(&mut run, 1_800_000_000_000).unwrap();
+        let summary = validate(&run).unwrap();
+        assert_eq!(summary.max_timestamp, 1_800_000_000_000);
+        let mut bytes = run.freeze();
+        let decoded = decode(bytes.clone()).unwrap();
+        assert_eq!(decoded.len(), 3);
+        assert!(decoded.iter().all(|r| r.timestamp_ms == 1_800_000_000_000));
+        assert_eq!(
+            offset_for_timestamp(&bytes, 1_750_000_000_000).unwrap(),
+            Some((0, 1_800_000_000_000))
+        );
+        let sets = RecordBatchDecoder::decode_all(&mut bytes).unwrap();
+        for set in sets {
+            for record in set.records {
+                assert_eq!(record.timestamp_type, TimestampType::LogAppend);
+            }
         }
     }
 

@@ -104,8 +104,8 @@ fn encode<T: Encodable>(framed: &Framed, body: &T) -> Result<Bytes, ConnectionEr
 /// differs from v4 only for transactions. The ranges cover what librdkafka
 /// 2.x (kcat, confluent-kafka) and the Java client negotiate.
 pub const APIS: &[Api] = &[
-    api!(Produce, 3, 9, |c, _v, _h, r: ProduceRequest, turn| {
-        produce::handle_in_turn(c, r, turn).await
+    api!(Produce, 3, 9, |c, v, _h, r: ProduceRequest, turn| {
+        produce::handle_in_turn(c, v, r, turn).await
     }),
     // a fetch changes nothing: its long poll does not hold the turn
     api!(Fetch, 4, 12, |c, _v, _h, r: FetchRequest, turn| {

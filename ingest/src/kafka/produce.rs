@@ -9,7 +9,9 @@
 //! supported.
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use sluice_metadata::producers::ProducerBatch;
 use sluice_segment::batch;
@@ -17,11 +19,12 @@ use sluice_segment::batch;
 use super::order::Turn;
 use super::KafkaContext;
 use crate::error::{IngestError, IngestResult};
+use crate::rules::TopicRules;
 use crate::writer::Pending;
 
 /// Answer a Produce request; `None` for acks=0, which gets no response.
 pub async fn handle(context: &KafkaContext, request: ProduceRequest) -> Option<ProduceResponse> {
-    handle_in_turn(context, request, Turn::free()).await
+    handle_in_turn(context, 9, request, Turn::free()).await
 }
 
 /// [`handle`] holding the request's `turn` on its connection until every
@@ -29,6 +32,7 @@ pub async fn handle(context: &KafkaContext, request: ProduceRequest) -> Option<P
 /// after these in the log, while the wait for the commit overlaps it.
 pub async fn handle_in_turn(
     context: &KafkaContext,
+    version: i16,
     request: ProduceRequest,
     mut turn: Turn,
 ) -> Option<ProduceResponse> {
@@ -38,8 +42,10 @@ pub async fn handle_in_turn(
         // refused whole, before any topic is looked up (and auto-created)
         return Some(refuse_all(request, ResponseError::InvalidRequiredAcks));
     }
-    // (topic response, pending appends of its partitions in order)
-    let mut submitted: Vec<(TopicProduceResponse, Vec<IngestResult<Pending>>)> = Vec::new();
+    let now_ms = context.view.catalog().clock().now_ms();
+    // (topic response, pending appends of its partitions in order, each
+    // with the log append time it was stamped with)
+    let mut submitted: Vec<(TopicProduceResponse, Vec<IngestResult<Stamped>>)> = Vec::new();
     for topic_data in request.topic_data {
         let name = topic_data.name.0.to_string();
         // like Kafka's auto.create.topics.enable, a produce to an unknown
@@ -70,14 +76,19 @@ pub async fn handle_in_turn(
                         records.len()
                     )));
                 }
-                let summary = batch::validate(&records)
+                let mut summary = batch::validate(&records)
                     .map_err(|error| IngestError::CorruptBatch(error.to_string()))?;
                 let producer = producer_batch(&records)?;
-                context
+                let ruled = TopicRules::of(&topic).apply(records, now_ms)?;
+                if let Some(stamp) = ruled.log_append_time_ms {
+                    summary.max_timestamp = stamp;
+                }
+                let pending = context
                     .producer
                     .writer()
-                    .submit_idempotent(&topic, index, records, summary, producer)
-                    .await
+                    .submit_idempotent(&topic, index, ruled.batches, summary, producer)
+                    .await?;
+                Ok((pending, ruled.log_append_time_ms))
             };
             pending.push(append.await);
         }
@@ -97,12 +108,13 @@ pub async fn handle_in_turn(
         let topic = context.view.topic(&topic_response.name.0.to_string());
         for (partition, pending) in topic_response.partition_responses.iter_mut().zip(pending) {
             let result = match pending {
-                Ok(pending) => pending.wait().await,
+                Ok((pending, stamp)) => pending.wait().await.map(|base| (base, stamp)),
                 Err(error) => Err(error),
             };
             match result {
-                Ok(base_offset) => {
+                Ok((base_offset, stamp)) => {
                     partition.base_offset = base_offset;
+                    partition.log_append_time_ms = stamp.unwrap_or(-1);
                     partition.log_start_offset = topic.as_ref().map_or(0, |t| {
                         context
                             .view
@@ -111,6 +123,19 @@ pub async fn handle_in_turn(
                     });
                 }
                 Err(error) => {
+                    if let (IngestError::RecordsRefused { records, .. }, true) =
+                        (&error, version >= 8)
+                    {
+                        // KIP-467: which records of the batch, and why
+                        partition.record_errors = records
+                            .iter()
+                            .map(|(index, reason)| {
+                                BatchIndexAndErrorMessage::default()
+                                    .with_batch_index(*index)
+                                    .with_batch_index_error_message(Some(reason.clone().into()))
+                            })
+                            .collect();
+                    }
                     partition.error_code = error.kind().kafka_error_code();
                     partition.error_message = Some(error.to_string().into());
                     partition.base_offset = -1;
@@ -121,6 +146,9 @@ pub async fn handle_in_turn(
     }
     Some(ProduceResponse::default().with_responses(responses))
 }
+
+/// A pending append and the log append time its batches were stamped with.
+type Stamped = (Pending, Option<i64>);
 
 /// Every partition of `request` answered with `error`.
 fn refuse_all(request: ProduceRequest, error: ResponseError) -> ProduceResponse {
@@ -576,6 +604,109 @@ mod tests {
             .as_str()
             .contains("transactional"));
         assert_eq!(high_watermark(&node, "orders", 0), 0);
+    }
+
+    fn keyless(value: &str) -> NewRecord {
+        NewRecord {
+            key: None,
+            ..record(value)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_compacted_topic_refuses_keyless_records_naming_each() {
+        let node = TestNode::start().await;
+        node.topic_with("accounts", &[("cleanup.policy", "compact")])
+            .await;
+        let batch = batch::encode(&[record("a"), keyless("b"), keyless("c")]).unwrap();
+        let answer = produce_one(&node, "accounts", 0, Some(batch)).await;
+        assert_eq!(answer.error_code, ResponseError::InvalidRecord.code());
+        assert_eq!(answer.base_offset, -1);
+        let indexes: Vec<i32> = answer.record_errors.iter().map(|e| e.batch_index).collect();
+        assert_eq!(indexes, vec![1, 2]);
+        let message = answer.error_message.unwrap();
+        assert!(message.contains("without a key"), "{message}");
+        assert!(answer.record_errors[0]
+            .batch_index_error_message
+            .as_ref()
+            .unwrap()
+            .contains("without a key"));
+        assert_eq!(high_watermark(&node, "accounts", 0), 0, "nothing stored");
+        // keyed records pass
+        let answer = produce_one(&node, "accounts", 0, Some(plain(&["a", "b"]))).await;
+        assert_eq!((answer.error_code, answer.base_offset), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn record_errors_are_left_out_before_version_eight() {
+        let node = TestNode::start().await;
+        node.topic_with("accounts", &[("cleanup.policy", "compact")])
+            .await;
+        let batch = batch::encode(&[keyless("b")]).unwrap();
+        let response = handle_in_turn(
+            &node.context,
+            7,
+            request(-1, "accounts", vec![partition(0, Some(batch))]),
+            Turn::free(),
+        )
+        .await
+        .unwrap();
+        let answer = &response.responses[0].partition_responses[0];
+        assert_eq!(answer.error_code, ResponseError::InvalidRecord.code());
+        assert!(answer.record_errors.is_empty());
+    }
+
+    #[tokio::test]
+    async fn timestamps_outside_the_topic_bounds_are_invalid_timestamp() {
+        let node = TestNode::start().await;
+        node.topic_with(
+            "clicks",
+            &[
+                ("message.timestamp.before.max.ms", "60000"),
+                ("message.timestamp.after.max.ms", "60000"),
+            ],
+        )
+        .await;
+        let now = node.context.view.catalog().clock().now_ms();
+        let mut old = record("old");
+        old.timestamp_ms = now - 3_600_000;
+        let mut fresh = record("fresh");
+        fresh.timestamp_ms = now;
+        let batch = batch::encode(&[fresh.clone(), old]).unwrap();
+        let answer = produce_one(&node, "clicks", 0, Some(batch)).await;
+        assert_eq!(answer.error_code, ResponseError::InvalidTimestamp.code());
+        assert_eq!(answer.record_errors.len(), 1);
+        assert_eq!(answer.record_errors[0].batch_index, 1);
+        let answer = produce_one(&node, "clicks", 0, Some(batch::encode(&[fresh]).unwrap())).await;
+        assert_eq!((answer.error_code, answer.base_offset), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_log_append_time_topic_stamps_batches_and_answers_the_time() {
+        let node = TestNode::start().await;
+        node.topic_with("audit", &[("message.timestamp.type", "LogAppendTime")])
+            .await;
+        let before = node.context.view.catalog().clock().now_ms();
+        let answer = produce_one(&node, "audit", 0, Some(plain(&["a", "b"]))).await;
+        assert_eq!(answer.error_code, 0);
+        let stamp = answer.log_append_time_ms;
+        assert!(stamp >= before, "{stamp} < {before}");
+        let plain_answer = {
+            node.topic("plain", 1).await;
+            produce_one(&node, "plain", 0, Some(plain(&["a"]))).await
+        };
+        assert_eq!(plain_answer.log_append_time_ms, -1);
+        // what is stored carries the append time for every record
+        let topic = node.context.view.topic("audit").unwrap();
+        let chunks = node
+            .context
+            .reader
+            .read(&topic.record.id, 0, 0, 1 << 20)
+            .await
+            .unwrap();
+        let records = batch::decode(chunks[0].batches.clone()).unwrap();
+        assert_eq!(records.len(), 2);
+        assert!(records.iter().all(|r| r.timestamp_ms == stamp));
     }
 
     #[tokio::test]
