@@ -373,15 +373,22 @@ impl Controller {
         entries: &[IndexEntry],
         now: i64,
     ) -> Result<usize, CompactorError> {
-        let config = |name: &str| {
-            topic
-                .record
-                .configs
-                .get(name)
-                .and_then(|v| v.parse::<i64>().ok())
+        // a topic compacted without the delete policy keeps every key's
+        // latest record whatever its age
+        let settings = topic.record.settings();
+        let (retention_ms, retention_bytes) = if settings.deletes() {
+            (
+                settings.long("retention.ms"),
+                settings.long("retention.bytes"),
+            )
+        } else {
+            (None, None)
         };
-        let (retention_ms, retention_bytes) = (config("retention.ms"), config("retention.bytes"));
-        if plan::retention_cut(entries, now, retention_ms, retention_bytes) == 0 {
+        let log_start = self
+            .view
+            .snapshot(&topic.record.id, partition)
+            .log_start_offset;
+        if plan::retention_cut(entries, now, retention_ms, retention_bytes, log_start) == 0 {
             return Ok(0);
         }
         // decide again on the index as stored, guarding each entry by its
@@ -391,7 +398,7 @@ impl Controller {
             .partition_entries(&topic.record.id, partition)
             .await?;
         let entries: Vec<IndexEntry> = stored.iter().map(|(_, e)| e.clone()).collect();
-        let cut = plan::retention_cut(&entries, now, retention_ms, retention_bytes);
+        let cut = plan::retention_cut(&entries, now, retention_ms, retention_bytes, log_start);
         if cut == 0 {
             return Ok(0);
         }
@@ -583,5 +590,61 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn runs_below_a_deleted_records_start_are_dropped_and_the_start_kept() {
+        let (controller, _clock) = controller(BTreeMap::new()).await;
+        let topic = controller.view.topic("orders").unwrap();
+        let entries = || async {
+            controller
+                .catalog
+                .partition_entries(&topic.record.id, 0)
+                .await
+                .unwrap()
+                .len()
+        };
+        // DeleteRecords inside the run: it still holds readable offsets
+        controller
+            .view
+            .advance_log_start(&topic, 0, 7)
+            .await
+            .unwrap();
+        controller.tick().await.unwrap();
+        assert_eq!(entries().await, 1);
+        // to the high watermark: the run is wholly below and goes
+        controller
+            .view
+            .advance_log_start(&topic, 0, -1)
+            .await
+            .unwrap();
+        controller.tick().await.unwrap();
+        assert_eq!(entries().await, 0);
+        let head = controller
+            .catalog
+            .head(&topic.record.id, 0)
+            .await
+            .unwrap()
+            .head;
+        assert_eq!((head.log_start_offset, head.next_offset), (10, 10));
+    }
+
+    #[tokio::test]
+    async fn a_compacted_topic_without_delete_ignores_retention() {
+        let configs = BTreeMap::from([
+            ("retention.ms".to_string(), "1000".to_string()),
+            ("cleanup.policy".to_string(), "compact".to_string()),
+        ]);
+        let (controller, clock) = controller(configs).await;
+        let topic = controller.view.topic("orders").unwrap();
+        clock.advance(60_000);
+        controller.tick().await.unwrap();
+        let head = controller
+            .catalog
+            .head(&topic.record.id, 0)
+            .await
+            .unwrap()
+            .head;
+        assert_eq!(head.log_start_offset, 0);
     }
 }

@@ -103,15 +103,21 @@ fn sentinel() -> IndexEntry {
 }
 
 /// How many runs at the start of `entries` retention drops: every run
-/// whose newest record is older than `retention_ms` (when set), then the
-/// oldest runs while the partition holds more than `retention_bytes` (when
-/// set). Runs are dropped whole, as Kafka drops whole segments.
+/// wholly below the partition's `log_start` (moved by DeleteRecords), every
+/// run whose newest record is older than `retention_ms` (when set), then
+/// the oldest runs while the partition holds more than `retention_bytes`
+/// (when set). Runs are dropped whole, as Kafka drops whole segments.
 pub fn retention_cut(
     entries: &[IndexEntry],
     now_ms: i64,
     retention_ms: Option<i64>,
     retention_bytes: Option<i64>,
+    log_start: i64,
 ) -> usize {
+    let below = entries
+        .iter()
+        .take_while(|e| e.end_offset() <= log_start)
+        .count();
     let mut cut = 0;
     if let Some(ms) = retention_ms.filter(|ms| *ms >= 0) {
         cut = entries
@@ -126,7 +132,7 @@ pub fn retention_cut(
             cut += 1;
         }
     }
-    cut
+    cut.max(below)
 }
 
 #[cfg(test)]
@@ -225,12 +231,27 @@ mod tests {
             segment(10, 10, 2_000),
             segment(20, 10, 3_000),
         ];
-        assert_eq!(retention_cut(&entries, 10_000, Some(-1), None), 0);
-        assert_eq!(retention_cut(&entries, 10_000, Some(8_500), None), 1);
-        assert_eq!(retention_cut(&entries, 10_000, Some(7_000), None), 2);
-        assert_eq!(retention_cut(&entries, 10_000, Some(1), None), 3);
-        assert_eq!(retention_cut(&entries, 10_000, None, Some(2_000)), 1);
-        assert_eq!(retention_cut(&entries, 10_000, None, Some(999)), 3);
-        assert_eq!(retention_cut(&entries, 10_000, None, Some(-1)), 0);
+        assert_eq!(retention_cut(&entries, 10_000, Some(-1), None, 0), 0);
+        assert_eq!(retention_cut(&entries, 10_000, Some(8_500), None, 0), 1);
+        assert_eq!(retention_cut(&entries, 10_000, Some(7_000), None, 0), 2);
+        assert_eq!(retention_cut(&entries, 10_000, Some(1), None, 0), 3);
+        assert_eq!(retention_cut(&entries, 10_000, None, Some(2_000), 0), 1);
+        assert_eq!(retention_cut(&entries, 10_000, None, Some(999), 0), 3);
+        assert_eq!(retention_cut(&entries, 10_000, None, Some(-1), 0), 0);
+    }
+
+    #[test]
+    fn runs_wholly_below_the_log_start_are_dropped() {
+        let entries = vec![
+            segment(0, 10, 1_000),
+            segment(10, 10, 2_000),
+            segment(20, 10, 3_000),
+        ];
+        // DeleteRecords to 15: the first run is gone, the second still
+        // holds readable offsets
+        assert_eq!(retention_cut(&entries, 10_000, None, None, 15), 1);
+        assert_eq!(retention_cut(&entries, 10_000, None, None, 20), 2);
+        assert_eq!(retention_cut(&entries, 10_000, Some(8_500), None, 20), 2);
+        assert_eq!(retention_cut(&entries, 10_000, None, None, 30), 3);
     }
 }

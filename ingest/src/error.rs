@@ -244,6 +244,7 @@ impl From<ModelError> for IngestError {
             ModelError::TopicExists(name) => IngestError::TopicExists(name),
             ModelError::UnknownTopic(name) => IngestError::UnknownTopic(name),
             ModelError::Invalid(reason) => IngestError::Invalid(reason),
+            ModelError::OutOfRange(reason) => IngestError::OutOfRange(reason),
             ModelError::Concurrent(_) => IngestError::Meta(Arc::new(error)),
         }
     }

@@ -327,17 +327,17 @@ impl Catalog {
             return Ok(None);
         };
         let mut head: Head = self.decode_head(&head_kv)?.head;
-        let new_start = last.end_offset();
-        if new_start <= head.log_start_offset {
-            return Ok(None);
-        }
+        // runs below a start DeleteRecords set are dropped without moving it
+        let new_start = last.end_offset().max(head.log_start_offset);
+        let moved = new_start > head.log_start_offset;
         head.log_start_offset = new_start;
-        let mut compares = vec![Compare::mod_revision(
-            head_key.clone(),
-            CmpOp::Equal,
-            head_kv.mod_revision,
-        )];
-        let mut ops = vec![TxnOp::put(head_key, encode_json(&head))];
+        let compares_head =
+            Compare::mod_revision(head_key.clone(), CmpOp::Equal, head_kv.mod_revision);
+        let mut compares = vec![compares_head];
+        let mut ops = Vec::new();
+        if moved {
+            ops.push(TxnOp::put(head_key, encode_json(&head)));
+        }
         for (kv, _) in dropped {
             compares.push(Compare::mod_revision(
                 kv.key.clone(),

@@ -369,6 +369,31 @@ impl ClusterView {
         Ok(outcome)
     }
 
+    /// Move a partition's log start forward ([`Catalog::advance_log_start`]),
+    /// applied to this view before this returns.
+    pub async fn advance_log_start(
+        &self,
+        topic: &Topic,
+        partition: i32,
+        offset: i64,
+    ) -> ModelResult<HeadState> {
+        let head = self
+            .catalog
+            .advance_log_start(topic, partition, offset)
+            .await?;
+        let mut state = self.write();
+        if state
+            .topics
+            .values()
+            .any(|t| t.record.id == topic.record.id)
+        {
+            state
+                .partition_mut(&topic.record.id, partition)
+                .set_head(head.clone());
+        }
+        Ok(head)
+    }
+
     /// The head of a partition as last seen (absent = empty partition).
     pub fn head(&self, topic_id: &str, partition: i32) -> HeadState {
         self.read()

@@ -94,6 +94,7 @@ mod tests {
                 ApiKey::OffsetDelete => kafka_protocol::messages::OffsetDeleteRequest::VERSIONS,
                 ApiKey::CreateTopics => kafka_protocol::messages::CreateTopicsRequest::VERSIONS,
                 ApiKey::DeleteTopics => kafka_protocol::messages::DeleteTopicsRequest::VERSIONS,
+                ApiKey::DeleteRecords => kafka_protocol::messages::DeleteRecordsRequest::VERSIONS,
                 ApiKey::CreatePartitions => {
                     kafka_protocol::messages::CreatePartitionsRequest::VERSIONS
                 }

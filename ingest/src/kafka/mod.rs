@@ -55,6 +55,7 @@ pub mod init_producer_id;
 pub mod alter_configs;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;

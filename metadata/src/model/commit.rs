@@ -147,3 +147,69 @@ impl Catalog {
         (2 * chunks).max(chunks + topics)
     }
 }
+
+/// Most compare-and-swap rounds [`Catalog::advance_log_start`] tries
+/// before giving up (each lost round means a commit landed meanwhile).
+const LOG_START_ATTEMPTS_MAX: u32 = 16;
+
+impl Catalog {
+    /// Move a partition's log start forward to `offset` (Kafka's
+    /// DeleteRecords; -1 means the high watermark), guarded by the head and
+    /// the topic. Records below it are no longer readable; the compactor
+    /// drops the runs that lie wholly below it. A start at or below the
+    /// current one changes nothing. Returns the head as stored.
+    pub async fn advance_log_start(
+        &self,
+        topic: &Topic,
+        partition: i32,
+        offset: i64,
+    ) -> ModelResult<HeadState> {
+        let key = self.keys().head(&topic.record.id, partition);
+        for _ in 0..LOG_START_ATTEMPTS_MAX {
+            let current = self.head(&topic.record.id, partition).await?;
+            let high_watermark = current.head.next_offset;
+            let wanted = if offset == -1 { high_watermark } else { offset };
+            if wanted < 0 || wanted > high_watermark {
+                return Err(ModelError::OutOfRange(format!(
+                    "offset {offset} is outside 0..={high_watermark} of {}/{partition}",
+                    topic.record.name
+                )));
+            }
+            if wanted <= current.head.log_start_offset {
+                return Ok(current);
+            }
+            let mut head = current.head.clone();
+            head.log_start_offset = wanted;
+            let response = self
+                .store()
+                .txn(
+                    Txn::new()
+                        .when([
+                            Compare::mod_revision(key.clone(), CmpOp::Equal, current.mod_revision),
+                            Compare::create_revision(
+                                self.keys().topic(&topic.record.name),
+                                CmpOp::Equal,
+                                topic.create_revision,
+                            ),
+                        ])
+                        .and_then([TxnOp::put(key.clone(), encode_json(&head))]),
+                )
+                .await?;
+            if response.succeeded {
+                return Ok(HeadState {
+                    head,
+                    mod_revision: response.revision,
+                });
+            }
+            if self
+                .get_topic(&topic.record.name)
+                .await?
+                .map(|t| t.create_revision)
+                != Some(topic.create_revision)
+            {
+                return Err(ModelError::UnknownTopic(topic.record.name.clone()));
+            }
+        }
+        Err(ModelError::Concurrent(topic.record.name.clone()))
+    }
+}

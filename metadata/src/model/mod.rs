@@ -45,6 +45,9 @@ pub enum ModelError {
     /// The request is not valid (bad name, partition count, config).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// An offset outside a partition's range.
+    #[error("{0}")]
+    OutOfRange(String),
     /// The topic changed under a read-modify-write; the caller may retry.
     #[error("topic {0:?} changed concurrently")]
     Concurrent(String),
