@@ -333,7 +333,17 @@ impl Controller {
                 if pending.contains(&(topic.record.id.as_str(), partition)) {
                     continue;
                 }
-                if let Some((kind, first, end)) = plan::next_job(&entries, now, &self.config) {
+                let settings = topic.record.settings();
+                let next = if settings.compacted() {
+                    let lags = plan::CompactionLags {
+                        min_ms: settings.long("min.compaction.lag.ms").unwrap_or(0),
+                        max_ms: settings.long("max.compaction.lag.ms").unwrap_or(i64::MAX),
+                    };
+                    plan::next_compaction(&entries, now, lags, &self.config)
+                } else {
+                    plan::next_job(&entries, now, &self.config)
+                };
+                if let Some((kind, first, end)) = next {
                     let job = Job {
                         kind,
                         topic: topic.record.name.clone(),

@@ -23,13 +23,13 @@ use sluice_fetch::Reader;
 use sluice_metadata::compaction::StoredEntry;
 use sluice_metadata::model::{ArchiveRef, Catalog, IndexEntry, SegmentRef};
 use sluice_metadata::{LeaseId, Revision};
-use sluice_segment::archive::{ArchiveWriteOptions, ArchiveWriter};
-use sluice_segment::batch;
+use sluice_segment::archive::{self, ArchiveWriteOptions, ArchiveWriter};
+use sluice_segment::batch::{self, StoredRecord};
 use sluice_segment::paths::ArchiveFile;
 use tracing::{debug, info, warn};
 
-use crate::metrics;
 use crate::CompactorError;
+use crate::{keyed, metrics};
 
 pub use sluice_metadata::compaction::{Claim, Job, JobKind, StoredJob};
 
@@ -127,7 +127,7 @@ async fn job_entries(
             return Ok(Err(format!("the index has no run at offset {next}")));
         }
         let archived = entry.archive.is_some();
-        if archived != (job.kind == JobKind::Merge) {
+        if job.kind != JobKind::Compact && archived != (job.kind == JobKind::Merge) {
             return Ok(Err(format!(
                 "the run at offset {next} is already {}",
                 if archived { "archived" } else { "a segment" }
@@ -155,7 +155,25 @@ async fn run_claimed(
         Err(reason) => return Ok(JobOutcome::Abandoned(reason)),
     };
     let started = std::time::Instant::now();
+    let compact = job.kind == JobKind::Compact;
+    let delete_retention_ms = if compact {
+        match ctx.catalog.get_topic(&job.topic).await? {
+            Some(topic) if topic.create_revision == job.topic_create_revision => topic
+                .record
+                .settings()
+                .long("delete.retention.ms")
+                .unwrap_or(0),
+            _ => return Ok(JobOutcome::Abandoned("the topic is gone".into())),
+        }
+    } else {
+        0
+    };
     let mut writer = ArchiveWriter::new(&job.topic, job.partition, ctx.write)?;
+    if compact {
+        writer = writer.compacted();
+    }
+    // a compaction sees every record of the job before it keeps any
+    let mut collected: Vec<StoredRecord> = Vec::new();
     let mut input_bytes = 0u64;
     for (_, entry) in &entries {
         match &entry.archive {
@@ -167,7 +185,11 @@ async fn run_claimed(
                 input_bytes += bytes.len() as u64;
                 let records = batch::decode(bytes)
                     .map_err(|e| CompactorError::Corrupt(format!("{}: {e}", entry.segment)))?;
-                writer.write_records(&records)?;
+                if compact {
+                    collected.extend(records);
+                } else {
+                    writer.write_records(&records)?;
+                }
             }
             Some(archive) => {
                 input_bytes += entry.object_bytes;
@@ -179,12 +201,23 @@ async fn run_claimed(
                     .with_batch_size(8192)
                     .build()?;
                 while let Some(batch) = stream.try_next().await? {
-                    writer.write_batch(&batch)?;
+                    if compact {
+                        collected.extend(archive::records_of(&batch)?);
+                    } else {
+                        writer.write_batch(&batch)?;
+                    }
                 }
             }
         }
     }
-    if writer.rows() != (job.end - job.first) as u64 {
+    let mut tombstones_expire_ms = None;
+    if compact {
+        let now_ms = ctx.catalog.clock().now_ms();
+        let compacted = keyed::compact(collected, now_ms, delete_retention_ms);
+        writer.write_records(&compacted.records)?;
+        tombstones_expire_ms = compacted.tombstones_expire_ms;
+        metrics::COMPACTED_AWAY.inc_by(compacted.dropped as u64);
+    } else if writer.rows() != (job.end - job.first) as u64 {
         return Err(CompactorError::Corrupt(format!(
             "runs {}..{} of {}/{} hold {} records",
             job.first,
@@ -225,6 +258,8 @@ async fn run_claimed(
             path: path.clone(),
             id: ulid::Ulid::new().to_string(),
             row_groups: file.row_groups.clone(),
+            compacted: compact,
+            tombstones_expire_ms,
         }),
     };
     let published = ctx
@@ -321,21 +356,32 @@ mod tests {
         topic_id: String,
     }
 
-    /// A topic whose partition 0 holds `runs` segment runs of 10 records.
+    /// A topic whose partition 0 holds `runs` segment runs of 10 records,
+    /// each with a key of its own; the fourth of each run is a tombstone.
     async fn fixture(runs: usize) -> Fixture {
+        fixture_of(runs, &[], |run, i| format!("k{run}-{i}")).await
+    }
+
+    /// [`fixture`] of a topic with `configs`, keys named by `key(run, i)`.
+    async fn fixture_of(
+        runs: usize,
+        configs: &[(&str, &str)],
+        key: fn(usize, usize) -> String,
+    ) -> Fixture {
         let meta: Arc<dyn MetaStore> = Arc::new(EmbeddedStore::in_memory());
         let catalog = Catalog::new(meta, "t");
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let topic = catalog
-            .create_topic("orders", 1, BTreeMap::new())
-            .await
-            .unwrap();
+        let configs = configs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let topic = catalog.create_topic("orders", 1, configs).await.unwrap();
         let mut head = HeadState::default();
         let mut records = Vec::new();
         for run in 0..runs {
             let new: Vec<NewRecord> = (0..10)
                 .map(|i| NewRecord {
-                    key: Some(Bytes::from(format!("k{run}-{i}"))),
+                    key: Some(Bytes::from(key(run, i))),
                     value: (i != 3).then(|| Bytes::from(vec![run as u8, i as u8, 0xff])),
                     headers: vec![("h".into(), Some(Bytes::from_static(b"x")))],
                     timestamp_ms: 1_000 + (run * 10 + i) as i64,
@@ -524,6 +570,8 @@ mod tests {
                 path: "archive/orders/partition=0/0-29.parquet".into(),
                 id: "x".into(),
                 row_groups: vec![0],
+                compacted: false,
+                tombstones_expire_ms: None,
             }),
             ..stale[0].1.clone()
         };
@@ -548,5 +596,83 @@ mod tests {
             f.catalog.store().get(&job.key).await.unwrap().is_none(),
             "obsolete job dropped"
         );
+    }
+
+    /// The last record of each key of `records`, in offset order.
+    fn latest_per_key(records: &[StoredRecord]) -> Vec<StoredRecord> {
+        let mut last: BTreeMap<Bytes, StoredRecord> = BTreeMap::new();
+        for record in records {
+            last.insert(record.key.clone().unwrap(), record.clone());
+        }
+        let mut kept: Vec<StoredRecord> = last.into_values().collect();
+        kept.sort_by_key(|r| r.offset);
+        kept
+    }
+
+    #[tokio::test]
+    async fn a_compaction_keeps_the_latest_record_per_key_and_later_drops_tombstones() {
+        // 40 records over 7 keys; offsets 3, 13, 23 and 33 are tombstones
+        let f = fixture_of(
+            4,
+            &[
+                ("cleanup.policy", "compact"),
+                ("delete.retention.ms", "9223372036854775807"),
+            ],
+            |run, i| format!("k{}", (run * 10 + i) % 7),
+        )
+        .await;
+        let job = f.job(JobKind::Compact, 0, 40).await;
+        let lease = f.catalog.store().lease_grant(30).await.unwrap();
+        let ctx = f.ctx(1);
+        let claimed = claim(&ctx, &job, lease).await.unwrap().unwrap();
+        let JobOutcome::Published(entry) = run(&ctx, &job, claimed).await.unwrap() else {
+            panic!("not published")
+        };
+        let expected = latest_per_key(&f.records);
+        assert_eq!(expected.len(), 7);
+        assert!(
+            expected.iter().any(|r| r.value.is_none()),
+            "a tombstone is the latest of its key"
+        );
+        let archive = entry.archive.clone().unwrap();
+        assert!(archive.compacted);
+        assert!(archive.tombstones_expire_ms.is_some());
+        assert_eq!((entry.base_offset, entry.end_offset()), (0, 40));
+        settle(&f, 1).await;
+        // read back through the reader: only the latest records, at their offsets
+        assert_eq!(f.read_all().await, expected);
+
+        // tombstones may go now: the next compaction drops them
+        f.catalog
+            .update_topic_configs("orders", |configs| {
+                let mut configs = configs.clone();
+                configs.insert("delete.retention.ms".into(), "0".into());
+                Ok(configs)
+            })
+            .await
+            .unwrap();
+        let job = f.job(JobKind::Compact, 0, 40).await;
+        let claimed = claim(&ctx, &job, lease).await.unwrap().unwrap();
+        let JobOutcome::Published(entry) = run(&ctx, &job, claimed).await.unwrap() else {
+            panic!("not published")
+        };
+        assert_eq!(entry.archive.as_ref().unwrap().tombstones_expire_ms, None);
+        for _ in 0..200 {
+            if f.view.entries(&f.topic_id, 0)[0].archive == entry.archive {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let live: Vec<StoredRecord> = expected.into_iter().filter(|r| r.value.is_some()).collect();
+        let reader = Reader::new(f.store.clone(), f.view.clone());
+        let mut seen = Vec::new();
+        for chunk in reader.read(&f.topic_id, 0, 0, 1 << 20).await.unwrap() {
+            seen.extend(batch::decode(chunk.batches).unwrap());
+        }
+        assert_eq!(seen, live);
+        // a read from inside a gap moves on to the next record kept
+        let after_gap = reader.read(&f.topic_id, 0, 1, 1 << 20).await.unwrap();
+        let first = batch::decode(after_gap[0].batches.clone()).unwrap();
+        assert_eq!(first[0].offset, live[0].offset);
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod controller;
 pub mod jobs;
+pub mod keyed;
 pub mod metrics;
 pub mod plan;
 

@@ -33,6 +33,14 @@ pub static COMPACTED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
         "segment bytes rolled into archive files by this node",
     )
 });
+/// Records compaction of key-compacted topics dropped on this node.
+pub static COMPACTED_AWAY: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "sluice_compacted_away_records_total",
+        "records of key-compacted topics dropped by compaction on this node (superseded, \
+         keyless, expired tombstones)",
+    )
+});
 /// Parquet bytes written by this node (rolls and merges).
 pub static ARCHIVE_BYTES_WRITTEN: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(

@@ -85,6 +85,78 @@ pub fn next_job(
     None
 }
 
+/// The settings of a key-compacted topic that decide when its partitions
+/// are compacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionLags {
+    /// `min.compaction.lag.ms`: a run stays uncompacted at least this long
+    /// after its commit.
+    pub min_ms: i64,
+    /// `max.compaction.lag.ms`: a run is compacted at the latest this long
+    /// after its commit.
+    pub max_ms: i64,
+}
+
+/// The next job for a partition of a key-compacted topic, as
+/// (`Compact`, first offset, end offset), or `None` when nothing is due.
+///
+/// A compaction rewrites the partition's archive files (already compacted)
+/// and the segment runs after them that are at least `min_ms` old into one
+/// file that keeps the latest record of each key, so the archive is always
+/// the compacted log. It is due when the oldest such run was committed
+/// half of `archive_max_lag` ago or `max_ms` ago (whichever comes first),
+/// when those runs reach a job's size, when a tombstone kept in an archive
+/// file may now be dropped, or when the archive is more than one file or
+/// holds a file that is not compacted (the topic became compacted later).
+pub fn next_compaction(
+    entries: &[IndexEntry],
+    now_ms: i64,
+    lags: CompactionLags,
+    config: &CompactorConfig,
+) -> Option<(JobKind, i64, i64)> {
+    let first = entries.first()?;
+    let max_entries = config.entries_per_job_max();
+    let archived = entries
+        .iter()
+        .take(max_entries)
+        .take_while(|e| e.archive.is_some())
+        .count();
+    let settled = now_ms.saturating_sub(lags.min_ms.max(0));
+    let mut taken = 0u64;
+    let dirty: Vec<&IndexEntry> = entries[archived..]
+        .iter()
+        .take(max_entries.saturating_sub(archived))
+        .take_while(|e| e.archive.is_none() && e.committed_ms <= settled)
+        .take_while(|e| {
+            let fits = taken == 0 || taken + u64::from(e.len) <= config.roll_bytes_max;
+            taken += u64::from(e.len);
+            fits
+        })
+        .collect();
+    let dirty_bytes: u64 = dirty.iter().map(|e| u64::from(e.len)).sum();
+    let half_lag = (config.archive_max_lag.as_millis() / 2) as i64;
+    let due_dirty = dirty.first().is_some_and(|oldest| {
+        now_ms - oldest.committed_ms >= half_lag.min(lags.max_ms.max(0))
+            || dirty_bytes >= config.roll_bytes_max
+            || archived + dirty.len() >= max_entries
+    });
+    let archives = &entries[..archived];
+    let due_archive = archives.len() > 1
+        || archives.iter().any(|e| {
+            e.archive.as_ref().is_some_and(|a| {
+                !a.compacted || a.tombstones_expire_ms.is_some_and(|t| t <= now_ms)
+            })
+        });
+    if !(due_dirty || due_archive) {
+        return None;
+    }
+    let end = match dirty.last() {
+        Some(last) => last.end_offset(),
+        None => archives.last()?.end_offset(),
+    };
+    Some((JobKind::Compact, first.base_offset, end))
+}
+
 /// An entry that ends every stretch.
 fn sentinel() -> IndexEntry {
     IndexEntry {
@@ -167,6 +239,8 @@ mod tests {
                 path: format!("a/{base}"),
                 id: "x".into(),
                 row_groups: vec![base],
+                compacted: false,
+                tombstones_expire_ms: None,
             }),
             ..segment(base, count, 0)
         }
@@ -253,5 +327,80 @@ mod tests {
         assert_eq!(retention_cut(&entries, 10_000, None, None, 20), 2);
         assert_eq!(retention_cut(&entries, 10_000, Some(8_500), None, 20), 2);
         assert_eq!(retention_cut(&entries, 10_000, None, None, 30), 3);
+    }
+
+    fn compacted_file(base: i64, count: u32, tombstones_expire_ms: Option<i64>) -> IndexEntry {
+        let mut entry = archived(base, count, 1_000);
+        if let Some(a) = entry.archive.as_mut() {
+            a.compacted = true;
+            a.tombstones_expire_ms = tombstones_expire_ms;
+        }
+        entry
+    }
+
+    const LAGS: CompactionLags = CompactionLags {
+        min_ms: 0,
+        max_ms: i64::MAX,
+    };
+
+    #[test]
+    fn a_compaction_covers_the_archive_and_the_settled_runs_once_due() {
+        let config = config();
+        let half_lag = config.archive_max_lag.as_millis() as i64 / 2;
+        let entries = vec![
+            compacted_file(0, 100, None),
+            segment(100, 10, 1_000),
+            segment(110, 10, 2_000),
+        ];
+        assert_eq!(next_compaction(&entries, 1_000, LAGS, &config), None);
+        assert_eq!(
+            next_compaction(&entries, 1_000 + half_lag, LAGS, &config),
+            Some((JobKind::Compact, 0, 120))
+        );
+        // min lag: only runs old enough are compacted
+        let lags = CompactionLags {
+            min_ms: half_lag,
+            max_ms: i64::MAX,
+        };
+        assert_eq!(
+            next_compaction(&entries, 1_500 + half_lag, lags, &config),
+            Some((JobKind::Compact, 0, 110))
+        );
+        assert_eq!(
+            next_compaction(&entries, 999 + half_lag, lags, &config),
+            None
+        );
+        // max lag: due sooner than the archive lag
+        let lags = CompactionLags {
+            min_ms: 0,
+            max_ms: 500,
+        };
+        assert_eq!(next_compaction(&entries, 1_400, lags, &config), None);
+        assert_eq!(
+            next_compaction(&entries, 2_000, lags, &config),
+            Some((JobKind::Compact, 0, 120))
+        );
+    }
+
+    #[test]
+    fn expiring_tombstones_and_uncompacted_files_make_the_archive_due() {
+        let config = config();
+        let quiet = vec![compacted_file(0, 100, Some(5_000))];
+        assert_eq!(next_compaction(&quiet, 4_999, LAGS, &config), None);
+        assert_eq!(
+            next_compaction(&quiet, 5_000, LAGS, &config),
+            Some((JobKind::Compact, 0, 100))
+        );
+        let two = vec![compacted_file(0, 100, None), compacted_file(100, 50, None)];
+        assert_eq!(
+            next_compaction(&two, 0, LAGS, &config),
+            Some((JobKind::Compact, 0, 150))
+        );
+        let plain = vec![archived(0, 100, 1_000)];
+        assert_eq!(
+            next_compaction(&plain, 0, LAGS, &config),
+            Some((JobKind::Compact, 0, 100))
+        );
+        assert_eq!(next_compaction(&[], 0, LAGS, &config), None);
     }
 }

@@ -58,12 +58,21 @@ pub async fn read_row_group(
         return Err(FetchError::corrupt(entry.segment, "not an archive entry"));
     };
     let (first, end) = row_group_range(entry, archive, group);
+    if archive.row_groups.is_empty() {
+        // a compacted run that kept no record
+        return Ok(ReadChunk {
+            base_offset: first,
+            end_offset: end,
+            batches: Bytes::new(),
+        });
+    }
+    let dense = !archive.compacted;
     let path = Path::from(archive.path.as_str());
     let size = entry.object_bytes;
     let compute = {
         let store = store.clone();
         let path = path.clone();
-        move || async move { decode_row_group(store, path, size, group, first, end).await }
+        move || async move { decode_row_group(store, path, size, group, first, end, dense).await }
     };
     let on_error = |error: &RowGroupError| read_error(&archive.path, error);
     let bytes = match (cache, ulid::Ulid::from_string(&archive.id)) {
@@ -108,7 +117,9 @@ fn corrupt(reason: impl std::fmt::Display) -> RowGroupError {
     RowGroupError::Corrupt(reason.to_string())
 }
 
-/// Read and re-encode one row group, checking it holds exactly `[first, end)`.
+/// Read and re-encode one row group, checking it holds exactly `[first,
+/// end)` (when `dense`), or increasing offsets in that range starting at
+/// `first` (a compacted run).
 async fn decode_row_group(
     store: Arc<dyn ObjectStore>,
     path: Path,
@@ -116,6 +127,7 @@ async fn decode_row_group(
     group: usize,
     first: i64,
     end: i64,
+    dense: bool,
 ) -> Result<Bytes, RowGroupError> {
     metrics::ARCHIVE_ROW_GROUP_READS.inc();
     // its GETs count in the read path's metrics like segment reads'
@@ -140,11 +152,18 @@ async fn decode_row_group(
     for batch in &batches {
         records.extend(archive::records_of(batch).map_err(corrupt)?);
     }
-    let dense = records
-        .iter()
-        .enumerate()
-        .all(|(i, r)| r.offset == first + i as i64);
-    if !dense || first + records.len() as i64 != end {
+    let fits = if dense {
+        records
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.offset == first + i as i64)
+            && first + records.len() as i64 == end
+    } else {
+        records.first().is_some_and(|r| r.offset == first)
+            && records.windows(2).all(|w| w[0].offset < w[1].offset)
+            && records.last().is_some_and(|r| r.offset < end)
+    };
+    if !fits {
         return Err(corrupt(format!(
             "row group {group} of {path} does not hold offsets {first}..{end}"
         )));
@@ -176,6 +195,8 @@ mod tests {
             path: "p".into(),
             id: "i".into(),
             row_groups: vec![10, 20, 35],
+            compacted: false,
+            tombstones_expire_ms: None,
         };
         assert_eq!(row_group_of(&archive, 5), 0);
         assert_eq!(row_group_of(&archive, 10), 0);

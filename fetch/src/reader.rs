@@ -23,6 +23,9 @@ use tracing::warn;
 pub const ENTRIES_PER_READ_MAX: usize = 64;
 /// Range GETs one read keeps in flight.
 pub const GETS_IN_FLIGHT_MAX: usize = 4;
+/// Most rounds a read moves on past runs that hold nothing at or after the
+/// offset asked for (gaps of compacted runs).
+pub const GAP_SKIPS_MAX: usize = 64;
 
 /// One stored run of batches with absolute offsets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,11 +89,48 @@ impl Reader {
         max_bytes: usize,
     ) -> FetchResult<Vec<ReadChunk>> {
         let started = Instant::now();
-        let result = self.read_runs(topic_id, partition, offset, max_bytes).await;
+        let result = self
+            .read_past_gaps(topic_id, partition, offset, max_bytes)
+            .await;
         metrics::FETCH_LATENCY.observe(started.elapsed().as_secs_f64());
         result
     }
 
+    /// [`Reader::read_runs`], moving on while what was read holds no record
+    /// at or after `offset`: in a compacted run `offset` may fall in a gap
+    /// left by compaction, and the reader must not answer "nothing" while
+    /// later runs hold records (a consumer would ask for the same offset
+    /// forever). Bounded by [`GAP_SKIPS_MAX`] rounds.
+    async fn read_past_gaps(
+        &self,
+        topic_id: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+    ) -> FetchResult<Vec<ReadChunk>> {
+        let mut from = offset;
+        let mut chunks = Vec::new();
+        for _ in 0..GAP_SKIPS_MAX {
+            chunks = self.read_runs(topic_id, partition, from, max_bytes).await?;
+            let reached = chunks.iter().any(|chunk| {
+                sluice_segment::batch::end_offset(&chunk.batches)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|end| end > offset)
+            });
+            let Some(next) = chunks.last().map(|chunk| chunk.end_offset) else {
+                break;
+            };
+            let high_watermark = self.view.snapshot(topic_id, partition).high_watermark;
+            if reached || next <= from || next >= high_watermark {
+                break;
+            }
+            from = next;
+        }
+        Ok(chunks)
+    }
+
+    /// The runs from the one holding `offset` on, within `max_bytes`.
     async fn read_runs(
         &self,
         topic_id: &str,

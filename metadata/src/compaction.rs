@@ -23,6 +23,9 @@ pub enum JobKind {
     Roll,
     /// Adjacent small archive files into one.
     Merge,
+    /// A key-compacted topic's archive files and the segment runs after
+    /// them into one file keeping the latest record of each key.
+    Compact,
 }
 
 impl JobKind {
@@ -31,6 +34,7 @@ impl JobKind {
         match self {
             JobKind::Roll => "roll",
             JobKind::Merge => "merge",
+            JobKind::Compact => "compact",
         }
     }
 }

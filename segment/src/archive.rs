@@ -122,6 +122,7 @@ pub struct ArchiveWriter {
     first_offset: Option<i64>,
     next_offset: i64,
     max_timestamp: i64,
+    gaps: bool,
 }
 
 impl std::fmt::Debug for ArchiveWriter {
@@ -178,14 +179,28 @@ impl ArchiveWriter {
             first_offset: None,
             next_offset: 0,
             max_timestamp: -1,
+            gaps: false,
         })
     }
 
-    /// Append records; their offsets must continue the file without gaps.
+    /// A writer of a key-compacted run: offsets only increase, with gaps
+    /// where records were compacted away, and the file may hold no record.
+    pub fn compacted(mut self) -> Self {
+        self.gaps = true;
+        self
+    }
+
+    /// Append records; their offsets must continue the file without gaps
+    /// (or only increase, for [`ArchiveWriter::compacted`]).
     pub fn write_records(&mut self, records: &[StoredRecord]) -> Result<(), ArchiveError> {
         for record in records {
             if let Some(first) = self.first_offset {
-                if record.offset != self.next_offset {
+                let follows = if self.gaps {
+                    record.offset >= self.next_offset
+                } else {
+                    record.offset == self.next_offset
+                };
+                if !follows {
                     return Err(ArchiveError::Shape(format!(
                         "offset {} follows {} (first {first})",
                         record.offset,
@@ -245,8 +260,10 @@ impl ArchiveWriter {
     /// Close the file.
     pub fn finish(mut self) -> Result<ArchiveFile, ArchiveError> {
         self.write_chunk()?;
-        let Some(first_offset) = self.first_offset else {
-            return Err(ArchiveError::Shape("no records".into()));
+        let first_offset = match self.first_offset {
+            Some(first) => first,
+            None if self.gaps => self.next_offset,
+            None => return Err(ArchiveError::Shape("no records".into())),
         };
         let rows = self.total_rows;
         let bytes = self.writer.into_inner()?;

@@ -473,6 +473,15 @@ pub fn decode(bytes: Bytes) -> Result<Vec<StoredRecord>, BatchError> {
     Ok(out)
 }
 
+/// The offset after the last batch of `bytes` (absolute base offsets), or
+/// `None` when there is no batch.
+pub fn end_offset(bytes: &[u8]) -> Result<Option<i64>, BatchError> {
+    Ok(frames(bytes, false)?
+        .iter()
+        .map(|frame| read_i64(bytes, frame.start) + i64::from(frame.offset_count))
+        .max())
+}
+
 /// The batches of `bytes` (absolute base offsets) from the one holding
 /// `offset` on, whole batches only, as many as fit in `max_bytes` but always
 /// at least one (so a reader makes progress past a batch larger than its

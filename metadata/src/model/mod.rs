@@ -211,6 +211,15 @@ pub struct ArchiveRef {
     pub id: String,
     /// First offset of each row group.
     pub row_groups: Vec<i64>,
+    /// The file holds a key-compacted run: its offsets have gaps (only the
+    /// latest record of each key is kept, as in a Kafka compacted log).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compacted: bool,
+    /// When the first tombstone kept in the file may be dropped (its
+    /// timestamp plus `delete.retention.ms`): the controller compacts the
+    /// partition again then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tombstones_expire_ms: Option<i64>,
 }
 
 impl IndexEntry {
