@@ -40,6 +40,8 @@ pub struct KafkaContext {
     pub groups: Arc<crate::group::GroupCoordinator>,
     /// Budget of request bytes in flight (see `KafkaConfig::in_flight_bytes_max`).
     pub request_budget: Arc<tokio::sync::Semaphore>,
+    /// Fetch sessions (KIP-227) of the clients fetching from this node.
+    pub fetch_sessions: super::fetch_session::FetchSessions,
 }
 
 /// Client host reported for group members (the listener does not pass
@@ -76,6 +78,7 @@ impl KafkaContext {
             )),
             config,
             groups,
+            fetch_sessions: Default::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! `max_wait_ms` while fewer than `min_bytes` are available. Fetch sessions
 //! are declined (session id 0), so clients send full requests.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -11,10 +12,13 @@ use futures::future::select_all;
 use futures::FutureExt;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use sluice_metadata::model::Topic;
 use sluice_metadata::view::PartitionSnapshot;
 use sluice_segment::batch;
 use tokio::time::Instant;
 
+use super::fetch_session::{Asked, SessionRequest, Tracked};
 use super::KafkaContext;
 use crate::error::{IngestError, IngestResult};
 
@@ -27,38 +31,149 @@ struct Wanted {
     known: IngestResult<()>,
 }
 
-/// Answer a Fetch request.
+/// Answer a Fetch request: resolve its fetch session, read, and answer
+/// every partition (full fetches) or those with news (incremental ones).
 pub async fn handle(context: &KafkaContext, request: FetchRequest) -> FetchResponse {
+    let asked: Vec<Asked> = request
+        .topics
+        .iter()
+        .flat_map(|topic| {
+            topic.partitions.iter().map(|p| {
+                let name = topic.topic.0.to_string();
+                (name, p.partition, p.fetch_offset, p.partition_max_bytes)
+            })
+        })
+        .collect();
+    let forgotten: Vec<(String, i32)> = request
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|topic| {
+            let name = topic.topic.0.to_string();
+            topic.partitions.iter().map(move |p| (name.clone(), *p))
+        })
+        .collect();
+    let sessions = &context.fetch_sessions;
+    let session = match sessions.resolve(
+        request.session_id,
+        request.session_epoch,
+        &asked,
+        &forgotten,
+    ) {
+        Ok(session) => session,
+        Err(error) => return FetchResponse::default().with_error_code(error.code()),
+    };
+    let wanted = match &session {
+        SessionRequest::Incremental { partitions, .. } => partitions
+            .iter()
+            .map(|t| (t.topic.clone(), t.partition, t.fetch_offset, t.max_bytes))
+            .collect(),
+        SessionRequest::New | SessionRequest::Sessionless => asked,
+    };
+    let layout = layout_of(context, wanted);
+    let mut response = serve(context, &request, &layout).await;
+    match session {
+        SessionRequest::Sessionless => {}
+        SessionRequest::New => {
+            let answered = response
+                .responses
+                .iter()
+                .flat_map(|topic| {
+                    let name = topic.topic.0.to_string();
+                    topic.partitions.iter().map(move |p| (name.clone(), p))
+                })
+                .zip(layout.iter().flat_map(|(_, wanted)| wanted.iter()))
+                .map(|((topic, data), w)| Tracked {
+                    topic,
+                    partition: data.partition_index,
+                    fetch_offset: w.offset,
+                    max_bytes: w.max_bytes.min(i32::MAX as usize) as i32,
+                    high_watermark: data.high_watermark,
+                    log_start_offset: data.log_start_offset,
+                })
+                .collect();
+            response.session_id = sessions.open(answered);
+        }
+        SessionRequest::Incremental { id, partitions } => {
+            response.session_id = id;
+            // only the partitions with news: records, an error, or a high
+            // watermark or log start the client has not been told
+            let told: HashMap<(&str, i32), &Tracked> = partitions
+                .iter()
+                .map(|t| ((t.topic.as_str(), t.partition), t))
+                .collect();
+            for topic in &mut response.responses {
+                let name = topic.topic.0.to_string();
+                topic.partitions.retain(|data| {
+                    let Some(t) = told.get(&(name.as_str(), data.partition_index)) else {
+                        return true;
+                    };
+                    let news = data.records.as_ref().is_some_and(|r| !r.is_empty())
+                        || data.error_code != 0
+                        || data.high_watermark != t.high_watermark
+                        || data.log_start_offset != t.log_start_offset;
+                    if news {
+                        sessions.answered(
+                            id,
+                            &name,
+                            data.partition_index,
+                            data.high_watermark,
+                            data.log_start_offset,
+                        );
+                    }
+                    news
+                });
+            }
+            response
+                .responses
+                .retain(|topic| !topic.partitions.is_empty());
+        }
+    }
+    response
+}
+
+/// The partitions to read, grouped by topic in the order first named.
+fn layout_of(context: &KafkaContext, wanted: Vec<Asked>) -> Vec<(TopicName, Vec<Wanted>)> {
     let view = &context.view;
     let mut layout: Vec<(TopicName, Vec<Wanted>)> = Vec::new();
-    for topic in request.topics {
-        let name = topic.topic.0.to_string();
-        let found = view.topic(&name);
-        let wanted = topic
-            .partitions
-            .into_iter()
-            .map(|p| {
-                let known = match &found {
-                    None => Err(IngestError::UnknownTopic(name.clone())),
-                    Some(t) if !(0..t.record.partitions).contains(&p.partition) => {
-                        Err(IngestError::UnknownPartition {
-                            topic: name.clone(),
-                            partition: p.partition,
-                        })
-                    }
-                    Some(_) => Ok(()),
-                };
-                Wanted {
-                    topic_id: found.as_ref().map(|t| t.record.id.clone()),
-                    partition: p.partition,
-                    offset: p.fetch_offset,
-                    max_bytes: p.partition_max_bytes.max(0) as usize,
-                    known,
-                }
-            })
-            .collect();
-        layout.push((topic.topic, wanted));
+    let mut found: HashMap<String, Option<Topic>> = HashMap::new();
+    for (name, partition, offset, max_bytes) in wanted {
+        let topic = found
+            .entry(name.clone())
+            .or_insert_with(|| view.topic(&name))
+            .clone();
+        let known = match &topic {
+            None => Err(IngestError::UnknownTopic(name.clone())),
+            Some(t) if !(0..t.record.partitions).contains(&partition) => {
+                Err(IngestError::UnknownPartition {
+                    topic: name.clone(),
+                    partition,
+                })
+            }
+            Some(_) => Ok(()),
+        };
+        let w = Wanted {
+            topic_id: topic.as_ref().map(|t| t.record.id.clone()),
+            partition,
+            offset,
+            max_bytes: max_bytes.max(0) as usize,
+            known,
+        };
+        match layout.iter_mut().find(|(n, _)| n.0.as_str() == name) {
+            Some((_, partitions)) => partitions.push(w),
+            None => layout.push((TopicName(StrBytes::from_string(name)), vec![w])),
+        }
     }
+    layout
+}
+
+/// Read `layout` within the request's limits, long-polling up to its
+/// `max_wait_ms` while fewer than `min_bytes` are there.
+async fn serve(
+    context: &KafkaContext,
+    request: &FetchRequest,
+    layout: &[(TopicName, Vec<Wanted>)],
+) -> FetchResponse {
+    let view = &context.view;
     let max_wait =
         Duration::from_millis(request.max_wait_ms.max(0) as u64).min(context.config.fetch_wait_max);
     let deadline = Instant::now() + max_wait;
@@ -69,7 +184,7 @@ pub async fn handle(context: &KafkaContext, request: FetchRequest) -> FetchRespo
         usize::MAX
     };
     loop {
-        let (response, total, any_error) = read_all(context, &layout, max_bytes).await;
+        let (response, total, any_error) = read_all(context, layout, max_bytes).await;
         let now = Instant::now();
         if total >= min_bytes || any_error || now >= deadline {
             return response;
@@ -214,7 +329,7 @@ mod tests {
     use std::time::Duration;
 
     use kafka_protocol::error::ResponseError;
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::ProduceRequest;
     use sluice_segment::NewRecord;
@@ -592,5 +707,87 @@ mod tests {
         .await;
         assert_eq!(response.responses[0].partitions[0].error_code, 0);
         assert!(started.elapsed() < Duration::from_millis(1_000));
+    }
+
+    /// (partition, record values) of every partition answered.
+    fn answered(response: &FetchResponse) -> Vec<(i32, Vec<String>)> {
+        response
+            .responses
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| {
+                let values = offsets_and_values(&p.records)
+                    .into_iter()
+                    .map(|(_, v)| v)
+                    .collect();
+                (p.partition_index, values)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_fetch_session_answers_only_partitions_with_news() {
+        let node = TestNode::start().await;
+        node.topic("orders", 3).await;
+        produce(&node, "orders", 0, batch_of(&["a"])).await;
+        let all = (0..3).map(|p| wanted(p, 0, 1 << 20)).collect();
+        let full = request("orders", all)
+            .with_session_id(0)
+            .with_session_epoch(0);
+        let response = handle(&node.context, full).await;
+        assert_eq!(response.error_code, 0);
+        let id = response.session_id;
+        assert_ne!(id, 0, "a session was opened");
+        assert_eq!(
+            answered(&response),
+            vec![(0, vec!["a".to_string()]), (1, vec![]), (2, vec![])]
+        );
+        // the client moved partition 0 on; nothing new anywhere
+        let next = request("orders", vec![wanted(0, 1, 1 << 20)])
+            .with_session_id(id)
+            .with_session_epoch(1);
+        let response = handle(&node.context, next).await;
+        assert_eq!((response.error_code, response.session_id), (0, id));
+        assert_eq!(answered(&response), vec![]);
+        // a record on partition 2: only that partition is answered
+        produce(&node, "orders", 2, batch_of(&["b"])).await;
+        let next = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_session_id(id)
+            .with_session_epoch(2);
+        let response = handle(&node.context, next).await;
+        assert_eq!(answered(&response), vec![(2, vec!["b".to_string()])]);
+        // an epoch out of turn, an unknown session
+        let stale = FetchRequest::default()
+            .with_session_id(id)
+            .with_session_epoch(2);
+        assert_eq!(
+            handle(&node.context, stale).await.error_code,
+            ResponseError::InvalidFetchSessionEpoch.code()
+        );
+        let unknown = FetchRequest::default()
+            .with_session_id(id ^ 1)
+            .with_session_epoch(1);
+        assert_eq!(
+            handle(&node.context, unknown).await.error_code,
+            ResponseError::FetchSessionIdNotFound.code()
+        );
+        // forgetting partition 2, then closing the session
+        let forget = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_session_id(id)
+            .with_session_epoch(3)
+            .with_forgotten_topics_data(vec![ForgottenTopic::default()
+                .with_topic(topic_name("orders"))
+                .with_partitions(vec![2])]);
+        assert_eq!(handle(&node.context, forget).await.error_code, 0);
+        let close = request("orders", vec![wanted(1, 0, 1 << 20)])
+            .with_session_id(id)
+            .with_session_epoch(-1);
+        let response = handle(&node.context, close).await;
+        assert_eq!((response.error_code, response.session_id), (0, 0));
+        assert_eq!(answered(&response), vec![(1, vec![])]);
+        assert!(node.context.fetch_sessions.is_empty());
     }
 }

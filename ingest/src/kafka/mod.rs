@@ -35,6 +35,7 @@ pub mod api_versions;
 pub mod delete_groups;
 pub mod describe_groups;
 pub mod fetch;
+pub mod fetch_session;
 pub mod find_coordinator;
 pub mod heartbeat;
 pub mod join_group;
