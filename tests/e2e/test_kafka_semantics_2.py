@@ -450,8 +450,10 @@ def poll_until(members: list[StaticMember], pred, timeout: float, what: str,
                detail=lambda: "") -> None:
     deadline = time.monotonic() + timeout
     while not pred():
-        assert time.monotonic() < deadline, f"{what} within {timeout}s: " + "; ".join(
-            f"{m.name} assigned={m.assigned} read={len(m.records)}" for m in members) + detail()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout}s: " + "; ".join(
+                f"{m.name} assigned={m.assigned} read={len(m.records)}" for m in members)
+                + detail())
         for m in members:
             m.poll(0.05)
 

@@ -7,7 +7,7 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::KafkaContext;
+use super::{authorized, KafkaContext};
 
 /// `endpoint_type` of broker endpoints.
 const ENDPOINT_BROKERS: i8 = 1;
@@ -15,24 +15,14 @@ const ENDPOINT_BROKERS: i8 = 1;
 /// (id, host, port, rack) of one broker.
 type Broker = (i32, String, i32, Option<String>);
 
-/// The live brokers by id; this node when none is registered.
+/// The live brokers by id, this node always among them (the same list
+/// Metadata answers, [`KafkaContext::brokers`]).
 pub fn brokers(context: &KafkaContext) -> Vec<Broker> {
-    let mut brokers: Vec<Broker> = context
-        .view
+    context
         .brokers()
         .into_iter()
         .map(|node| (node.node_id, node.kafka_host, node.kafka_port, node.zone))
-        .collect();
-    if brokers.is_empty() {
-        brokers.push((
-            context.node_id,
-            context.advertised_host.clone(),
-            context.advertised_port,
-            None,
-        ));
-    }
-    brokers.sort_by_key(|broker| broker.0);
-    brokers
+        .collect()
 }
 
 /// Answer a DescribeCluster request.
@@ -64,6 +54,10 @@ pub fn handle(context: &KafkaContext, request: DescribeClusterRequest) -> Descri
         .with_cluster_id(StrBytes::from_string(context.cluster_id.clone()))
         .with_controller_id(BrokerId(controller))
         .with_brokers(brokers)
+        .with_cluster_authorized_operations(authorized::when_asked(
+            request.include_cluster_authorized_operations,
+            authorized::cluster(),
+        ))
 }
 
 #[cfg(test)]

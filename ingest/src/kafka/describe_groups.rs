@@ -5,10 +5,7 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::KafkaContext;
-
-/// `authorized_operations` when the client did not ask for them.
-const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+use super::{authorized, KafkaContext};
 
 /// Answer a DescribeGroups request.
 pub async fn handle(
@@ -16,10 +13,12 @@ pub async fn handle(
     request: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
     let mut groups = Vec::with_capacity(request.groups.len());
+    let operations =
+        authorized::when_asked(request.include_authorized_operations, authorized::group());
     for group_id in request.groups {
         let described = DescribedGroup::default()
             .with_group_id(group_id.clone())
-            .with_authorized_operations(OPERATIONS_NOT_REQUESTED);
+            .with_authorized_operations(operations);
         groups.push(match context.groups.describe(&group_id.0).await {
             Ok(d) => described
                 .with_group_state(StrBytes::from_static_str(d.state))

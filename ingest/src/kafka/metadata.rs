@@ -12,7 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_metadata::membership::partition_leader;
 use sluice_metadata::model::Topic;
 
-use super::KafkaContext;
+use super::{authorized, KafkaContext};
 
 /// Answer a Metadata request.
 pub async fn handle(
@@ -84,11 +84,25 @@ pub async fn handle(
         .map(|n| n.node_id)
         .min()
         .unwrap_or(context.node_id);
+    // asked for from v8 (the cluster's only up to v10)
+    let topic_operations = authorized::when_asked(
+        version >= 8 && request.include_topic_authorized_operations,
+        authorized::topic(),
+    );
+    for topic in &mut topics {
+        if topic.error_code == 0 {
+            topic.topic_authorized_operations = topic_operations;
+        }
+    }
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(context.cluster_id.clone())))
         .with_controller_id(BrokerId(controller))
         .with_topics(topics)
+        .with_cluster_authorized_operations(authorized::when_asked(
+            (8..=10).contains(&version) && request.include_cluster_authorized_operations,
+            authorized::cluster(),
+        ))
 }
 
 fn describe(live_ids: &[i32], topic: &Topic) -> MetadataResponseTopic {
@@ -146,6 +160,38 @@ mod tests {
         assert_eq!(topic.error_code, 0);
         assert_eq!(topic.partitions.len(), 3);
         assert!(topic.partitions.iter().all(|p| p.leader_id.0 == NODE_ID));
+    }
+
+    #[tokio::test]
+    async fn authorized_operations_are_answered_only_when_asked() {
+        let node = TestNode::start().await;
+        node.topic("orders", 1).await;
+        let asked = asking_for(&["orders", "bad name!"], false)
+            .with_include_topic_authorized_operations(true)
+            .with_include_cluster_authorized_operations(true);
+        let response = handle(&node.context, 10, asked.clone()).await;
+        assert_eq!(
+            response.topics[0].topic_authorized_operations,
+            authorized::topic()
+        );
+        assert_eq!(
+            response.cluster_authorized_operations,
+            authorized::cluster()
+        );
+        // an error carries none; v11+ has no cluster field
+        assert_eq!(
+            response.topics[1].error_code,
+            ResponseError::InvalidTopicException.code()
+        );
+        assert_eq!(response.topics[1].topic_authorized_operations, i32::MIN);
+        let response = handle(&node.context, 12, asked).await;
+        assert_eq!(
+            response.topics[0].topic_authorized_operations,
+            authorized::topic()
+        );
+        assert_eq!(response.cluster_authorized_operations, i32::MIN);
+        let response = handle(&node.context, 12, asking_for(&["orders"], false)).await;
+        assert_eq!(response.topics[0].topic_authorized_operations, i32::MIN);
     }
 
     #[tokio::test]

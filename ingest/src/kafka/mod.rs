@@ -32,6 +32,7 @@ pub mod order;
 pub(crate) mod testing;
 
 pub mod api_versions;
+pub mod authorized;
 pub mod delete_groups;
 pub mod describe_groups;
 pub mod fetch;
