@@ -35,14 +35,20 @@ impl GroupCoordinator {
         })
     }
 
-    /// Groups for ListGroups on this node: those it coordinates, and those
-    /// nobody coordinates when `include_unowned` (one node lists them).
+    /// Groups for ListGroups on this node: those it coordinates (stored, or
+    /// in memory only while their first rebalance runs), and those nobody
+    /// coordinates when `include_unowned` (one node lists them).
     pub async fn list(
         &self,
         include_unowned: bool,
     ) -> GroupResult<Vec<(String, String, &'static str)>> {
         let mut out = Vec::new();
-        for group_id in self.catalog.list_groups().await? {
+        let stored: std::collections::BTreeSet<String> =
+            self.catalog.list_groups().await?.into_iter().collect();
+        let mut ids = stored.clone();
+        let loaded: Vec<String> = self.groups.lock().await.keys().cloned().collect();
+        ids.extend(loaded);
+        for group_id in ids {
             let coordinator = self.catalog.coordinator(&group_id).await?;
             let owned = coordinator == Some(self.node_id);
             if !(owned || (coordinator.is_none() && include_unowned)) {
@@ -57,6 +63,14 @@ impl GroupCoordinator {
             let (protocol_type, state) = match loaded {
                 Some(group) => {
                     let state = group.state.lock().await;
+                    // loaded only to be looked at (an offset fetch of a
+                    // group that does not exist): not a group
+                    if !stored.contains(&group_id)
+                        && state.members.is_empty()
+                        && state.pending.is_empty()
+                    {
+                        continue;
+                    }
                     (
                         state.protocol_type.clone().unwrap_or_default(),
                         state.phase.name(),

@@ -89,12 +89,15 @@ impl GroupCoordinator {
                             let protocol = state.protocol_name.clone().unwrap_or_default();
                             response.members = joined_members(state, &protocol);
                             response.skip_assignment = true;
+                            response.replaced_member_id = Some(old_id.clone());
                         }
                         return answered(response);
                     }
                     state.members.insert(member_id.clone(), old);
                 }
-            } else if request.require_known_member_id {
+            } else if request.require_known_member_id && request.instance_id.is_none() {
+                // KIP-394's extra round trip is for dynamic members only: a
+                // static member is known by its instance id
                 if state.pending.len() + state.members.len() >= self.config.members_max {
                     return fail(GroupError::CoordinatorNotAvailable);
                 }
@@ -237,6 +240,7 @@ impl GroupCoordinator {
                         Vec::new()
                     },
                     skip_assignment: false,
+                    replaced_member_id: None,
                 });
             }
         }
@@ -422,6 +426,7 @@ pub(super) fn current_generation(state: &GroupState, member_id: &str) -> JoinRes
         member_id: member_id.to_string(),
         members: Vec::new(),
         skip_assignment: false,
+        replaced_member_id: None,
     }
 }
 

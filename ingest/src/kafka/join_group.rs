@@ -35,7 +35,16 @@ pub async fn handle(
         client_host: super::CLIENT_HOST.to_string(),
         require_known_member_id: version >= 4,
     };
-    let joined = context.groups.join(join).await;
+    let mut joined = context.groups.join(join).await;
+    if joined.skip_assignment && version < 9 {
+        // a static leader came back to a stable group, and the client
+        // cannot be told not to assign: as Kafka, it is answered as a
+        // follower (its old id as leader, no members), and SyncGroup hands
+        // it the assignment it had
+        joined.skip_assignment = false;
+        joined.members.clear();
+        joined.leader = joined.replaced_member_id.take().unwrap_or_default();
+    }
     let error_code = joined.error.map_or(0, |e| e.code());
     let members = joined
         .members
@@ -238,5 +247,42 @@ mod tests {
         assert_eq!(fenced.error_code, ResponseError::FencedInstanceId.code());
         // none of that disturbed the generation
         assert_eq!(heartbeat(ctx, "g", 1, &joined.member_id).await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_static_leader_back_before_version_nine_is_answered_as_a_follower() {
+        let node = TestNode::start().await;
+        let ctx = &node.context;
+        let r = request("g", "").with_group_instance_id(Some(text("instance-1")));
+        let joined = handle(ctx, 5, "a", r.clone()).await;
+        assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+        assert_eq!(joined.leader, joined.member_id);
+        sync(ctx, "g", 1, &joined.member_id).await;
+        for version in [5, 9] {
+            let back = handle(ctx, version, "a", r.clone()).await;
+            assert_eq!((back.error_code, back.generation_id), (0, 1));
+            assert_ne!(back.member_id, joined.member_id);
+            // it encodes at the version asked
+            crate::kafka::encode_response(
+                kafka_protocol::messages::ApiKey::JoinGroup,
+                version,
+                1,
+                &back,
+            )
+            .unwrap();
+            if version < 9 {
+                assert_ne!(
+                    back.leader, back.member_id,
+                    "told it leads but not to assign"
+                );
+                assert!(back.members.is_empty());
+            } else {
+                assert_eq!(back.leader, back.member_id);
+                assert!(back.skip_assignment);
+                assert_eq!(back.members.len(), 1);
+            }
+            // its old assignment comes back without a rebalance
+            assert_eq!(heartbeat(ctx, "g", 1, &back.member_id).await, 0);
+        }
     }
 }

@@ -165,4 +165,27 @@ mod tests {
             ]
         );
     }
+
+    #[tokio::test]
+    async fn a_group_in_its_first_rebalance_is_listed_and_a_looked_at_one_is_not() {
+        let node = TestNode::start().await;
+        let ctx = node.context.clone();
+        // a member joins and waits for the group's first rebalance to end
+        let joining = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { testing::join(&ctx, join_request("fresh", "")).await }
+        });
+        // a group only described: it does not exist
+        let _ = ctx.groups.describe("ghost").await;
+        let response = testing::eventually(
+            || handle(&ctx, ListGroupsRequest::default()),
+            |response| !response.groups.is_empty(),
+        )
+        .await;
+        let listed = listed(&response);
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].0, "fresh");
+        assert_eq!(listed[0].1, "consumer");
+        joining.await.unwrap();
+    }
 }

@@ -106,12 +106,13 @@ pub async fn handle(
         }
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    let wanted = request.topics.map(|topics| {
+    let wanted: Option<Vec<(String, Vec<i32>)>> = request.topics.map(|topics| {
         topics
             .into_iter()
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
+    let asked = wanted.clone();
     match positions(context, &request.group_id.0, wanted).await {
         Ok(found) => OffsetFetchResponse::default().with_topics(
             found
@@ -130,6 +131,29 @@ pub async fn handle(
                                             r.as_ref().map_or(-1, |r| r.leader_epoch),
                                         )
                                         .with_metadata(metadata_of(&r))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        ),
+        // v0-v1 have no top-level error: every partition asked carries it
+        Err(code) if version < 2 => OffsetFetchResponse::default().with_topics(
+            asked
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(topic)))
+                        .with_partitions(
+                            partitions
+                                .into_iter()
+                                .map(|p| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(-1)
+                                        .with_metadata(metadata_of(&None))
+                                        .with_error_code(code)
                                 })
                                 .collect(),
                         )
@@ -253,6 +277,22 @@ mod tests {
         let response = handle(&node.context, 5, request).await;
         assert_eq!(response.error_code, 0);
         assert_eq!(positions(&response), vec![p("orders", 0, -1, -1, "")]);
+    }
+
+    #[tokio::test]
+    async fn a_group_error_is_carried_by_each_partition_before_version_two() {
+        let node = TestNode::start().await;
+        let request = asking("", Some(&[("orders", &[0, 1])]));
+        let response = handle(&node.context, 1, request.clone()).await;
+        let codes: Vec<(i32, i16, i64)> = response.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, p.error_code, p.committed_offset))
+            .collect();
+        let invalid = ResponseError::InvalidGroupId.code();
+        assert_eq!(codes, vec![(0, invalid, -1), (1, invalid, -1)]);
+        let response = handle(&node.context, 3, request).await;
+        assert_eq!(response.error_code, invalid);
     }
 
     #[tokio::test]
