@@ -27,9 +27,20 @@ import kafka_wire as wire
 
 TIMEOUT = 30
 
+# every topic config of Kafka 3.x (sluice's table, metadata/src/model/configs.rs)
 KNOWN_CONFIGS = {
-    "cleanup.policy", "compression.type", "max.message.bytes", "message.timestamp.type",
-    "min.insync.replicas", "retention.bytes", "retention.ms", "segment.bytes", "segment.ms",
+    "cleanup.policy", "compression.gzip.level", "compression.lz4.level", "compression.type",
+    "compression.zstd.level", "delete.retention.ms", "file.delete.delay.ms", "flush.messages",
+    "flush.ms", "follower.replication.throttled.replicas", "index.interval.bytes",
+    "leader.replication.throttled.replicas", "local.retention.bytes", "local.retention.ms",
+    "max.compaction.lag.ms", "max.message.bytes", "message.downconversion.enable",
+    "message.format.version", "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms", "message.timestamp.difference.max.ms",
+    "message.timestamp.type", "min.cleanable.dirty.ratio", "min.compaction.lag.ms",
+    "min.insync.replicas", "preallocate", "remote.log.copy.disable",
+    "remote.log.delete.on.disable", "remote.storage.enable", "retention.bytes", "retention.ms",
+    "segment.bytes", "segment.index.bytes", "segment.jitter.ms", "segment.ms",
+    "unclean.leader.election.enable",
 }
 
 
@@ -159,12 +170,15 @@ def test_describe_configs_lists_every_config_with_defaults(module_node, admin):
     (future,) = futures.values()
     assert error_of(future).code() == KafkaError.UNKNOWN_TOPIC_OR_PART
 
-    # a broker: an empty list, no error
+    # a broker: its settings as the node runs them, read-only
     futures = admin.describe_configs([ConfigResource(ResourceType.BROKER,
                                                      str(module_node.node_id))],
                                      request_timeout=TIMEOUT)
     (future,) = futures.values()
-    assert future.result(timeout=TIMEOUT) == {}
+    broker = future.result(timeout=TIMEOUT)
+    assert broker["broker.id"].value == str(module_node.node_id)
+    assert broker["log.retention.ms"].value == "-1"
+    assert all(entry.is_read_only for entry in broker.values())
 
 
 def test_alter_configs_replaces_the_config_set(module_node, admin):
