@@ -112,6 +112,7 @@ impl From<GroupError> for ResponseError {
             GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
             GroupError::MemberIdRequired => ResponseError::MemberIdRequired,
             GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+            GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
         }
     }
 }

@@ -95,6 +95,14 @@ def test_single_record_delivery_report_and_formats(module_node):
     as_json = api.read_lines("formats", 0, offset=3, max_records=1, format="json")
     assert len(as_json) == 1 and as_json[0]["offset"] == 3, as_json
     assert as_json[0]["key"] == [1, "k"] and as_json[0]["value"] == {"n": 2.5, "s": "x"}, as_json
+    # a string key beside a JSON value: key_format reads the key apart
+    refused = api.read("formats", 0, offset=0, max_records=1, format="json")
+    assert refused.status_code == 422, refused.text
+    mixed = api.read_lines("formats", 0, offset=0, max_records=1, format="json",
+                           key_format="string")
+    assert mixed[0]["key"] == "user-1" and mixed[0]["value"] == {"a": 1, "b": [True, None, "x"]}
+    bad = api.read("formats", 0, offset=0, format="json", key_format="yaml")
+    assert bad.status_code == 400 and "key_format" in bad.json()["message"], bad.text
 
     # max_records and offsets in the middle.
     two = api.read_lines("formats", 0, offset=1, max_records=1, format="binary")

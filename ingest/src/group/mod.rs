@@ -59,6 +59,8 @@ pub enum GroupError {
     GroupIdNotFound,
     /// The group still has members.
     NonEmptyGroup,
+    /// A member of the group is subscribed to the topic.
+    GroupSubscribedToTopic,
 }
 
 impl GroupError {

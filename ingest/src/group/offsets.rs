@@ -1,5 +1,7 @@
 //! Committed offsets: OffsetCommit, OffsetFetch and OffsetDelete.
 
+use std::collections::BTreeSet;
+
 use super::*;
 
 impl GroupCoordinator {
@@ -44,20 +46,75 @@ impl GroupCoordinator {
         Ok(self.catalog.fetch_offsets(group_id).await?)
     }
 
-    /// OffsetDelete: allowed while the group has no members.
+    /// OffsetDelete, as Kafka: a group that does not exist is
+    /// GROUP_ID_NOT_FOUND; a consumer group with members keeps the offsets
+    /// of the topics its members subscribe to (GROUP_SUBSCRIBED_TO_TOPIC,
+    /// per partition) and loses the others; any other group with members
+    /// refuses (NON_EMPTY_GROUP). Returns one result per partition.
     pub async fn delete_offsets(
         &self,
         group_id: &str,
         partitions: &[(String, i32)],
-    ) -> GroupResult<()> {
+    ) -> GroupResult<Vec<GroupResult<()>>> {
         let group = self.group(group_id).await?;
         let state = group.state.lock().await;
-        if !state.members.is_empty() {
-            return Err(GroupError::NonEmptyGroup);
+        let exists = !state.members.is_empty()
+            || self.catalog.load_group(group_id).await?.is_some()
+            || !self.catalog.fetch_offsets(group_id).await?.is_empty();
+        if !exists {
+            return Err(GroupError::GroupIdNotFound);
         }
-        Ok(self
-            .catalog
-            .delete_offsets(group_id, partitions, self.config.txn_ops_max)
-            .await?)
+        let subscribed: BTreeSet<String> = if state.members.is_empty() {
+            BTreeSet::new()
+        } else if state.protocol_type.as_deref() == Some("consumer") {
+            let protocol = state.protocol_name.clone().unwrap_or_default();
+            state
+                .members
+                .values()
+                .flat_map(|m| subscribed_topics(&m.metadata_for(&protocol)))
+                .collect()
+        } else {
+            return Err(GroupError::NonEmptyGroup);
+        };
+        let (kept, deleted): (Vec<_>, Vec<_>) = partitions
+            .iter()
+            .cloned()
+            .partition(|(topic, _)| subscribed.contains(topic));
+        self.catalog
+            .delete_offsets(group_id, &deleted, self.config.txn_ops_max)
+            .await?;
+        Ok(partitions
+            .iter()
+            .map(|p| {
+                if kept.contains(p) {
+                    Err(GroupError::GroupSubscribedToTopic)
+                } else {
+                    Ok(())
+                }
+            })
+            .collect())
     }
+}
+
+/// The topics a consumer's subscription (`ConsumerProtocolSubscription`:
+/// version, then an array of topic names) names; none when it does not
+/// parse.
+pub(super) fn subscribed_topics(metadata: &[u8]) -> Vec<String> {
+    fn parse(mut bytes: &[u8]) -> Option<Vec<String>> {
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
+            bytes = rest;
+            Some(head)
+        };
+        let _version = i16::from_be_bytes(take(2)?.try_into().ok()?);
+        let count = i32::from_be_bytes(take(4)?.try_into().ok()?);
+        let mut topics = Vec::with_capacity(count.clamp(0, 1024) as usize);
+        for _ in 0..count.max(0) {
+            let len = i16::from_be_bytes(take(2)?.try_into().ok()?);
+            let name = take(usize::try_from(len).ok()?)?;
+            topics.push(String::from_utf8(name.to_vec()).ok()?);
+        }
+        Some(topics)
+    }
+    parse(metadata).unwrap_or_default()
 }

@@ -78,7 +78,20 @@ fn encode(format: Format, offset: i64, bytes: &Option<Bytes>) -> Result<Value, A
     })
 }
 
-/// `GET /v1/topics/{topic}/partitions/{p}/records?offset=&max_records=&timeout_ms=&format=`
+/// The format named by query parameter `name`, if given.
+fn format_param(params: &HashMap<String, String>, name: &str) -> Result<Option<Format>, ApiError> {
+    match params.get(name).map(String::as_str) {
+        None => Ok(None),
+        Some("binary") => Ok(Some(Format::Binary)),
+        Some("string") => Ok(Some(Format::String)),
+        Some("json") => Ok(Some(Format::Json)),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "{name} must be binary, string or json, got {other:?}"
+        ))),
+    }
+}
+
+/// `GET /v1/topics/{topic}/partitions/{p}/records?offset=&max_records=&timeout_ms=&format=&key_format=`
 pub(crate) async fn read_records(
     State(state): State<HttpState>,
     Path((name, partition)): Path<(String, String)>,
@@ -103,16 +116,10 @@ pub(crate) async fn read_records(
             "timeout_ms must be at most {TIMEOUT_MS_LIMIT}"
         )));
     }
-    let format = match params.get("format").map(String::as_str) {
-        None | Some("binary") => Format::Binary,
-        Some("string") => Format::String,
-        Some("json") => Format::Json,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "format must be binary, string or json, got {other:?}"
-            )))
-        }
-    };
+    let format = format_param(&params, "format")?.unwrap_or(Format::Binary);
+    // keys are often plain strings beside JSON values: `key_format` reads
+    // them apart (default: `format`)
+    let key_format = format_param(&params, "key_format")?.unwrap_or(format);
     let topic_id = &topic.record.id;
     let reader = &state.reader;
     let snapshot = reader.view().snapshot(topic_id, partition);
@@ -170,7 +177,7 @@ pub(crate) async fn read_records(
                 let line = json!({
                     "offset": record.offset,
                     "timestamp": record.timestamp_ms,
-                    "key": encode(format, record.offset, &record.key)?,
+                    "key": encode(key_format, record.offset, &record.key)?,
                     "value": encode(format, record.offset, &record.value)?,
                     "headers": headers,
                 });

@@ -10,28 +10,45 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_metadata::model::validate_topic_configs;
 use tracing::info;
 
-use super::topic_configs::{config_error, error_parts, AdminError, RESOURCE_TOPIC};
+use super::topic_configs::{
+    config_error, duplicate_resource, duplicated, error_parts, AdminError, RESOURCE_TOPIC,
+};
 use super::KafkaContext;
 
 /// Answer an AlterConfigs request.
 pub async fn handle(context: &KafkaContext, request: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
+    let twice = duplicated(
+        request
+            .resources
+            .iter()
+            .map(|r| (r.resource_type, r.resource_name.as_str())),
+    );
     for resource in request.resources {
-        let outcome = if resource.resource_type == RESOURCE_TOPIC {
+        let name = resource.resource_name.as_str();
+        let outcome = if twice.contains(&(resource.resource_type, name.to_string())) {
+            Err(duplicate_resource(name))
+        } else if resource.resource_type == RESOURCE_TOPIC {
             let mut configs = BTreeMap::new();
+            let mut repeated = None;
             for config in &resource.configs {
                 // a null value leaves the config at its default
                 if let Some(value) = &config.value {
-                    configs.insert(config.name.to_string(), value.to_string());
+                    if configs
+                        .insert(config.name.to_string(), value.to_string())
+                        .is_some()
+                    {
+                        repeated = Some(config.name.to_string());
+                    }
                 }
             }
-            replace(
-                context,
-                resource.resource_name.as_str(),
-                configs,
-                request.validate_only,
-            )
-            .await
+            match repeated {
+                Some(config) => Err(AdminError::new(
+                    ResponseError::InvalidRequest,
+                    format!("config {config:?} appears more than once"),
+                )),
+                None => replace(context, name, configs, request.validate_only).await,
+            }
         } else {
             Err(not_alterable(resource.resource_type))
         };
@@ -310,6 +327,41 @@ mod tests {
         assert_eq!(
             configs(&node, "orders").await,
             map(&[("retention.ms", "5")])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_resource_or_a_config_named_twice_is_refused_and_nothing_changes() {
+        let node = TestNode::start().await;
+        node.topic_with("orders", &[("retention.ms", "1000")]).await;
+        node.topic_with("audit", &[("retention.ms", "1000")]).await;
+        let responses = alter(
+            &node,
+            vec![
+                topic("orders", &[("retention.ms", Some("5"))]),
+                topic("orders", &[("retention.ms", Some("6"))]),
+                topic(
+                    "audit",
+                    &[("retention.ms", Some("5")), ("retention.ms", Some("6"))],
+                ),
+            ],
+            false,
+        )
+        .await;
+        let invalid = ResponseError::InvalidRequest.code();
+        assert!(responses.iter().all(|r| r.error_code == invalid));
+        assert!(responses[0]
+            .error_message
+            .as_ref()
+            .unwrap()
+            .contains("more than once"));
+        assert_eq!(
+            configs(&node, "orders").await,
+            map(&[("retention.ms", "1000")])
+        );
+        assert_eq!(
+            configs(&node, "audit").await,
+            map(&[("retention.ms", "1000")])
         );
     }
 }

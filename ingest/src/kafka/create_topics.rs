@@ -44,10 +44,12 @@ pub async fn handle(
         } else {
             create_one(context, &topic, request.validate_only).await
         };
+        // null, as Kafka sends it, unless there is an error
         let mut result = CreatableTopicResult::default()
             .with_name(name)
             .with_num_partitions(-1)
-            .with_replication_factor(-1);
+            .with_replication_factor(-1)
+            .with_error_message(None);
         match outcome {
             Ok(created) => {
                 if version >= 5 {
@@ -207,10 +209,9 @@ mod tests {
         response.topics
     }
 
-    /// Whether a result carries no error message (the codec's default for
-    /// a result left without one is an empty string).
+    /// Whether a result carries no error message (null, as Kafka sends it).
     fn no_message(result: &CreatableTopicResult) -> bool {
-        result.error_message.as_ref().is_none_or(|m| m.is_empty())
+        result.error_message.is_none()
     }
 
     /// Create one topic at v7 and return its result.

@@ -24,7 +24,9 @@ pub async fn handle(
 ) -> DescribeConfigsResponse {
     let mut results = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
+        // null, as Kafka sends it, unless there is an error
         let result = DescribeConfigsResult::default()
+            .with_error_message(None)
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
         let keys: Option<Vec<String>> = resource
@@ -196,10 +198,9 @@ mod tests {
             .unwrap()
     }
 
-    /// Whether a result carries no error message (the codec's default for
-    /// a result left without one is an empty string).
+    /// Whether a result carries no error message (null, as Kafka sends it).
     fn no_message(result: &DescribeConfigsResult) -> bool {
-        result.error_message.as_ref().is_none_or(|m| m.is_empty())
+        result.error_message.is_none()
     }
 
     fn value(entry: &DescribeConfigsResourceResult) -> &str {

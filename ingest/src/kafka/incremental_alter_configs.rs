@@ -42,8 +42,17 @@ pub async fn handle(
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
+    let twice = topic_configs::duplicated(
+        request
+            .resources
+            .iter()
+            .map(|r| (r.resource_type, r.resource_name.as_str())),
+    );
     for resource in request.resources {
-        let outcome = if resource.resource_type == RESOURCE_TOPIC {
+        let name = resource.resource_name.to_string();
+        let outcome = if twice.contains(&(resource.resource_type, name.clone())) {
+            Err(topic_configs::duplicate_resource(&name))
+        } else if resource.resource_type == RESOURCE_TOPIC {
             match parse_changes(&resource.configs) {
                 Ok(changes) => {
                     alter(

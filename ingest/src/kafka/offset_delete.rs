@@ -1,4 +1,5 @@
-//! OffsetDelete: remove committed offsets of a group that has no members.
+//! OffsetDelete: remove a group's committed offsets, except those of topics
+//! its members subscribe to (see `GroupCoordinator::delete_offsets`).
 
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
@@ -18,13 +19,15 @@ pub async fn handle(context: &KafkaContext, request: OffsetDeleteRequest) -> Off
                 .map(|p| (t.name.0.to_string(), p.partition_index))
         })
         .collect();
-    if let Err(error) = context
+    let results = match context
         .groups
         .delete_offsets(&request.group_id.0, &partitions)
         .await
     {
-        return OffsetDeleteResponse::default().with_error_code(error.code());
-    }
+        Ok(results) => results,
+        Err(error) => return OffsetDeleteResponse::default().with_error_code(error.code()),
+    };
+    let mut results = results.into_iter();
     let topics = request
         .topics
         .into_iter()
@@ -35,8 +38,10 @@ pub async fn handle(context: &KafkaContext, request: OffsetDeleteRequest) -> Off
                     t.partitions
                         .iter()
                         .map(|p| {
+                            let code = results.next().and_then(Result::err).map_or(0, |e| e.code());
                             OffsetDeleteResponsePartition::default()
                                 .with_partition_index(p.partition_index)
+                                .with_error_code(code)
                         })
                         .collect(),
                 )
@@ -138,20 +143,40 @@ mod tests {
         );
     }
 
+    /// A consumer subscription (version 0) to `topics`.
+    fn subscription(topics: &[&str]) -> Vec<u8> {
+        let mut out = 0i16.to_be_bytes().to_vec();
+        out.extend((topics.len() as i32).to_be_bytes());
+        for topic in topics {
+            out.extend((topic.len() as i16).to_be_bytes());
+            out.extend(topic.as_bytes());
+        }
+        out.extend((-1i32).to_be_bytes()); // no user data
+        out
+    }
+
     #[tokio::test]
-    async fn a_group_with_a_member_keeps_its_offsets() {
+    async fn a_consumer_group_keeps_the_offsets_of_topics_it_subscribes_to() {
         let node = TestNode::start().await;
         let ctx = &node.context;
         committed(&node, "g").await;
         // a member subscribed to orders joins
-        let request = join_request("g", "").with_protocols(vec![protocol("range", b"orders")]);
+        let metadata: &'static [u8] = Box::leak(subscription(&["orders"]).into_boxed_slice());
+        let request = join_request("g", "").with_protocols(vec![protocol("range", metadata)]);
         let joined = join(ctx, request).await;
         assert_eq!(joined.error_code, 0);
 
-        let response = handle(ctx, deleting("g", &[("orders", &[0])])).await;
-        assert_eq!(response.error_code, ResponseError::NonEmptyGroup.code());
-        assert!(response.topics.is_empty());
-        assert_eq!(stored(ctx, "g").await.len(), 3);
+        let response = handle(ctx, deleting("g", &[("orders", &[0]), ("audit", &[0])])).await;
+        assert_eq!(response.error_code, 0);
+        let subscribed = ResponseError::GroupSubscribedToTopic.code();
+        assert_eq!(
+            codes(&response),
+            vec![
+                ("orders".to_string(), vec![(0, subscribed)]),
+                ("audit".to_string(), vec![(0, 0)]),
+            ]
+        );
+        assert_eq!(stored(ctx, "g").await.len(), 2);
 
         // once it left, the offsets can go
         let left = ctx
@@ -162,7 +187,24 @@ mod tests {
         assert_eq!(left, vec![Ok(())]);
         let response = handle(ctx, deleting("g", &[("orders", &[0])])).await;
         assert_eq!(response.error_code, 0);
-        assert_eq!(stored(ctx, "g").await.len(), 2);
+        assert_eq!(codes(&response), vec![("orders".to_string(), vec![(0, 0)])]);
+        assert_eq!(stored(ctx, "g").await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn other_protocols_with_members_refuse_and_unknown_groups_are_not_found() {
+        let node = TestNode::start().await;
+        let ctx = &node.context;
+        committed(&node, "g").await;
+        let request = join_request("g", "")
+            .with_protocol_type(text("connect"))
+            .with_protocols(vec![protocol("v1", b"x")]);
+        assert_eq!(join(ctx, request).await.error_code, 0);
+        let response = handle(ctx, deleting("g", &[("orders", &[0])])).await;
+        assert_eq!(response.error_code, ResponseError::NonEmptyGroup.code());
+        assert_eq!(stored(ctx, "g").await.len(), 3);
+        let response = handle(ctx, deleting("nobody", &[("orders", &[0])])).await;
+        assert_eq!(response.error_code, ResponseError::GroupIdNotFound.code());
     }
 
     #[tokio::test]

@@ -288,6 +288,29 @@ pub fn describe_group() -> Vec<ConfigEntry> {
     .collect()
 }
 
+/// The resources (type, name) named more than once in one request: Kafka
+/// refuses each such resource with INVALID_REQUEST rather than apply one.
+pub fn duplicated<'a>(
+    resources: impl IntoIterator<Item = (i8, &'a str)>,
+) -> std::collections::HashSet<(i8, String)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut twice = std::collections::HashSet::new();
+    for (kind, name) in resources {
+        if !seen.insert((kind, name)) {
+            twice.insert((kind, name.to_string()));
+        }
+    }
+    twice
+}
+
+/// The refusal of a resource named more than once.
+pub fn duplicate_resource(name: &str) -> AdminError {
+    AdminError::new(
+        ResponseError::InvalidRequest,
+        format!("resource {name:?} appears more than once in the request"),
+    )
+}
+
 /// Why an admin operation on one resource (a topic, its partitions, its
 /// configs) failed: the Kafka error it is answered with, and a message for
 /// the client.
