@@ -178,21 +178,41 @@ pub async fn topic(command: TopicCommand) -> anyhow::Result<()> {
                     config["value"].as_str().unwrap_or_default()
                 );
             }
-            for p in 0..partitions {
-                let offsets: Value = check(
-                    http.get(format!(
-                        "{}/v1/topics/{name}/partitions/{p}/offsets",
-                        target.url
-                    ))
+            // per partition: offsets, how far the Parquet archive reaches
+            // and its size, and the segment runs not archived yet
+            let archive: Value = check(
+                http.get(format!("{}/v1/topics/{name}/archive", target.url))
                     .send()
                     .await?,
-                )
-                .await?
-                .json()
-                .await?;
+            )
+            .await?
+            .json()
+            .await?;
+            let files = archive["files"].as_array().cloned().unwrap_or_default();
+            println!(
+                "{:<9}  {:>16}  {:>14}  {:>11}  {:>13}  {:>12}",
+                "PARTITION",
+                "LOG-START-OFFSET",
+                "HIGH-WATERMARK",
+                "ARCHIVED-TO",
+                "ARCHIVE-BYTES",
+                "SEGMENT-RUNS"
+            );
+            for p in archive["partitions"].as_array().into_iter().flatten() {
+                let partition = p["partition"].as_i64().unwrap_or(-1);
+                let bytes: u64 = files
+                    .iter()
+                    .filter(|f| f["partition"].as_i64() == Some(partition))
+                    .filter_map(|f| f["bytes"].as_u64())
+                    .sum();
                 println!(
-                    "partition {p}: log_start_offset={} high_watermark={}",
-                    offsets["log_start_offset"], offsets["high_watermark"]
+                    "{:<9}  {:>16}  {:>14}  {:>11}  {:>13}  {:>12}",
+                    partition,
+                    p["log_start_offset"],
+                    p["high_watermark"],
+                    p["archived_end_offset"],
+                    bytes,
+                    p["segment_runs"]
                 );
             }
         }

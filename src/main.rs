@@ -1,11 +1,12 @@
 //! The `sluice` command: `serve` runs a node (`sluice-node`), `config show`
-//! prints its effective settings; `topic`, `produce` and
+//! prints its effective settings; `topic`, `group`, `produce` and
 //! `consume` talk to a running node over HTTP; `archive` lists and queries
 //! a topic's Parquet archive; `bench` measures a node.
 
 mod archive;
 mod bench;
 mod client;
+mod group;
 
 /// See `sluice-alloc`: a malformed request must not abort the process.
 #[global_allocator]
@@ -38,6 +39,11 @@ enum Command {
     Topic {
         #[command(subcommand)]
         command: client::TopicCommand,
+    },
+    /// Consumer groups: list, describe (with lag), delete, reset offsets.
+    Group {
+        #[command(subcommand)]
+        command: group::GroupCommand,
     },
     /// Produce stdin lines as records (one record per line).
     Produce(client::ProduceArgs),
@@ -101,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
             command: ConfigCommand::Show(args),
         } => print!("{}", toml::to_string_pretty(&args.config()?)?),
         Command::Topic { command } => client::topic(command).await?,
+        Command::Group { command } => group::run(command).await?,
         Command::Produce(args) => client::produce(args).await?,
         Command::Consume(args) => client::consume(args).await?,
         Command::Archive { command } => archive::run(command).await?,

@@ -59,11 +59,16 @@ pub async fn read_row_group(
     };
     let (first, end) = row_group_range(entry, archive, group);
     if archive.row_groups.is_empty() {
-        // a compacted run that kept no record
+        // a compacted run that kept no record: one empty batch over its
+        // offsets, so that a consumer moves past them
         return Ok(ReadChunk {
             base_offset: first,
             end_offset: end,
-            batches: Bytes::new(),
+            batches: if end > first {
+                sluice_segment::batch::empty_batch(first, end)
+            } else {
+                Bytes::new()
+            },
         });
     }
     let dense = !archive.compacted;
@@ -168,7 +173,15 @@ async fn decode_row_group(
             "row group {group} of {path} does not hold offsets {first}..{end}"
         )));
     }
-    archive::encode_served(&records).map_err(corrupt)
+    let served = archive::encode_served(&records).map_err(corrupt)?;
+    if dense {
+        return Ok(served);
+    }
+    // compaction may have removed the offsets after the group's last
+    // record: its last batch covers them, as in a Kafka compacted log
+    let mut served = bytes::BytesMut::from(&served[..]);
+    sluice_segment::batch::cover_to(&mut served, end).map_err(corrupt)?;
+    Ok(served.freeze())
 }
 
 /// A Parquet failure: the store's error when it is one, else corruption.

@@ -114,13 +114,6 @@ pub async fn run(
     let ready = Arc::new(AtomicBool::new(false));
     let producer = Arc::new(Producer::new(view.clone(), writer));
     let reader = Reader::new(objects.clone(), view.clone()).with_cache(cache.clone());
-    let state = HttpState {
-        producer: producer.clone(),
-        reader: reader.clone(),
-        catalog: catalog.clone(),
-        cluster_id: cluster_id.clone(),
-        ready: ready.clone(),
-    };
     let listener = TcpListener::bind(config.http.addr)
         .await
         .map_err(startup("binding the HTTP address"))?;
@@ -185,6 +178,14 @@ pub async fn run(
         membership.lease_receiver(),
         config.groups.clone(),
     );
+    let state = HttpState {
+        producer: producer.clone(),
+        reader: reader.clone(),
+        catalog: catalog.clone(),
+        cluster_id: cluster_id.clone(),
+        ready: ready.clone(),
+        groups: groups.clone(),
+    };
     let kafka_context = Arc::new(KafkaContext::new(
         node_id,
         cluster_id.clone(),

@@ -473,6 +473,53 @@ pub fn decode(bytes: Bytes) -> Result<Vec<StoredRecord>, BatchError> {
     Ok(out)
 }
 
+/// Stretch the last batch of `bytes` so that it covers the offsets up to
+/// `end` (exclusive), as a Kafka compacted log's last batch covers the
+/// records compaction removed after it: a consumer then moves on to `end`
+/// instead of asking for the removed offsets again. The CRC is recomputed.
+pub fn cover_to(bytes: &mut [u8], end: i64) -> Result<(), BatchError> {
+    let frames = frames(bytes, false)?;
+    let Some(last) = frames.last() else {
+        return Ok(());
+    };
+    let base = read_i64(bytes, last.start);
+    let delta = i32::try_from(end - 1 - base).map_err(|_| BatchError::Invalid {
+        at: last.start,
+        reason: "batch cannot cover that many offsets",
+    })?;
+    if end - base <= i64::from(last.offset_count) {
+        return Ok(());
+    }
+    let batch = &mut bytes[last.start..];
+    batch[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].copy_from_slice(&delta.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
+/// A batch holding no record that covers offsets `[first, end)`: what a
+/// compacted run serves where compaction removed every record.
+pub fn empty_batch(first: i64, end: i64) -> Bytes {
+    let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES);
+    out.extend_from_slice(&first.to_be_bytes());
+    out.extend_from_slice(&((BATCH_HEADER_BYTES - LENGTH_FIELD_END) as i32).to_be_bytes());
+    out.extend_from_slice(&NO_PARTITION_LEADER_EPOCH.to_be_bytes());
+    out.extend_from_slice(&[2]); // magic
+    out.extend_from_slice(&[0; 4]); // crc, below
+    out.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    let delta = i32::try_from((end - first - 1).max(0)).unwrap_or(i32::MAX);
+    out.extend_from_slice(&delta.to_be_bytes());
+    out.extend_from_slice(&(-1i64).to_be_bytes()); // base timestamp
+    out.extend_from_slice(&(-1i64).to_be_bytes()); // max timestamp
+    out.extend_from_slice(&NO_PRODUCER_ID.to_be_bytes());
+    out.extend_from_slice(&NO_PRODUCER_EPOCH.to_be_bytes());
+    out.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    out.extend_from_slice(&0i32.to_be_bytes()); // no records
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_AT..]);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    out.freeze()
+}
+
 /// The offset after the last batch of `bytes` (absolute base offsets), or
 /// `None` when there is no batch.
 pub fn end_offset(bytes: &[u8]) -> Result<Option<i64>, BatchError> {
@@ -586,6 +633,34 @@ mod tests {
                 (1, 0, true, true, 1_700_000_000_002),
             ]
         );
+    }
+
+    #[test]
+    fn a_stretched_last_batch_and_an_empty_batch_cover_removed_offsets() {
+        let mut run = BytesMut::new();
+        run.extend_from_slice(&encode(&[record(1), record(2)]).unwrap());
+        patch_base_offsets(&mut run, 10).unwrap();
+        cover_to(&mut run, 20).unwrap();
+        let bytes = run.freeze();
+        assert_eq!(end_offset(&bytes).unwrap(), Some(20));
+        let decoded = decode(bytes.clone()).unwrap();
+        assert_eq!(
+            decoded.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![10, 11]
+        );
+        // a read from inside the removed offsets still gets the batch
+        assert_eq!(batches_from(&bytes, 15, 1 << 20).unwrap(), bytes);
+        let empty = empty_batch(20, 25);
+        assert_eq!(end_offset(&empty).unwrap(), Some(25));
+        assert!(decode(empty.clone()).unwrap().is_empty());
+        assert_eq!(batches_from(&empty, 22, 1 << 20).unwrap(), empty);
+        let mut checked = empty.to_vec();
+        assert_eq!(
+            crc32c::crc32c(&checked[ATTRIBUTES_AT..]),
+            read_u32(&checked, CRC_AT)
+        );
+        cover_to(&mut checked, 25).unwrap();
+        assert_eq!(checked, empty.to_vec(), "already covered: unchanged");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The groups as an administrator sees them: describe, list, delete.
 
+use std::collections::BTreeSet;
+
 use super::*;
 
 impl GroupCoordinator {
@@ -112,4 +114,119 @@ impl GroupCoordinator {
         self.groups.lock().await.remove(group_id);
         Ok(())
     }
+}
+
+/// A group as an operator sees it from any node: its state, protocol,
+/// coordinator and members with their assignments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOverview {
+    /// Group id.
+    pub group_id: String,
+    /// State name as Kafka spells it (`Dead` for a group that does not exist).
+    pub state: &'static str,
+    /// Protocol type (`consumer`), empty when none.
+    pub protocol_type: String,
+    /// Chosen protocol (the assignor), empty when none.
+    pub protocol_name: String,
+    /// The node coordinating it, if any.
+    pub coordinator: Option<i32>,
+    /// Members (with subscription metadata and assignment).
+    pub members: Vec<DescribedMember>,
+}
+
+impl GroupCoordinator {
+    /// Every group of the cluster (stored, or in a first rebalance here).
+    pub async fn overview_all(&self) -> GroupResult<Vec<GroupOverview>> {
+        let mut ids: BTreeSet<String> = self.catalog.list_groups().await?.into_iter().collect();
+        ids.extend(self.groups.lock().await.keys().cloned());
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let overview = self.overview(&id).await?;
+            if overview.state != "Dead" {
+                out.push(overview);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One group: from this node's memory when it coordinates the group,
+    /// else as its coordinator last stored it.
+    pub async fn overview(&self, group_id: &str) -> GroupResult<GroupOverview> {
+        validate_group_id(group_id)?;
+        let coordinator = self.catalog.coordinator(group_id).await?;
+        let loaded = self.groups.lock().await.contains_key(group_id);
+        if loaded && coordinator == Some(self.node_id) {
+            let d = self.describe(group_id).await?;
+            return Ok(GroupOverview {
+                group_id: group_id.to_string(),
+                state: d.state,
+                protocol_type: d.protocol_type,
+                protocol_name: d.protocol_name,
+                coordinator,
+                members: d.members,
+            });
+        }
+        let record = self.catalog.load_group(group_id).await?;
+        let has_offsets = !self.catalog.fetch_offsets(group_id).await?.is_empty();
+        let Some(record) = record else {
+            return Ok(GroupOverview {
+                group_id: group_id.to_string(),
+                state: if has_offsets { "Empty" } else { "Dead" },
+                protocol_type: String::new(),
+                protocol_name: String::new(),
+                coordinator,
+                members: Vec::new(),
+            });
+        };
+        Ok(GroupOverview {
+            group_id: group_id.to_string(),
+            state: if record.members.is_empty() {
+                "Empty"
+            } else {
+                "Stable"
+            },
+            protocol_type: record.protocol_type.unwrap_or_default(),
+            protocol_name: record.protocol_name.unwrap_or_default(),
+            coordinator,
+            members: record
+                .members
+                .into_iter()
+                .map(|m| DescribedMember {
+                    member_id: m.member_id,
+                    instance_id: m.instance_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    metadata: m.metadata,
+                    assignment: m.assignment,
+                })
+                .collect(),
+        })
+    }
+}
+
+/// The partitions a consumer's assignment (`ConsumerProtocolAssignment`:
+/// version, then an array of (topic, partitions)) holds; none when it does
+/// not parse.
+pub fn assigned_partitions(assignment: &[u8]) -> Vec<(String, i32)> {
+    fn parse(mut bytes: &[u8]) -> Option<Vec<(String, i32)>> {
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
+            bytes = rest;
+            Some(head)
+        };
+        let _version = i16::from_be_bytes(take(2)?.try_into().ok()?);
+        let topics = i32::from_be_bytes(take(4)?.try_into().ok()?);
+        let mut out = Vec::new();
+        for _ in 0..topics.max(0) {
+            let len = i16::from_be_bytes(take(2)?.try_into().ok()?);
+            let topic = String::from_utf8(take(usize::try_from(len).ok()?)?.to_vec()).ok()?;
+            let count = i32::from_be_bytes(take(4)?.try_into().ok()?);
+            for _ in 0..count.max(0) {
+                let partition = i32::from_be_bytes(take(4)?.try_into().ok()?);
+                out.push((topic.clone(), partition));
+            }
+        }
+        Some(out)
+    }
+    parse(assignment).unwrap_or_default()
 }

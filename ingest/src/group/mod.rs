@@ -18,6 +18,8 @@ mod offsets;
 mod persistence;
 mod rebalance;
 
+pub use admin::{assigned_partitions, GroupOverview};
+
 use persistence::restore;
 use rebalance::check_member;
 

@@ -42,7 +42,9 @@ pub(crate) async fn list_archive(
                 "path": archive.path,
                 "first_offset": entry.base_offset,
                 "last_offset": entry.end_offset() - 1,
+                // offsets covered; a compacted file holds fewer records
                 "records": entry.offset_count,
+                "compacted": archive.compacted,
                 "bytes": entry.object_bytes,
                 "row_groups": archive.row_groups.len(),
                 "max_timestamp": entry.max_timestamp,

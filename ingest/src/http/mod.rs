@@ -5,6 +5,7 @@
 //! `{"error_code": <http status>, "message": "..."}`.
 
 mod archive;
+mod groups;
 mod internal;
 mod read;
 mod records;
@@ -41,6 +42,8 @@ pub struct HttpState {
     pub cluster_id: String,
     /// Whether the node is ready to serve (false while shutting down).
     pub ready: Arc<AtomicBool>,
+    /// Consumer groups (the operator's view and offset resets).
+    pub groups: Arc<crate::group::GroupCoordinator>,
 }
 
 /// An error answered as JSON with its HTTP status.
@@ -125,6 +128,22 @@ pub fn router(state: HttpState) -> Router {
             get(read::offsets),
         )
         .route("/v1/topics/{topic}/archive", get(archive::list_archive))
+        .route(
+            "/v3/clusters/{cluster_id}/consumer-groups",
+            get(groups::list_groups),
+        )
+        .route(
+            "/v3/clusters/{cluster_id}/consumer-groups/{group}",
+            get(groups::get_group).delete(groups::delete_group),
+        )
+        .route(
+            "/v3/clusters/{cluster_id}/consumer-groups/{group}/lags",
+            get(groups::group_lags),
+        )
+        .route(
+            "/v3/clusters/{cluster_id}/consumer-groups/{group}/offsets:reset",
+            post(groups::reset_offsets),
+        )
         .merge(operations_routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::disable())

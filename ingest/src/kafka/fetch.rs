@@ -1,8 +1,10 @@
 //! Fetch (topic names, v4-v12): read each partition from its fetch offset
 //! within `partition_max_bytes` and the response's `max_bytes` (whole
 //! batches, at least one so a consumer always moves on), and long-poll up to
-//! `max_wait_ms` while fewer than `min_bytes` are available. Fetch sessions
-//! are declined (session id 0), so clients send full requests.
+//! `max_wait_ms` while fewer than `min_bytes` are available. A response is
+//! capped at `max_bytes`: only the first batch may exceed it (KIP-74).
+//! Fetch sessions (KIP-227, [`super::fetch_session`]) let a client send
+//! only what changed and get only partitions with news.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -8,6 +8,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use sluice_fetch::reader::ENTRIES_PER_READ_MAX;
+use sluice_fetch::Reader;
 
 use super::KafkaContext;
 use crate::error::{IngestError, IngestResult};
@@ -77,6 +78,21 @@ async fn lookup(
         }
         _ => {}
     }
+    Ok(first_at(&context.reader, topic_id, partition, timestamp)
+        .await?
+        .map_or((-1, -1), |(offset, found)| (found, offset)))
+}
+
+/// The first offset of a partition whose record timestamp is at least
+/// `timestamp`, with that timestamp; `None` when every record is older.
+pub async fn first_at(
+    reader: &Reader,
+    topic_id: &str,
+    partition: i32,
+    timestamp: i64,
+) -> IngestResult<Option<(i64, i64)>> {
+    let view = reader.view();
+    let snapshot = view.snapshot(topic_id, partition);
     let mut from = snapshot.log_start_offset;
     while from < snapshot.high_watermark {
         let entries = view.entries_from(topic_id, partition, from, ENTRIES_PER_READ_MAX);
@@ -85,12 +101,11 @@ async fn lookup(
         };
         let next = last.end_offset();
         for entry in entries.iter().filter(|e| e.max_timestamp >= timestamp) {
-            let found = context
-                .reader
+            let found = reader
                 .offset_for_timestamp(topic_id, partition, entry, timestamp)
                 .await?;
             if let Some((offset, found_timestamp)) = found {
-                return Ok((found_timestamp, offset.max(from)));
+                return Ok(Some((offset.max(from), found_timestamp)));
             }
         }
         if next <= from {
@@ -98,7 +113,7 @@ async fn lookup(
         }
         from = next;
     }
-    Ok((-1, -1))
+    Ok(None)
 }
 
 #[cfg(test)]
