@@ -44,7 +44,9 @@ import uuid
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, NewTopic, ResourceType
-from kafka import KafkaAdminClient
+import kafka.errors
+import pytest
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import ConfigResource as KpConfigResource, ConfigResourceType
 
 import kafka_wire as wire
@@ -319,6 +321,23 @@ def test_per_record_errors(module_node):
     (msg,) = consume(node, bounded, 1)
     assert (msg.value(), msg.timestamp()[1]) == (b"now", stamp)
     producer.close()
+
+    # (e) the same two refusals told to kafka-python's producer, which
+    # raises them as permanent errors rather than retrying
+    # (one producer per send: each refusal stays with its own record)
+    def kp_send(topic: str, **record):
+        kp = KafkaProducer(bootstrap_servers=node.bootstrap, acks="all", retries=3,
+                           request_timeout_ms=30000)
+        try:
+            return kp.send(topic, partition=0, **record).get(timeout=30)
+        finally:
+            kp.close()
+
+    with pytest.raises(kafka.errors.InvalidRecordError):
+        kp_send(compacted, value=b"no key")
+    with pytest.raises(kafka.errors.InvalidTimestampError):
+        kp_send(bounded, key=b"k", value=b"old", timestamp_ms=now_ms() - 3_600_000)
+    assert kp_send(compacted, key=b"k9", value=b"kept").offset == 3
 
 
 # ---------------------------------------------------------------------------
