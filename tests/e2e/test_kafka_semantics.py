@@ -463,6 +463,8 @@ def test_fetch_responses_respect_fetch_max_bytes(proxied):
         assert len(with_records) >= 6, f"{context}: Fetch responses seen: {sizes}"
         assert sum(sizes) >= partitions * RECORDS_PER_PARTITION * RECORD_VALUE, \
             f"{context}: the proxy did not see every record fetched: {sizes}"
+        print(f"{context}, fetch.max.bytes={fetch_max}: {len(with_records)} Fetch responses "
+              f"with records, {min(with_records)}-{max(with_records)} bytes")
         for p in range(partitions):
             assert [o for o, _ in got[p]] == list(range(RECORDS_PER_PARTITION)), \
                 f"{context}: partition {p} offsets {[o for o, _ in got[p]]}"

@@ -203,30 +203,3 @@ impl GroupCoordinator {
         })
     }
 }
-
-/// The partitions a consumer's assignment (`ConsumerProtocolAssignment`:
-/// version, then an array of (topic, partitions)) holds; none when it does
-/// not parse.
-pub fn assigned_partitions(assignment: &[u8]) -> Vec<(String, i32)> {
-    fn parse(mut bytes: &[u8]) -> Option<Vec<(String, i32)>> {
-        let mut take = |n: usize| -> Option<&[u8]> {
-            let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
-            bytes = rest;
-            Some(head)
-        };
-        let _version = i16::from_be_bytes(take(2)?.try_into().ok()?);
-        let topics = i32::from_be_bytes(take(4)?.try_into().ok()?);
-        let mut out = Vec::new();
-        for _ in 0..topics.max(0) {
-            let len = i16::from_be_bytes(take(2)?.try_into().ok()?);
-            let topic = String::from_utf8(take(usize::try_from(len).ok()?)?.to_vec()).ok()?;
-            let count = i32::from_be_bytes(take(4)?.try_into().ok()?);
-            for _ in 0..count.max(0) {
-                let partition = i32::from_be_bytes(take(4)?.try_into().ok()?);
-                out.push((topic.clone(), partition));
-            }
-        }
-        Some(out)
-    }
-    parse(assignment).unwrap_or_default()
-}

@@ -14,11 +14,13 @@
 //! translate.
 
 mod admin;
+pub mod consumer_protocol;
 mod offsets;
 mod persistence;
 mod rebalance;
 
-pub use admin::{assigned_partitions, GroupOverview};
+pub use admin::GroupOverview;
+pub use consumer_protocol::assigned_partitions;
 
 use persistence::restore;
 use rebalance::check_member;

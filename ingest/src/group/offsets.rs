@@ -71,7 +71,7 @@ impl GroupCoordinator {
             state
                 .members
                 .values()
-                .flat_map(|m| subscribed_topics(&m.metadata_for(&protocol)))
+                .flat_map(|m| consumer_protocol::subscribed_topics(&m.metadata_for(&protocol)))
                 .collect()
         } else {
             return Err(GroupError::NonEmptyGroup);
@@ -94,27 +94,4 @@ impl GroupCoordinator {
             })
             .collect())
     }
-}
-
-/// The topics a consumer's subscription (`ConsumerProtocolSubscription`:
-/// version, then an array of topic names) names; none when it does not
-/// parse.
-pub(super) fn subscribed_topics(metadata: &[u8]) -> Vec<String> {
-    fn parse(mut bytes: &[u8]) -> Option<Vec<String>> {
-        let mut take = |n: usize| -> Option<&[u8]> {
-            let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
-            bytes = rest;
-            Some(head)
-        };
-        let _version = i16::from_be_bytes(take(2)?.try_into().ok()?);
-        let count = i32::from_be_bytes(take(4)?.try_into().ok()?);
-        let mut topics = Vec::with_capacity(count.clamp(0, 1024) as usize);
-        for _ in 0..count.max(0) {
-            let len = i16::from_be_bytes(take(2)?.try_into().ok()?);
-            let name = take(usize::try_from(len).ok()?)?;
-            topics.push(String::from_utf8(name.to_vec()).ok()?);
-        }
-        Some(topics)
-    }
-    parse(metadata).unwrap_or_default()
 }
