@@ -414,7 +414,7 @@ pub fn encode_served(records: &[StoredRecord]) -> Result<Bytes, ArchiveError> {
         let mut bytes = record_bytes(&records[start]);
         while end < records.len()
             && end - start < SERVED_BATCH_RECORDS_MAX
-            && records[end].offset == records[end - 1].offset + 1
+            && records[end - 1].offset.checked_add(1) == Some(records[end].offset)
             && bytes + record_bytes(&records[end]) <= SERVED_BATCH_BYTES_MAX
         {
             bytes += record_bytes(&records[end]);

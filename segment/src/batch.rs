@@ -483,13 +483,17 @@ pub fn cover_to(bytes: &mut [u8], end: i64) -> Result<(), BatchError> {
         return Ok(());
     };
     let base = read_i64(bytes, last.start);
-    let delta = i32::try_from(end - 1 - base).map_err(|_| BatchError::Invalid {
+    let span = end.checked_sub(base).ok_or(BatchError::Invalid {
         at: last.start,
         reason: "batch cannot cover that many offsets",
     })?;
-    if end - base <= i64::from(last.offset_count) {
+    if span <= i64::from(last.offset_count) {
         return Ok(());
     }
+    let delta = i32::try_from(span - 1).map_err(|_| BatchError::Invalid {
+        at: last.start,
+        reason: "batch cannot cover that many offsets",
+    })?;
     let batch = &mut bytes[last.start..];
     batch[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].copy_from_slice(&delta.to_be_bytes());
     let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
@@ -507,7 +511,8 @@ pub fn empty_batch(first: i64, end: i64) -> Bytes {
     out.extend_from_slice(&[2]); // magic
     out.extend_from_slice(&[0; 4]); // crc, below
     out.extend_from_slice(&0i16.to_be_bytes()); // attributes
-    let delta = i32::try_from((end - first - 1).max(0)).unwrap_or(i32::MAX);
+    let span = end.saturating_sub(first).saturating_sub(1).max(0);
+    let delta = i32::try_from(span).unwrap_or(i32::MAX);
     out.extend_from_slice(&delta.to_be_bytes());
     out.extend_from_slice(&(-1i64).to_be_bytes()); // base timestamp
     out.extend_from_slice(&(-1i64).to_be_bytes()); // max timestamp
@@ -525,7 +530,7 @@ pub fn empty_batch(first: i64, end: i64) -> Bytes {
 pub fn end_offset(bytes: &[u8]) -> Result<Option<i64>, BatchError> {
     Ok(frames(bytes, false)?
         .iter()
-        .map(|frame| read_i64(bytes, frame.start) + i64::from(frame.offset_count))
+        .map(|frame| read_i64(bytes, frame.start).saturating_add(i64::from(frame.offset_count)))
         .max())
 }
 
@@ -542,7 +547,7 @@ pub fn batches_from(bytes: &Bytes, offset: i64, max_bytes: usize) -> Result<Byte
         match start {
             None => {
                 let base = read_i64(bytes, frame.start);
-                if base + i64::from(frame.offset_count) > offset {
+                if base.saturating_add(i64::from(frame.offset_count)) > offset {
                     start = Some(frame.start);
                 }
             }

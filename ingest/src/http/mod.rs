@@ -8,7 +8,7 @@ mod archive;
 mod groups;
 mod internal;
 mod read;
-mod records;
+pub mod records;
 mod topics;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -143,8 +143,36 @@ fn parse_headers(value: Option<&Value>) -> Result<Vec<(String, Option<Bytes>)>, 
     Ok(headers)
 }
 
+/// A record object decoded, before its partition is chosen.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The partition asked for, if any.
+    pub partition: Option<i32>,
+    /// The record.
+    pub record: NewRecord,
+    key: Option<DataInfo>,
+    value: Option<DataInfo>,
+}
+
 /// Parse and place one record object.
 fn parse_record(state: &HttpState, topic: &Topic, value: &Value) -> Result<Parsed, ApiError> {
+    let now_ms = state.producer.view().catalog().clock().now_ms();
+    let decoded = decode_record(value, now_ms)?;
+    let partition = state
+        .producer
+        .choose_partition(topic, decoded.partition, decoded.record.key.as_deref())
+        .map_err(ApiError::from)?;
+    Ok(Parsed {
+        partition,
+        record: decoded.record,
+        key: decoded.key,
+        value: decoded.value,
+    })
+}
+
+/// Decode one record object (`partition_id`, `key`, `value`, `headers`,
+/// `timestamp`; a record without a timestamp gets `now_ms`).
+pub fn decode_record(value: &Value, now_ms: i64) -> Result<Decoded, ApiError> {
     let object: &Map<String, Value> = value
         .as_object()
         .ok_or_else(|| ApiError::bad_request("each record must be a JSON object"))?;
@@ -160,7 +188,7 @@ fn parse_record(state: &HttpState, topic: &Topic, value: &Value) -> Result<Parse
     let (value, value_info) = parse_data("value", object.get("value"))?;
     let headers = parse_headers(object.get("headers"))?;
     let timestamp_ms = match object.get("timestamp") {
-        None | Some(Value::Null) => state.producer.view().catalog().clock().now_ms(),
+        None | Some(Value::Null) => now_ms,
         Some(Value::String(text)) => DateTime::parse_from_rfc3339(text)
             .map_err(|e| ApiError::bad_request(format!("timestamp is not RFC 3339: {e}")))?
             .timestamp_millis(),
@@ -170,11 +198,7 @@ fn parse_record(state: &HttpState, topic: &Topic, value: &Value) -> Result<Parse
             ))
         }
     };
-    let partition = state
-        .producer
-        .choose_partition(topic, partition, key.as_deref())
-        .map_err(ApiError::from)?;
-    Ok(Parsed {
+    Ok(Decoded {
         partition,
         record: NewRecord {
             key,
@@ -268,28 +292,7 @@ pub(crate) async fn produce_records(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (topic, body) = topic_and_body(&state, &cluster_id, &name, body).await?;
-    let mut values: Vec<Result<Value, ApiError>> = Vec::new();
-    for value in serde_json::Deserializer::from_slice(&body).into_iter::<Value>() {
-        if values.len() >= STREAM_RECORDS_MAX {
-            return Err(ApiError::new(
-                413,
-                format!("a records stream may hold at most {STREAM_RECORDS_MAX} records"),
-            ));
-        }
-        match value {
-            Ok(value) => values.push(Ok(value)),
-            Err(error) => {
-                // the stream cannot be resynchronised after a syntax error
-                values.push(Err(ApiError::bad_request(format!(
-                    "malformed JSON: {error}"
-                ))));
-                break;
-            }
-        }
-    }
-    if values.is_empty() {
-        return Err(ApiError::bad_request("request body holds no record"));
-    }
+    let values = split_stream(&body)?;
     let single = values.len() == 1;
     let outcomes = produce_values(&state, &topic, values).await;
     let lines: Vec<(u16, Value)> = outcomes
@@ -310,6 +313,35 @@ pub(crate) async fn produce_records(
         out.push('\n');
     }
     Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
+}
+
+/// The JSON values of a `records` body (one object, or concatenated
+/// objects): each value, or the syntax error that ends the stream (it
+/// cannot be resynchronised after one). At most [`STREAM_RECORDS_MAX`]
+/// values (413 beyond); an empty body is a 400.
+pub fn split_stream(body: &[u8]) -> Result<Vec<Result<Value, ApiError>>, ApiError> {
+    let mut values: Vec<Result<Value, ApiError>> = Vec::new();
+    for value in serde_json::Deserializer::from_slice(body).into_iter::<Value>() {
+        if values.len() >= STREAM_RECORDS_MAX {
+            return Err(ApiError::new(
+                413,
+                format!("a records stream may hold at most {STREAM_RECORDS_MAX} records"),
+            ));
+        }
+        match value {
+            Ok(value) => values.push(Ok(value)),
+            Err(error) => {
+                values.push(Err(ApiError::bad_request(format!(
+                    "malformed JSON: {error}"
+                ))));
+                break;
+            }
+        }
+    }
+    if values.is_empty() {
+        return Err(ApiError::bad_request("request body holds no record"));
+    }
+    Ok(values)
 }
 
 /// `POST /v3/clusters/{cluster_id}/topics/{topic}/records-batch` with
