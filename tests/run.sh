@@ -10,8 +10,10 @@
 #    modules (npm ci), rustfmt, clippy, cargo-nextest and cargo-fuzz;
 #    nothing else: the build brings its own protoc (.cargo/protoc);
 # 2. cargo fmt --check, clippy -D warnings, build, cargo nextest (unit and
-#    integration tests; they start their own etcd), then the end-to-end pytest
-#    suite in tests/e2e (real `sluice` binary, real etcd, real S3 server).
+#    integration tests; they start their own etcd), every fuzz target, the
+#    chaos checker's unit tests, then the end-to-end pytest suite in
+#    tests/e2e (real `sluice` binary, real etcd, real S3 server), which runs
+#    a CI-sized chaos campaign (tests/chaos) among its tests.
 #
 # Environment knobs:
 #   PYTHON=python3.11         interpreter for the e2e suite (default python3)
@@ -181,7 +183,11 @@ for target in kafka_request segment_object produced_batches http_records consume
 done
 end
 
-begin "e2e: pytest tests/e2e"
+begin "the chaos checker's own tests: pytest tests/chaos"
+"$PYTHON" -m pytest -q -p no:cacheprovider tests/chaos/test_checker.py
+end
+
+begin "e2e: pytest tests/e2e (the CI-sized chaos campaign included)"
 export SLUICE_BIN=${SLUICE_BIN:-$ROOT/target/debug/sluice}
 # pytest exits 5 when it collected no tests: with `set -e` that fails the run too.
 # shellcheck disable=SC2086

@@ -1,6 +1,7 @@
 //! The buffer stage: accepts appends into the one open segment, seals it
 //! at `segment_max_bytes` or `flush_interval`, and hands sealed segments on.
 
+use super::idempotence::Admission;
 use super::*;
 
 pub(super) async fn buffer_loop(
@@ -33,15 +34,38 @@ pub(super) async fn buffer_loop(
                 let producer = match append.producer {
                     None => None,
                     Some(batch) => {
-                        let head = view.head(&append.topic.record.id, append.partition);
-                        let admitted = in_flight.admit(
+                        let topic_id = append.topic.record.id.clone();
+                        let head = view.head(&topic_id, append.partition);
+                        let mut admission = in_flight.admit(
                             head.head.producers.get(&batch.producer_id),
-                            &append.topic.record.id,
+                            true,
+                            &topic_id,
                             append.partition,
                             batch,
                             append.reply,
                         );
-                        let Some((ticket, reply)) = admitted else {
+                        if let Admission::Recheck(reply) = admission {
+                            // this node's view may not have seen another
+                            // node's commit yet: the stored head decides
+                            // (rare: one metadata read on this path only)
+                            match view.catalog().head(&topic_id, append.partition).await {
+                                Ok(stored) => {
+                                    admission = in_flight.admit(
+                                        stored.head.producers.get(&batch.producer_id),
+                                        false,
+                                        &topic_id,
+                                        append.partition,
+                                        batch,
+                                        reply,
+                                    );
+                                }
+                                Err(error) => {
+                                    let _ = reply.send(Err(error.into()));
+                                    continue;
+                                }
+                            }
+                        }
+                        let Admission::Admitted(ticket, reply) = admission else {
                             continue; // answered, or waiting for the same batch
                         };
                         append.reply = reply;

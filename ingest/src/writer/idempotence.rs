@@ -67,14 +67,21 @@ impl InFlight {
     /// committed state of its producer. Returns the ticket and the reply
     /// when the batch is to be stored; otherwise `reply` has been answered
     /// (duplicate or refusal) or attached to the same batch in flight.
+    ///
+    /// A gap (OUT_OF_ORDER_SEQUENCE_NUMBER, which clients take as fatal)
+    /// may only be this node's view lagging behind a commit another node
+    /// made: when `committed` came from the view, set `may_lag`, and a gap
+    /// is handed back as [`Admission::Recheck`] with the reply, to be
+    /// decided again against the stored head.
     pub(super) fn admit(
         self: &Arc<Self>,
         committed: Option<&ProducerState>,
+        may_lag: bool,
         topic_id: &str,
         partition: i32,
         batch: ProducerBatch,
         reply: Reply,
-    ) -> Option<(Ticket, Reply)> {
+    ) -> Admission {
         if let Ok(Sequenced::Duplicate { base_offset }) = producers::check(committed, &batch) {
             debug!(
                 producer_id = batch.producer_id,
@@ -83,7 +90,7 @@ impl InFlight {
                 "duplicate batch answered with its original offset"
             );
             let _ = reply.send(Ok(base_offset));
-            return None;
+            return Admission::Answered;
         }
         let key = (topic_id.to_string(), partition, batch.producer_id);
         let mut entries = self.lock();
@@ -95,7 +102,7 @@ impl InFlight {
                 "duplicate batch waits for the same batch in flight"
             );
             same.followers.push(reply);
-            return None;
+            return Admission::Answered;
         }
         // the producer's state once the batches in flight are stored (those
         // that would fail their own check are skipped: they will fail)
@@ -124,7 +131,13 @@ impl InFlight {
                     id,
                     released: false,
                 };
-                Some((ticket, reply))
+                Admission::Admitted(ticket, reply)
+            }
+            Err(producers::SequenceError::OutOfOrder { .. }) if may_lag => {
+                if in_flight.is_empty() {
+                    entries.remove(&key);
+                }
+                Admission::Recheck(reply)
             }
             outcome => {
                 let error = match outcome {
@@ -136,10 +149,22 @@ impl InFlight {
                     entries.remove(&key);
                 }
                 let _ = reply.send(Err(error));
-                None
+                Admission::Answered
             }
         }
     }
+}
+
+/// What [`InFlight::admit`] decided.
+pub(super) enum Admission {
+    /// To be stored: its ticket and reply.
+    Admitted(Ticket, Reply),
+    /// Answered (a duplicate or a refusal), or attached to the same batch
+    /// in flight.
+    Answered,
+    /// A gap against a view that may lag: decide again against the stored
+    /// head.
+    Recheck(Reply),
 }
 
 impl Ticket {
@@ -173,5 +198,52 @@ impl Drop for Ticket {
             // followers see their channel close: "shutting down", retriable
             self.release();
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn reply() -> (Reply, oneshot::Receiver<IngestResult<i64>>) {
+        oneshot::channel()
+    }
+
+    #[test]
+    fn a_gap_seen_through_a_lagging_view_is_checked_again_not_refused() {
+        let registry = Arc::new(InFlight::default());
+        // the view knows sequences 0..=4; the batch starts at 10
+        let mut known = BTreeMap::new();
+        producers::record(&mut known, &ProducerBatch::new(7, 0, 0, 4), 0, 0);
+        let state = known.get(&7).cloned();
+        let gap = ProducerBatch::new(7, 0, 10, 0);
+
+        let (tx, mut rx) = reply();
+        let Admission::Recheck(tx) = registry.admit(state.as_ref(), true, "t", 0, gap, tx) else {
+            panic!("a gap through the view must be checked again")
+        };
+        assert!(rx.try_recv().is_err(), "not answered yet");
+        assert!(registry.lock().is_empty(), "nothing kept for it");
+
+        // the stored head has the same gap: refused for good
+        let Admission::Answered = registry.admit(state.as_ref(), false, "t", 0, gap, tx) else {
+            panic!("refused")
+        };
+        assert!(matches!(
+            rx.try_recv().unwrap(),
+            Err(IngestError::Sequence(
+                producers::SequenceError::OutOfOrder { .. }
+            ))
+        ));
+
+        // the stored head knows sequences up to 9: the batch follows
+        let mut stored = known.clone();
+        producers::record(&mut stored, &ProducerBatch::new(7, 0, 5, 4), 5, 0);
+        let (tx, _rx) = reply();
+        assert!(matches!(
+            registry.admit(stored.get(&7), false, "t", 0, gap, tx),
+            Admission::Admitted(..)
+        ));
     }
 }

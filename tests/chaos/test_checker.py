@@ -1,0 +1,370 @@
+"""Unit tests of the chaos checker: hand-made histories and final reads, one
+per violation kind, plus the histories it must accept.
+
+    python3 -m pytest tests/chaos/test_checker.py
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import pytest
+
+from checker import KINDS, check, faults_near, format_table, ranges
+
+T = "t"
+_clock = itertools.count(1)
+
+
+def tick() -> float:
+    return float(next(_clock))
+
+
+def send(value, partition=0, outcome="ok", offset=None, *, topic=T, process=None,
+         idempotent=True, dup_allowed=None, ack_partition=None, start=None, end=None):
+    s = tick() if start is None else start
+    op = {"process": process or value.rsplit("-", 1)[0], "kind": "send", "client": "kafka",
+          "idempotent": idempotent,
+          "dup_allowed": (not idempotent) if dup_allowed is None else dup_allowed,
+          "topic": topic, "partition": partition, "value": value, "start": s,
+          "end": s + 0.5 if end is None else end, "outcome": outcome}
+    if outcome == "ok":
+        op["ack_partition"] = partition if ack_partition is None else ack_partition
+        op["offset"] = offset
+    else:
+        op["error"] = "_MSG_TIMED_OUT"
+    return op
+
+
+def commit(offset, partition=0, outcome="ok", *, start, end, process="c0", topic=T, group="g"):
+    return {"process": process, "kind": "commit", "group": group, "topic": topic,
+            "partition": partition, "offset": offset, "start": start, "end": end,
+            "outcome": outcome}
+
+
+def consume(offset, value, partition=0, *, process="c0", topic=T, group="g", at=None):
+    return {"process": process, "kind": "consume", "group": group, "topic": topic,
+            "partition": partition, "offset": offset, "value": value,
+            "start": tick() if at is None else at, "outcome": "ok"}
+
+
+def resume(committed, first, hw, partition=0, *, topic=T, group="g", outcome="ok", error=None):
+    op = {"process": "resume", "kind": "resume", "group": group, "topic": topic,
+          "partition": partition, "committed": committed, "first_offset": first, "hw": hw,
+          "start": 1000.0, "end": 1001.0, "outcome": outcome}
+    if error:
+        op["error"] = error
+    return op
+
+
+def final(logs: dict[int, list], *, topic=T, log_start=0, hw=None, http_nodes=("n1", "n2")):
+    """logs: partition -> list of values (offset = index) or of (offset, value)."""
+    kafka = {}
+    for p, values in logs.items():
+        recs = [list(v) if isinstance(v, tuple) else [i, v] for i, v in enumerate(values)]
+        h = hw if hw is not None else (max((o for o, _ in recs), default=-1) + 1)
+        kafka[f"{topic}/{p}"] = {"log_start": log_start, "hw": h, "records": recs, "error": None}
+    return {"kafka": kafka, "http": {n: copy.deepcopy(kafka) for n in http_nodes}}
+
+
+def kinds(result) -> set[str]:
+    return {v.kind for v in result.violations}
+
+
+def only(result, kind: str) -> None:
+    assert kinds(result) == {kind}, [f"{v.kind}: {v.message}" for v in result.violations]
+
+
+# --------------------------------------------------------------------------
+# histories that must pass
+
+def clean_history():
+    h = [
+        send("a-000000", 0, offset=0),
+        send("a-000001", 0, offset=1),
+        send("b-000000", 1, offset=0),
+        send("b-000001", 1, "info"),                       # indeterminate, absent
+        send("b-000002", 1, "info"),                       # indeterminate, present once
+        send("p-000000", 0, offset=2, idempotent=False),   # plain producer, stored twice: allowed
+        send("h-000000", 1, "fail", process="http0", idempotent=False, dup_allowed=False),
+    ]
+    h += [consume(0, "a-000000", at=10), consume(1, "a-000001", at=10.1),
+          commit(2, start=11, end=12),
+          consume(1, "a-000001", process="c1", at=12.5),   # redelivered after a rebalance
+          consume(2, "p-000000", process="c1", at=13),
+          commit(3, process="c1", start=14, end=15),
+          commit(2, process="c0", start=14.5, end=14.9, outcome="fail"),  # refused, lower: fine
+          consume(0, "b-000000", 1, at=16), commit(1, 1, start=17, end=18),
+          resume(3, 3, 5), resume(1, 1, 2, partition=1)]
+    f = final({0: ["a-000000", "a-000001", "p-000000", "p-000000", "tail-0"],
+               1: ["b-000000", "b-000002"]})
+    h.append(send("tail-0", 0, offset=4))
+    return h, f
+
+
+def test_clean_history_passes():
+    h, f = clean_history()
+    r = check(h, f)
+    assert r.ok, [f"{v.kind}: {v.message}" for v in r.violations]
+    rec = r.stats["records"]
+    assert rec["acked"] == 5 and rec["lost"] == 0 and rec["duplicated"] == 0
+    assert rec["duplicated_allowed"] == 1 and rec["info_present"] == 1 and rec["info_absent"] == 1
+    assert rec["fail_absent"] == 1
+    assert r.stats["group"]["resume_ok"] == 2
+    assert all(row["dense"] for row in r.stats["partitions"])
+    assert "PASS" in format_table(r)
+
+
+def test_overlapping_commits_are_not_ordered():
+    # c1's commit of 5 overlaps c0's commit of 7 in time: either may land last.
+    h = [send(f"a-{i:06d}", 0, offset=i) for i in range(8)]
+    h += [consume(i, f"a-{i:06d}") for i in range(8)]
+    h += [commit(7, start=20, end=22, process="c0"), commit(5, start=21, end=23, process="c1")]
+    h += [resume(5, 5, 8)]
+    r = check(h, final({0: [f"a-{i:06d}" for i in range(8)]}))
+    assert r.ok, [v.message for v in r.violations]
+
+
+def test_resume_may_land_on_an_indeterminate_commit():
+    h = [send(f"a-{i:06d}", 0, offset=i) for i in range(4)]
+    h += [consume(i, f"a-{i:06d}") for i in range(4)]
+    h += [commit(2, start=20, end=21), commit(4, start=22, end=30, outcome="info"),
+          resume(4, None, 4)]
+    assert check(h, final({0: [f"a-{i:06d}" for i in range(4)]})).ok
+
+
+# --------------------------------------------------------------------------
+# each violation kind
+
+def test_lost_acknowledged_record():
+    h = [send("a-000000", 0, offset=0), send("a-000001", 0, offset=1)]
+    r = check(h, final({0: ["a-000000"]}))
+    only(r, "lost")
+    v = r.violations[0]
+    assert v.detail["value"] == "a-000001" and v.detail["offset"] == 1
+    assert r.stats["records"]["lost"] == 1
+
+
+def test_lost_when_its_offset_holds_another_record():
+    h = [send("a-000000", 0, offset=0), send("b-000000", 0, "info")]
+    r = check(h, final({0: ["b-000000"]}))
+    only(r, "lost")
+    assert r.violations[0].detail["holds"] == "b-000000"
+
+
+def test_moved_record():
+    h = [send("a-000000", 0, offset=0), send("a-000001", 0, offset=1), send("x-000000", 0, "info")]
+    r = check(h, final({0: ["a-000000", "x-000000", "a-000001"]}))
+    only(r, "moved")
+    assert r.violations[0].detail["stored"] == [[T, 0, 2]]
+
+
+def test_ack_conflict():
+    h = [send("a-000000", 0, offset=0), send("b-000000", 0, offset=0)]
+    r = check(h, final({0: ["a-000000", "b-000000"]}))
+    assert "ack_conflict" in kinds(r)
+
+
+def test_acknowledged_on_another_partition():
+    h = [send("a-000000", 0, offset=0, ack_partition=1)]
+    r = check(h, final({0: [], 1: ["a-000000"]}))
+    assert "ack_wrong_partition" in kinds(r) and "misplaced" in kinds(r)
+
+
+def test_misplaced_record():
+    h = [send("a-000000", 0, "info")]
+    only(check(h, final({0: [], 1: ["a-000000"]})), "misplaced")
+
+
+def test_unexpected_record():
+    h = [send("a-000000", 0, offset=0)]
+    r = check(h, final({0: ["a-000000", "zz-999999"]}))
+    only(r, "unexpected")
+    assert r.stats["records"]["unexpected"] == 1
+
+
+@pytest.mark.parametrize("outcome", ["ok", "info", "fail"])
+def test_duplicate_of_idempotent_producer(outcome):
+    h = [send("a-000000", 0, outcome, offset=0 if outcome == "ok" else None)]
+    r = check(h, final({0: ["a-000000", "a-000000"]}))
+    only(r, "duplicate")
+    assert r.stats["records"]["duplicated"] == 1
+
+
+def test_duplicate_of_http_producer_that_never_retries():
+    h = [send("h-000000", 0, "info", process="http0", idempotent=False, dup_allowed=False)]
+    only(check(h, final({0: ["h-000000", "h-000000"]})), "duplicate")
+
+
+def test_duplicate_of_retrying_plain_producer_is_allowed_but_counted():
+    h = [send("p-000000", 0, offset=1, idempotent=False)]
+    r = check(h, final({0: ["p-000000", "p-000000"]}))
+    assert r.ok and r.stats["records"]["duplicated_allowed"] == 1
+
+
+def test_plain_producer_duplicate_still_needs_its_acknowledged_copy():
+    h = [send("p-000000", 0, offset=5, idempotent=False)]
+    only(check(h, final({0: ["p-000000", "p-000000"]})), "moved")
+
+
+def test_log_start_moved():
+    h = [send("a-000001", 0, offset=1)]
+    r = check(h, final({0: [(1, "a-000001")]}, log_start=1))
+    assert kinds(r) == {"log_start_moved", "offset_gap"}
+
+
+def test_offset_gap():
+    h = [send("a-000000", 0, offset=0), send("a-000002", 0, offset=2)]
+    r = check(h, final({0: [(0, "a-000000"), (2, "a-000002")]}))
+    only(r, "offset_gap")
+    assert r.violations[0].detail["missing"] == [1]
+    assert not r.stats["partitions"][0]["dense"]
+
+
+def test_gap_at_the_end_below_hw():
+    h = [send("a-000000", 0, offset=0)]
+    only(check(h, final({0: ["a-000000"]}, hw=3)), "offset_gap")
+
+
+def test_offset_read_twice():
+    h = [send("a-000000", 0, offset=0), send("a-000001", 0, offset=1)]
+    r = check(h, final({0: [(0, "a-000000"), (1, "a-000001"), (1, "a-000001")]}))
+    assert "offset_repeat" in kinds(r)
+
+
+def test_http_read_disagrees_with_kafka():
+    h = [send("a-000000", 0, offset=0), send("a-000001", 0, offset=1)]
+    f = final({0: ["a-000000", "a-000001"]})
+    f["http"]["n2"]["t/0"]["records"][1][1] = "a-000000"
+    r = check(h, f)
+    only(r, "read_mismatch")
+    assert r.violations[0].detail["node"] == "n2"
+
+
+def test_http_high_watermark_disagrees():
+    h = [send("a-000000", 0, offset=0)]
+    f = final({0: ["a-000000"]})
+    f["http"]["n1"]["t/0"].update(hw=0, records=[])
+    only(check(h, f), "read_mismatch")
+
+
+@pytest.mark.parametrize("where", ["kafka", "http"])
+def test_incomplete_final_read(where):
+    h = [send("a-000000", 0, offset=0)]
+    f = final({0: ["a-000000"]})
+    if where == "kafka":
+        for part in [f["kafka"]] + list(f["http"].values()):
+            part["t/0"]["error"] = "no end of partition within 180s"
+    else:
+        f["http"]["n1"]["t/0"]["error"] = "ConnectionError"
+    assert "final_read_incomplete" in kinds(check(h, f))
+
+
+def test_consumed_record_not_in_final_log():
+    h = [send("a-000000", 0, offset=0), send("a-000001", 0, "info"),
+         consume(0, "a-000000"), consume(1, "a-000001")]
+    r = check(h, final({0: ["a-000000"]}))
+    only(r, "consumed_not_in_log")
+
+
+def test_commit_goes_backwards():
+    h = [send(f"a-{i:06d}", 0, offset=i) for i in range(6)]
+    h += [consume(i, f"a-{i:06d}") for i in range(6)]
+    h += [commit(6, start=20, end=21, process="c0"), commit(3, start=22, end=23, process="c1")]
+    r = check(h, final({0: [f"a-{i:06d}" for i in range(6)]}))
+    only(r, "commit_backwards")
+    assert r.violations[0].detail["offset"] == 3 and r.violations[0].detail["earlier"] == 6
+
+
+def test_failed_commit_going_backwards_is_not_a_violation():
+    h = [send(f"a-{i:06d}", 0, offset=i) for i in range(6)]
+    h += [consume(i, f"a-{i:06d}") for i in range(6)]
+    h += [commit(6, start=20, end=21), commit(3, start=22, end=23, outcome="fail")]
+    assert check(h, final({0: [f"a-{i:06d}" for i in range(6)]})).ok
+
+
+def test_consumer_skip():
+    h = [send(f"a-{i:06d}", 0, offset=i) for i in range(6)]
+    h += [consume(i, f"a-{i:06d}") for i in (0, 1, 2, 4, 5)]
+    h += [commit(6, start=20, end=21)]
+    r = check(h, final({0: [f"a-{i:06d}" for i in range(6)]}))
+    only(r, "consumer_skip")
+    assert r.violations[0].detail["skipped"] == [3]
+
+
+def test_consumer_skip_respects_group_start():
+    h = [send(f"a-{i:06d}", 0, offset=i) for i in range(6)]
+    h += [{"process": "setup", "kind": "group_start", "group": "g", "topic": T, "partition": 0,
+           "offset": 4, "start": 0.0, "outcome": "ok"}]
+    h += [consume(i, f"a-{i:06d}") for i in (4, 5)] + [commit(6, start=20, end=21)]
+    assert check(h, final({0: [f"a-{i:06d}" for i in range(6)]})).ok
+
+
+def test_resume_at_wrong_committed_offset():
+    h = [send(f"a-{i:06d}", 0, offset=i) for i in range(6)]
+    h += [consume(i, f"a-{i:06d}") for i in range(4)]
+    h += [commit(4, start=20, end=21), resume(2, 2, 6)]
+    r = check(h, final({0: [f"a-{i:06d}" for i in range(6)]}))
+    only(r, "resume_wrong_offset")
+
+
+def test_resume_fetch_position_differs_from_committed():
+    h = [send(f"a-{i:06d}", 0, offset=i) for i in range(6)]
+    h += [consume(i, f"a-{i:06d}") for i in range(4)]
+    h += [commit(4, start=20, end=21), resume(4, 0, 6)]
+    only(check(h, final({0: [f"a-{i:06d}" for i in range(6)]})), "resume_wrong_offset")
+
+
+def test_resume_without_any_commit_starts_at_earliest():
+    h = [send("a-000000", 0, offset=0), resume(None, 0, 1)]
+    assert check(h, final({0: ["a-000000"]})).ok
+    h = [send("a-000000", 0, offset=0), resume(1, 0, 1)]
+    only(check(h, final({0: ["a-000000"]})), "resume_wrong_offset")
+
+
+def test_resume_gets_nothing():
+    h = [send(f"a-{i:06d}", 0, offset=i) for i in range(3)]
+    h += [consume(0, "a-000000"), commit(1, start=20, end=21), resume(1, None, 3)]
+    only(check(h, final({0: [f"a-{i:06d}" for i in range(3)]})), "resume_no_record")
+    h[-1] = resume(None, None, None, outcome="fail", error="OffsetFetch: timed out")
+    only(check(h, final({0: [f"a-{i:06d}" for i in range(3)]})), "resume_no_record")
+
+
+def test_harness_and_history_errors_and_unhealed_cluster():
+    h = [send("a-000000", 0, offset=0), send("a-000000", 0, "info"),
+         {"process": "idem0", "kind": "harness_error", "start": 1.0, "outcome": "fail",
+          "error": "boom"},
+         {"process": "settle", "kind": "settle", "start": 2.0, "end": 3.0, "outcome": "fail",
+          "error": "node2 not ready"}]
+    r = check(h, final({0: ["a-000000"]}))
+    assert kinds(r) == {"history_error", "harness_error", "cluster_not_healed"}
+
+
+def test_fatal_producer_error():
+    h = [send("a-000000", 0, offset=0),
+         {"process": "idem0", "kind": "client_error", "start": 5.0, "outcome": "info",
+          "error": "_TRANSPORT", "fatal": False, "message": "connection refused"},
+         {"process": "idem0", "kind": "client_error", "start": 6.0, "outcome": "fail",
+          "error": "OUT_OF_ORDER_SEQUENCE_NUMBER", "fatal": True, "message": "desync"}]
+    r = check(h, final({0: ["a-000000"]}))
+    only(r, "producer_fatal")
+    assert r.violations[0].detail["process"] == "idem0"
+
+
+def test_every_kind_is_covered_by_a_test():
+    import sys
+    src = open(sys.modules[__name__].__file__).read()
+    untested = [k for k in KINDS if f'"{k}"' not in src]
+    assert not untested, untested
+
+
+def test_faults_near_and_ranges():
+    h = [{"kind": "fault", "fault": "kill9", "node": "n1", "start": 10.0, "end": 15.0},
+         {"kind": "fault", "fault": "pause", "node": "n2", "start": 40.0, "end": 47.0}]
+    assert [f["fault"] for f in faults_near(h, 16.0)] == ["kill9"]
+    assert [f["fault"] for f in faults_near(h, 45.0)] == ["pause"]
+    assert faults_near(h, 5.0) == [] and faults_near(h, None) == []
+    assert ranges([1, 2, 3, 7, 9, 10]) == "1-3,7,9-10"
+    r = check([send("a-000000", 0, offset=0)], final({0: []}))
+    assert "FAIL" in format_table(r)
