@@ -12,8 +12,7 @@
 # 2. cargo fmt --check, clippy -D warnings, build, cargo nextest (unit and
 #    integration tests; they start their own etcd), every fuzz target, the
 #    chaos checker's unit tests, then the end-to-end pytest suite in
-#    tests/e2e (real `sluice` binary, real etcd, real S3 server), which runs
-#    a CI-sized chaos campaign (tests/chaos) among its tests.
+#    tests/e2e (real `sluice` binary, real etcd, real S3 server).
 #
 # Environment knobs:
 #   PYTHON=python3.11         interpreter for the e2e suite (default python3)
@@ -187,7 +186,7 @@ begin "the chaos checker's own tests: pytest tests/chaos"
 "$PYTHON" -m pytest -q -p no:cacheprovider tests/chaos/test_checker.py
 end
 
-begin "e2e: pytest tests/e2e (the CI-sized chaos campaign included)"
+begin "e2e: pytest tests/e2e"
 export SLUICE_BIN=${SLUICE_BIN:-$ROOT/target/debug/sluice}
 # pytest exits 5 when it collected no tests: with `set -e` that fails the run too.
 # shellcheck disable=SC2086
