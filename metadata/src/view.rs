@@ -226,7 +226,12 @@ impl ClusterView {
     }
 
     /// Apply this node's own successful commit at once (the watch delivers
-    /// the same keys later; applying them twice is harmless).
+    /// the same keys later; applying them twice is harmless) where the view
+    /// already holds everything below it. A commit that lands after another
+    /// node's commit this view has not seen yet is left to the watch, which
+    /// delivers both in order: applied early, it would put a hole in the
+    /// index below the high watermark, and a fetch at the hole would be
+    /// answered with the batch after it (chaos campaign, kill -9, seed 21).
     fn apply_commit(&self, chunks: &[ChunkCommit], base_offsets: &[i64], heads: &[HeadState]) {
         let mut state = self.write();
         for ((chunk, base), head) in chunks.iter().zip(base_offsets).zip(heads) {
@@ -235,6 +240,9 @@ impl ClusterView {
                 continue;
             }
             let partition = state.partition_mut(&chunk.topic_id, chunk.partition);
+            if partition.head.head.next_offset != *base {
+                continue;
+            }
             partition.entries.insert(
                 *base,
                 chunk.index_entry(*base, self.catalog.clock().now_ms()),
@@ -417,7 +425,10 @@ impl ClusterView {
         }
     }
 
-    /// Index entries from the one holding `offset` on, at most `max_entries`.
+    /// Index entries from the one holding `offset` on, at most `max_entries`,
+    /// as long as they follow each other without a hole: a reader is never
+    /// given a run past offsets this view does not hold, so it cannot skip
+    /// them (it finds nothing instead, and asks again).
     pub fn entries_from(
         &self,
         topic_id: &str,
@@ -436,9 +447,15 @@ impl ClusterView {
             .filter(|(_, e)| e.end_offset() > offset)
             .map(|(base, _)| *base)
             .unwrap_or(offset);
+        let mut next = start;
         p.entries
             .range(start..)
             .take(max_entries)
+            .take_while(|(base, entry)| {
+                let follows = **base == next;
+                next = entry.end_offset();
+                follows
+            })
             .map(|(_, e)| e.clone())
             .collect()
     }
@@ -547,5 +564,89 @@ async fn watch_loop(view: std::sync::Weak<ClusterView>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::embedded::EmbeddedStore;
+    use ulid::Ulid;
+
+    fn chunk(topic: &Topic, count: u32) -> ChunkCommit {
+        ChunkCommit {
+            topic_name: topic.record.name.clone(),
+            topic_create_revision: topic.create_revision,
+            topic_id: topic.record.id.clone(),
+            partition: 0,
+            segment: Ulid::new(),
+            start: 16,
+            len: 100,
+            crc: 7,
+            offset_count: count,
+            batch_count: 1,
+            max_timestamp: 5,
+            object_bytes: 116,
+        }
+    }
+
+    fn head(next_offset: i64, mod_revision: Revision) -> HeadState {
+        HeadState {
+            head: Head {
+                next_offset,
+                ..Head::default()
+            },
+            mod_revision,
+        }
+    }
+
+    async fn view_with_topic() -> (Arc<ClusterView>, Topic) {
+        let catalog = Catalog::new(Arc::new(EmbeddedStore::in_memory()), "test");
+        let view = ClusterView::start(catalog).await.unwrap();
+        let topic = view.create_topic("t", 1, BTreeMap::new()).await.unwrap();
+        (view, topic)
+    }
+
+    /// Another node committed offsets 0..10 and this view has not seen it
+    /// yet; this node's own commit at 10 must wait for the watch, or the
+    /// index would have a hole below the high watermark (chaos campaign,
+    /// kill -9, seed 21: a consumer was served offset 4390 for 4388).
+    #[tokio::test]
+    async fn own_commit_past_an_unseen_commit_waits_for_the_watch() {
+        let (view, topic) = view_with_topic().await;
+        let id = &topic.record.id;
+        view.apply_commit(&[chunk(&topic, 5)], &[10], &[head(15, 1_000)]);
+        assert_eq!(view.snapshot(id, 0).high_watermark, 0);
+        assert!(view.entries(id, 0).is_empty());
+        view.apply_commit(&[chunk(&topic, 10)], &[0], &[head(10, 999)]);
+        assert_eq!(view.snapshot(id, 0).high_watermark, 10);
+        view.apply_commit(&[chunk(&topic, 5)], &[10], &[head(15, 1_000)]);
+        assert_eq!(view.snapshot(id, 0).high_watermark, 15);
+        let bases: Vec<i64> = view.entries(id, 0).iter().map(|e| e.base_offset).collect();
+        assert_eq!(bases, [0, 10]);
+    }
+
+    /// A reader is never handed a run past a hole in the index.
+    #[tokio::test]
+    async fn entries_stop_at_a_hole() {
+        let (view, topic) = view_with_topic().await;
+        let id = &topic.record.id;
+        view.apply_commit(&[chunk(&topic, 10)], &[0], &[head(10, 999)]);
+        view.write()
+            .partition_mut(id, 0)
+            .entries
+            .insert(20, chunk(&topic, 5).index_entry(20, 0));
+        let bases = |offset| -> Vec<i64> {
+            view.entries_from(id, 0, offset, 10)
+                .iter()
+                .map(|e| e.base_offset)
+                .collect()
+        };
+        assert_eq!(bases(0), [0]);
+        assert_eq!(bases(9), [0]);
+        assert!(bases(10).is_empty(), "offset 10 is in the hole");
+        assert_eq!(bases(20), [20]);
+        assert_eq!(bases(22), [20]);
     }
 }

@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.FileHandler(out / "clients.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     client_log.addHandler(handler)
+    client_log.addHandler(workload.EpochBumps(history))
     workload.CLIENT_LOGGER = client_log
     cluster = Cluster(args.binary, out, args.nodes, args.lease_ttl, history)
     (out / "run.json").write_text(json.dumps({**{k: str(v) for k, v in vars(args).items()},

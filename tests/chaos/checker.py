@@ -28,6 +28,11 @@ History operations (one JSON object each; every op has ``process``, ``kind``,
               true (an idempotent producer the cluster made unusable) is a
               violation.
 * ``harness_error`` a workload thread died: the run cannot be trusted.
+* ``epoch_bump`` librdkafka bumped an idempotent producer's epoch:
+              ``producer_id``, ``epoch``, ``reason`` (its log's words). A
+              record stored twice by an idempotent producer is excused only
+              when a bump for an in-flight message timeout happened while it
+              was in flight (see ``timeout_bump_during``).
 
 The final read::
 
@@ -167,6 +172,19 @@ def faults_near(history: Iterable[dict], t: float | None, before: float = 15.0) 
 # --------------------------------------------------------------------------
 # the check
 
+def timeout_bump_during(bumps: dict[object, list[dict]], send: dict) -> dict | None:
+    """The epoch bump, if any, that librdkafka made while ``send`` was in
+    flight because a message timed out in flight: the one case in which
+    librdkafka itself may store an idempotent record twice (it re-sends the
+    abandoned request's other messages under the new epoch; documented in
+    its INTRODUCTION.md). Bumps for other reasons excuse nothing."""
+    for bump in bumps.get(send.get("process"), ()):
+        if ("timed out" in (bump.get("reason") or "")
+                and send.get("start", 0) <= bump.get("start", -1) <= send.get("end", 0)):
+            return bump
+    return None
+
+
 def check(history: list[dict], final: dict) -> CheckResult:
     violations: list[Violation] = []
 
@@ -250,6 +268,10 @@ def check(history: list[dict], final: dict) -> CheckResult:
         sends[v] = op
     s = Counter()
     per_client = Counter()
+    bumps: dict[object, list[dict]] = defaultdict(list)
+    for op in by_kind["epoch_bump"]:
+        bumps[op.get("process")].append(op)
+    bump_dups: list[dict] = []
     acked_at: dict[tuple[str, int, int], dict] = {}
     for v, op in sends.items():
         outcome = op.get("outcome")
@@ -292,8 +314,14 @@ def check(history: list[dict], final: dict) -> CheckResult:
                 violate("misplaced", f"{v} sent to {op.get('topic')}/{op.get('partition')}, "
                         f"stored at {tpkey(t, p)}@{o}", op.get("end"), value=v)
         if len(places) > 1:
+            bump = timeout_bump_during(bumps, op) if len(places) == 2 else None
             if op.get("dup_allowed"):
                 s["duplicated_allowed"] += 1
+            elif bump is not None:
+                s["duplicated_epoch_bump"] += 1
+                if len(bump_dups) < 20:
+                    bump_dups.append({"value": v, "places": [list(x) for x in places],
+                                      "epoch": bump.get("epoch"), "reason": bump.get("reason")})
             else:
                 s["duplicated"] += 1
                 violate("duplicate", f"{v} ({op.get('process')}, idempotent="
@@ -312,11 +340,13 @@ def check(history: list[dict], final: dict) -> CheckResult:
     if len(unexpected) > 200:
         violate("unexpected", f"... {len(unexpected)} unexpected values in all")
     stats["records"] = {k: s.get(k, 0) for k in (
-        "acked", "lost", "moved", "duplicated", "duplicated_allowed", "unexpected",
+        "acked", "lost", "moved", "duplicated", "duplicated_allowed",
+        "duplicated_epoch_bump", "unexpected",
         "info_present", "info_absent", "fail_present", "fail_absent")}
     stats["records"]["sent"] = len(sends)
     stats["records"]["in_log"] = len(at)
     stats["sends"] = dict(sorted(per_client.items()))
+    stats["epoch_bump_duplicates"] = bump_dups
 
     # -- HTTP reads against the Kafka read -----------------------------------
     for node, reads in sorted((final.get("http") or {}).items()):
@@ -530,6 +560,8 @@ def format_table(result: CheckResult) -> str:
         ("MOVED (acked, other offset)", rec.get("moved", 0)),
         ("DUPLICATED (must be once)", rec.get("duplicated", 0)),
         ("duplicated, allowed (plain producer retries)", rec.get("duplicated_allowed", 0)),
+        ("duplicated, librdkafka epoch bump after an in-flight timeout",
+         rec.get("duplicated_epoch_bump", 0)),
         ("UNEXPECTED (never sent)", rec.get("unexpected", 0)),
         ("indeterminate: present / absent", f"{rec.get('info_present', 0)} / {rec.get('info_absent', 0)}"),
         ("failed: present / absent", f"{rec.get('fail_present', 0)} / {rec.get('fail_absent', 0)}"),

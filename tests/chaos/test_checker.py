@@ -192,6 +192,36 @@ def test_duplicate_of_idempotent_producer(outcome):
     assert r.stats["records"]["duplicated"] == 1
 
 
+def bump(at, reason, process="a"):
+    return {"process": process, "kind": "epoch_bump", "start": at, "end": at, "outcome": "ok",
+            "producer_id": 1, "epoch": 2, "reason": reason}
+
+
+def test_duplicate_across_a_timeout_epoch_bump_in_flight_is_counted_apart():
+    # librdkafka abandons a request whose message timed out in flight, bumps
+    # the epoch and sends the request's other messages again: Kafka stores
+    # them twice too when the abandoned request landed after all.
+    h = [send("a-000000", 0, offset=1, start=10.0, end=13.0),
+         bump(12.0, "1 message(s) timed out on t [0]")]
+    r = check(h, final({0: ["a-000000", "a-000000"]}))
+    assert r.ok, [v.message for v in r.violations]
+    assert r.stats["records"]["duplicated_epoch_bump"] == 1
+    assert r.stats["records"]["duplicated"] == 0
+
+
+@pytest.mark.parametrize("why", ["bump for another reason", "bump outside the send",
+                                 "bump of another producer", "stored three times"])
+def test_duplicate_of_idempotent_producer_not_excused_by_the_bump(why):
+    h = [send("a-000000", 0, offset=1, start=10.0, end=13.0)]
+    h.append({"bump for another reason": bump(12.0, "skipped sequence numbers"),
+              "bump outside the send": bump(14.0, "1 message(s) timed out on t [0]"),
+              "bump of another producer": bump(12.0, "1 message(s) timed out", process="b"),
+              "stored three times": bump(12.0, "2 message(s) timed out")}[why])
+    copies = 3 if why == "stored three times" else 2
+    r = check(h, final({0: ["a-000000"] * copies}))
+    only(r, "duplicate")
+
+
 def test_duplicate_of_http_producer_that_never_retries():
     h = [send("h-000000", 0, "info", process="http0", idempotent=False, dup_allowed=False)]
     only(check(h, final({0: ["h-000000", "h-000000"]})), "duplicate")

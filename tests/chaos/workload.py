@@ -9,7 +9,9 @@ Every value is unique and names its producer: ``<process>-<seq:06d>``.
 from __future__ import annotations
 
 import json
+import logging
 import random
+import re
 import threading
 import time
 import uuid
@@ -40,6 +42,42 @@ MAX_CLIENT_ERRORS_LOGGED = 40  # per process and error name; the rest are only c
 
 # librdkafka's own log lines go here (campaign.py points it at a file), not to stderr.
 CLIENT_LOGGER = None
+
+
+class EpochBumps(logging.Handler):
+    """Files librdkafka's idempotent epoch bumps (its ``eos`` debug lines) in
+    the history as ``epoch_bump`` ops with the reason librdkafka gave.
+
+    The checker needs them: when a message times out while its request is in
+    flight, librdkafka bumps the producer epoch and sends the request's other
+    messages again under the new epoch with new sequence numbers. If the
+    abandoned request was stored after all, those messages are stored twice,
+    on Kafka as on sluice; librdkafka documents this (INTRODUCTION.md,
+    "message timeouts" with the idempotent producer)."""
+
+    DRAIN = re.compile(r"\[([^#\]]+)#producer-\d+\].*Beginning partition drain .*epoch bump"
+                       r"[^:]*: (.*)$")
+    BUMPED = re.compile(r"\[([^#\]]+)#producer-\d+\].*bumped epoch to "
+                        r"PID\{Id:(\d+),Epoch:(\d+)\}")
+
+    def __init__(self, history: History):
+        super().__init__(logging.DEBUG)
+        self.history = history
+        self.reason: dict[str, str] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = record.getMessage()
+        except Exception:  # noqa: BLE001 - a line we cannot format is not ours
+            return
+        if m := self.DRAIN.search(line):
+            self.reason[m.group(1)] = m.group(2)[:200]
+        elif m := self.BUMPED.search(line):
+            t = now()
+            self.history.record({"process": m.group(1), "kind": "epoch_bump", "start": t,
+                                 "end": t, "outcome": "ok", "producer_id": int(m.group(2)),
+                                 "epoch": int(m.group(3)),
+                                 "reason": self.reason.pop(m.group(1), "")})
 
 
 def client_conf(conf: dict) -> dict:
