@@ -246,7 +246,9 @@ impl From<ModelError> for IngestError {
             ModelError::UnknownTopic(name) => IngestError::UnknownTopic(name),
             ModelError::Invalid(reason) => IngestError::Invalid(reason),
             ModelError::OutOfRange(reason) => IngestError::OutOfRange(reason),
-            ModelError::Concurrent(_) => IngestError::Meta(Arc::new(error)),
+            ModelError::Concurrent(_) | ModelError::Collected(_) => {
+                IngestError::Meta(Arc::new(error))
+            }
         }
     }
 }

@@ -9,6 +9,12 @@
 //! The coordinator key lives on the coordinating node's lease, so when that
 //! node dies the key vanishes and the next FindCoordinator claims the group
 //! for another node, which loads `state` and carries on.
+//!
+//! Every write a coordinator makes (group state, committed offsets, their
+//! deletion) compares the coordinator key's create revision — its
+//! [`CoordinatorClaim`] — inside the transaction that writes. A node paused
+//! past its lease that wakes up still believing it coordinates the group
+//! changes nothing, even if it has claimed the group again since.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::keys::GroupLeaf;
 use crate::model::{Catalog, ModelError, ModelResult};
-use crate::store::{CmpOp, Compare, KeyValue, LeaseId, MetaError, Txn, TxnOp, TxnOpResponse};
+use crate::store::{
+    CmpOp, Compare, KeyValue, LeaseId, MetaError, Revision, Txn, TxnOp, TxnOpResponse,
+};
 
 /// Longest group id accepted.
 pub const GROUP_ID_MAX_LEN: usize = 255;
@@ -108,6 +116,16 @@ fn corrupt(kv: &KeyValue, error: impl ToString) -> ModelError {
     })
 }
 
+/// Which node coordinates a group, and the create revision of the
+/// coordinator key it holds: the fence its writes compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoordinatorClaim {
+    /// The coordinating node.
+    pub node_id: i32,
+    /// Create revision of the coordinator key.
+    pub revision: Revision,
+}
+
 /// Check a group id: non-empty, bounded, no `/` (it is a key segment).
 pub fn validate_group_id(group: &str) -> ModelResult<()> {
     if group.is_empty() || group.len() > GROUP_ID_MAX_LEN || group.contains('/') {
@@ -124,32 +142,38 @@ impl Catalog {
         group: &str,
         node_id: i32,
         lease: LeaseId,
-    ) -> ModelResult<i32> {
+    ) -> ModelResult<CoordinatorClaim> {
         let key = self.keys().group(group, GroupLeaf::Coordinator);
         let response = self
             .store()
             .txn(
                 Txn::new()
                     .when([Compare::absent(key.clone())])
-                    .and_then([TxnOp::put_with_lease(
-                        key.clone(),
-                        node_id.to_string(),
-                        lease,
-                    )])
+                    .and_then([
+                        TxnOp::put_with_lease(key.clone(), node_id.to_string(), lease),
+                        TxnOp::get(key.clone()),
+                    ])
                     .or_else([TxnOp::get(key.clone())]),
             )
             .await?;
-        if response.succeeded {
-            return Ok(node_id);
-        }
-        match response.responses.first() {
-            Some(TxnOpResponse::Get(kvs)) if !kvs.is_empty() => {
-                String::from_utf8_lossy(&kvs[0].value)
+        match response.responses.last() {
+            Some(TxnOpResponse::Get(kvs)) if !kvs.is_empty() => Ok(CoordinatorClaim {
+                node_id: String::from_utf8_lossy(&kvs[0].value)
                     .parse()
-                    .map_err(|e| corrupt(&kvs[0], e))
-            }
+                    .map_err(|e| corrupt(&kvs[0], e))?,
+                revision: kvs[0].create_revision,
+            }),
             _ => Err(ModelError::Concurrent(group.to_string())),
         }
+    }
+
+    /// The compare that holds while `claim` is the group's coordinator key.
+    fn still_coordinating(&self, group: &str, claim: Revision) -> Compare {
+        Compare::create_revision(
+            self.keys().group(group, GroupLeaf::Coordinator),
+            CmpOp::Equal,
+            claim,
+        )
     }
 
     /// The node currently coordinating `group`, if any.
@@ -182,13 +206,13 @@ impl Catalog {
         }
     }
 
-    /// Persist `group`'s state, only while `node_id` still coordinates it
-    /// (a deposed coordinator must not overwrite its successor). Returns
-    /// false when the coordinatorship was lost.
+    /// Persist `group`'s state, only while `claim` is still its coordinator
+    /// key (a deposed coordinator must not overwrite its successor).
+    /// Returns false when the coordinatorship was lost.
     pub async fn save_group(
         &self,
         group: &str,
-        node_id: i32,
+        claim: Revision,
         record: &GroupRecord,
     ) -> ModelResult<bool> {
         let value = Bytes::from(serde_json::to_vec(record).unwrap_or_default());
@@ -196,11 +220,7 @@ impl Catalog {
             .store()
             .txn(
                 Txn::new()
-                    .when([Compare::value(
-                        self.keys().group(group, GroupLeaf::Coordinator),
-                        CmpOp::Equal,
-                        node_id.to_string(),
-                    )])
+                    .when([self.still_coordinating(group, claim)])
                     .and_then([TxnOp::put(
                         self.keys().group(group, GroupLeaf::State),
                         value,
@@ -230,50 +250,73 @@ impl Catalog {
         Ok(groups.into_iter().collect())
     }
 
-    /// Delete a group's state and offsets (its coordinator key stays with its lease).
-    pub async fn delete_group(&self, group: &str) -> ModelResult<()> {
-        self.store()
-            .txn(Txn::new().and_then([
-                TxnOp::delete(self.keys().group(group, GroupLeaf::State)),
-                TxnOp::delete_prefix(self.keys().group_offsets(group)),
-            ]))
+    /// Delete a group's state and offsets (its coordinator key stays with
+    /// its lease), while `claim` holds (see [`Self::commit_offsets`]).
+    /// Returns false when the coordinatorship was lost.
+    pub async fn delete_group(&self, group: &str, claim: Option<Revision>) -> ModelResult<bool> {
+        let response = self
+            .store()
+            .txn(
+                Txn::new()
+                    .when(claim.map(|claim| self.still_coordinating(group, claim)))
+                    .and_then([
+                        TxnOp::delete(self.keys().group(group, GroupLeaf::State)),
+                        TxnOp::delete_prefix(self.keys().group_offsets(group)),
+                    ]),
+            )
             .await?;
-        Ok(())
+        Ok(response.succeeded)
     }
 
-    /// Write committed offsets, `ops_max` keys per transaction.
+    /// Write committed offsets, `ops_max` operations per transaction. With
+    /// a coordinator `claim`, each transaction holds only while the claim
+    /// does, and false is returned at the first one that did not (the
+    /// transactions before it stay written: each is a whole commit of its
+    /// partitions). Without one (tools and tests), the writes are not fenced.
     pub async fn commit_offsets(
         &self,
         group: &str,
+        claim: Option<Revision>,
         offsets: &[(String, i32, OffsetRecord)],
         ops_max: usize,
-    ) -> ModelResult<()> {
-        for chunk in offsets.chunks(ops_max.max(1)) {
+    ) -> ModelResult<bool> {
+        for chunk in offsets.chunks(ops_max.saturating_sub(1).max(1)) {
             let ops = chunk.iter().map(|(topic, partition, record)| {
                 TxnOp::put(
                     self.keys().offset(group, topic, *partition),
                     Bytes::from(serde_json::to_vec(record).unwrap_or_default()),
                 )
             });
-            self.store().txn(Txn::new().and_then(ops)).await?;
+            let txn = Txn::new()
+                .when(claim.map(|claim| self.still_coordinating(group, claim)))
+                .and_then(ops);
+            if !self.store().txn(txn).await?.succeeded {
+                return Ok(false);
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
-    /// Delete committed offsets.
+    /// Delete committed offsets, fenced like [`Self::commit_offsets`].
     pub async fn delete_offsets(
         &self,
         group: &str,
+        claim: Option<Revision>,
         partitions: &[(String, i32)],
         ops_max: usize,
-    ) -> ModelResult<()> {
-        for chunk in partitions.chunks(ops_max.max(1)) {
+    ) -> ModelResult<bool> {
+        for chunk in partitions.chunks(ops_max.saturating_sub(1).max(1)) {
             let ops = chunk.iter().map(|(topic, partition)| {
                 TxnOp::delete(self.keys().offset(group, topic, *partition))
             });
-            self.store().txn(Txn::new().and_then(ops)).await?;
+            let txn = Txn::new()
+                .when(claim.map(|claim| self.still_coordinating(group, claim)))
+                .and_then(ops);
+            if !self.store().txn(txn).await?.succeeded {
+                return Ok(false);
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Every committed offset of `group`: topic -> partition -> record.
@@ -317,29 +360,88 @@ mod tests {
         let catalog = Catalog::new(Arc::new(EmbeddedStore::in_memory()), "g");
         let lease_a = catalog.store().lease_grant(30).await.unwrap();
         let lease_b = catalog.store().lease_grant(30).await.unwrap();
-        assert_eq!(
-            catalog.claim_coordinator("g1", 1, lease_a).await.unwrap(),
-            1
-        );
+        let a = catalog.claim_coordinator("g1", 1, lease_a).await.unwrap();
+        assert_eq!(a.node_id, 1);
         assert_eq!(
             catalog.claim_coordinator("g1", 2, lease_b).await.unwrap(),
-            1
+            a
         );
         let record = GroupRecord {
             generation: 3,
             ..GroupRecord::default()
         };
-        assert!(catalog.save_group("g1", 1, &record).await.unwrap());
-        assert!(!catalog.save_group("g1", 2, &record).await.unwrap());
+        assert!(catalog.save_group("g1", a.revision, &record).await.unwrap());
+        assert!(!catalog
+            .save_group("g1", a.revision + 1, &record)
+            .await
+            .unwrap());
         catalog.store().lease_revoke(lease_a).await.unwrap();
         assert_eq!(catalog.coordinator("g1").await.unwrap(), None);
-        assert_eq!(
-            catalog.claim_coordinator("g1", 2, lease_b).await.unwrap(),
-            2
-        );
+        let b = catalog.claim_coordinator("g1", 2, lease_b).await.unwrap();
+        assert_eq!(b.node_id, 2);
         assert_eq!(
             catalog.load_group("g1").await.unwrap().unwrap().generation,
             3
+        );
+    }
+
+    /// A coordinator paused past its lease wakes up and writes as it did
+    /// before: its state, offsets and deletions must all be refused, even
+    /// after it has claimed the group again (a new claim, a new fence).
+    #[tokio::test]
+    async fn a_deposed_coordinator_writes_nothing() {
+        let catalog = Catalog::new(Arc::new(EmbeddedStore::in_memory()), "g");
+        let record = |offset| OffsetRecord {
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+            commit_timestamp_ms: 1,
+        };
+        let lease_a = catalog.store().lease_grant(30).await.unwrap();
+        let zombie = catalog.claim_coordinator("g1", 1, lease_a).await.unwrap();
+        let ten = vec![("t".to_string(), 0, record(10))];
+        assert!(catalog
+            .commit_offsets("g1", Some(zombie.revision), &ten, 16)
+            .await
+            .unwrap());
+        catalog.store().lease_revoke(lease_a).await.unwrap();
+        let lease_b = catalog.store().lease_grant(30).await.unwrap();
+        let successor = catalog.claim_coordinator("g1", 2, lease_b).await.unwrap();
+        let twenty = vec![("t".to_string(), 0, record(20))];
+        assert!(catalog
+            .commit_offsets("g1", Some(successor.revision), &twenty, 16)
+            .await
+            .unwrap());
+        let five = vec![("t".to_string(), 0, record(5))];
+        assert!(!catalog
+            .commit_offsets("g1", Some(zombie.revision), &five, 16)
+            .await
+            .unwrap());
+        let deleted = [("t".to_string(), 0)];
+        assert!(!catalog
+            .delete_offsets("g1", Some(zombie.revision), &deleted, 16)
+            .await
+            .unwrap());
+        assert!(!catalog
+            .save_group("g1", zombie.revision, &GroupRecord::default())
+            .await
+            .unwrap());
+        assert!(!catalog
+            .delete_group("g1", Some(zombie.revision))
+            .await
+            .unwrap());
+        // the same node, coordinating again after its successor died
+        catalog.store().lease_revoke(lease_b).await.unwrap();
+        let lease_c = catalog.store().lease_grant(30).await.unwrap();
+        let again = catalog.claim_coordinator("g1", 1, lease_c).await.unwrap();
+        assert_eq!(again.node_id, 1);
+        assert!(!catalog
+            .commit_offsets("g1", Some(zombie.revision), &five, 16)
+            .await
+            .unwrap());
+        assert_eq!(
+            catalog.fetch_offsets("g1").await.unwrap()["t"][&0].offset,
+            20
         );
     }
 
@@ -357,7 +459,10 @@ mod tests {
             ("t.a".to_string(), 11, record(7)),
             ("u".to_string(), 2, record(9)),
         ];
-        catalog.commit_offsets("grp", &offsets, 2).await.unwrap();
+        assert!(catalog
+            .commit_offsets("grp", None, &offsets, 2)
+            .await
+            .unwrap());
         let fetched = catalog.fetch_offsets("grp").await.unwrap();
         assert_eq!(fetched["t.a"][&11].offset, 7);
         assert_eq!(fetched["u"][&2].metadata.as_deref(), Some("m"));
@@ -365,16 +470,16 @@ mod tests {
             catalog.list_groups().await.unwrap(),
             vec!["grp".to_string()]
         );
-        catalog
-            .delete_offsets("grp", &[("u".to_string(), 2)], 10)
+        assert!(catalog
+            .delete_offsets("grp", None, &[("u".to_string(), 2)], 10)
             .await
-            .unwrap();
+            .unwrap());
         assert!(!catalog
             .fetch_offsets("grp")
             .await
             .unwrap()
             .contains_key("u"));
-        catalog.delete_group("grp").await.unwrap();
+        assert!(catalog.delete_group("grp", None).await.unwrap());
         assert!(catalog.list_groups().await.unwrap().is_empty());
         assert!(validate_group_id("a/b").is_err());
     }

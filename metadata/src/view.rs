@@ -361,10 +361,11 @@ impl ClusterView {
         chunks: &[ChunkCommit],
         expected: &[HeadState],
         next_heads: Vec<Head>,
+        objects: &[String],
     ) -> ModelResult<CommitOutcome> {
         let outcome = self
             .catalog
-            .try_commit_heads(chunks, expected, next_heads)
+            .try_commit_heads(chunks, expected, next_heads, objects)
             .await?;
         if let CommitOutcome::Committed {
             base_offsets,

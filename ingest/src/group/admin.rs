@@ -109,8 +109,15 @@ impl GroupCoordinator {
         if !exists {
             return Err(GroupError::GroupIdNotFound);
         }
-        self.catalog.delete_group(group_id).await?;
+        let deleted = self
+            .catalog
+            .delete_group(group_id, Some(group.claim))
+            .await?;
         drop(state);
+        if !deleted {
+            self.deposed(&group).await;
+            return Err(GroupError::NotCoordinator);
+        }
         self.groups.lock().await.remove(group_id);
         Ok(())
     }

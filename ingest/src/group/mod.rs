@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use sluice_metadata::groups::{validate_group_id, GroupRecord, MemberRecord, OffsetRecord};
 use sluice_metadata::model::{Catalog, ModelError};
-use sluice_metadata::LeaseId;
+use sluice_metadata::{LeaseId, Revision};
 use tokio::sync::{oneshot, watch, Mutex};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -308,6 +308,9 @@ struct GroupState {
 #[derive(Debug)]
 struct Group {
     id: String,
+    /// Create revision of the coordinator key this node claimed: every
+    /// write to the group's stored state and offsets compares it.
+    claim: Revision,
     state: Mutex<GroupState>,
 }
 
@@ -371,7 +374,8 @@ impl GroupCoordinator {
         Ok(self
             .catalog
             .claim_coordinator(group, self.node_id, lease)
-            .await?)
+            .await?
+            .node_id)
     }
 
     /// The group, loaded here if this node coordinates it.
@@ -386,11 +390,11 @@ impl GroupCoordinator {
                 return Ok(group.clone());
             }
         }
-        let coordinator = self
+        let claim = self
             .catalog
             .claim_coordinator(group_id, self.node_id, lease)
             .await?;
-        if coordinator != self.node_id {
+        if claim.node_id != self.node_id {
             return Err(GroupError::NotCoordinator);
         }
         let record = self.catalog.load_group(group_id).await?.unwrap_or_default();
@@ -402,11 +406,29 @@ impl GroupCoordinator {
         );
         let group = Arc::new(Group {
             id: group_id.to_string(),
+            claim: claim.revision,
             state: Mutex::new(state),
         });
         let mut groups = self.groups.lock().await;
         let entry = groups.entry(group_id.to_string()).or_insert((lease, group));
         Ok(entry.1.clone())
+    }
+
+    /// Forget `group`: a write found its claim gone (another node, or this
+    /// node under a new lease, holds the coordinator key now). The next
+    /// request claims and loads it afresh, or is sent elsewhere.
+    async fn deposed(&self, group: &Group) {
+        warn!(
+            group = group.id,
+            "lost the coordinatorship; the group is no longer coordinated here"
+        );
+        let mut groups = self.groups.lock().await;
+        if groups
+            .get(&group.id)
+            .is_some_and(|(_, held)| held.claim == group.claim)
+        {
+            groups.remove(&group.id);
+        }
     }
 
     /// Expire members whose session timed out and finish rebalances whose
@@ -449,10 +471,10 @@ impl GroupCoordinator {
                     && state.pending.is_empty();
                 let deadline_passed = state.rebalance_deadline.is_some_and(|d| d <= at);
                 if deadline_passed || (all_joined && !state.initial_delay()) {
-                    self.complete_join(&group.id, &mut state).await;
+                    self.complete_join(&group, &mut state).await;
                 }
             } else if !expired.is_empty() {
-                self.members_changed(&group.id, &mut state).await;
+                self.members_changed(&group, &mut state).await;
             }
         }
     }
@@ -847,5 +869,72 @@ mod tests {
         let again = b.sync("g", 1, &joined.member_id, None, vec![]).await;
         assert_eq!((again.error, again.assignment), (None, b"p0".to_vec()));
         assert_eq!(b.describe("g").await.unwrap().state, "Stable");
+    }
+    /// A coordinator paused past its lease wakes up with requests in its
+    /// sockets and no idea it was deposed (its lease channel still shows the
+    /// old lease): its writes are fenced by the claim inside the etcd
+    /// transaction, it answers NOT_COORDINATOR, and it forgets the group.
+    #[tokio::test]
+    async fn a_deposed_coordinator_commits_nothing_and_completes_no_rebalance() {
+        let catalog = Catalog::new(Arc::new(EmbeddedStore::in_memory()), "t");
+        let (zombie, lease_a) = coordinator(&catalog, 1).await;
+        let (b, _) = coordinator(&catalog, 2).await;
+        let offset = |offset| OffsetRecord {
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+            commit_timestamp_ms: 1,
+        };
+        let commit = |c: Arc<GroupCoordinator>, at: i64| async move {
+            c.commit_offsets("g", -1, "", None, vec![("t".into(), 0, offset(at))])
+                .await
+        };
+        assert_eq!(commit(zombie.clone(), 10).await, Ok(()));
+        // a member joins the zombie; its rebalance completes after the pause
+        let mut request = join_request("", "solo");
+        request.require_known_member_id = false;
+        let joined = zombie.join(request).await;
+        assert_eq!((joined.error, joined.generation), (None, 1));
+
+        catalog.store().lease_revoke(lease_a).await.unwrap();
+        assert_eq!(b.find_coordinator("g").await, Ok(2));
+        assert_eq!(
+            b.commit_offsets(
+                "g",
+                1,
+                &joined.member_id,
+                None,
+                vec![("t".into(), 0, offset(20))]
+            )
+            .await,
+            Err(GroupError::UnknownMemberId),
+            "the successor knows only what was stored: no member yet"
+        );
+
+        let synced = zombie
+            .sync(
+                "g",
+                1,
+                &joined.member_id,
+                None,
+                vec![(joined.member_id.clone(), b"p0".to_vec())],
+            )
+            .await;
+        assert_eq!(synced.error, Some(GroupError::NotCoordinator));
+        assert_eq!(
+            commit(zombie.clone(), 5).await,
+            Err(GroupError::NotCoordinator)
+        );
+        assert_eq!(
+            catalog.fetch_offsets("g").await.unwrap()["t"][&0].offset,
+            10,
+            "the zombie's commit is not stored"
+        );
+        // forgotten: its next request finds the group is node 2's
+        assert_eq!(
+            commit(zombie.clone(), 5).await,
+            Err(GroupError::NotCoordinator)
+        );
+        assert_eq!(zombie.find_coordinator("g").await, Ok(2));
     }
 }

@@ -30,9 +30,19 @@ impl GroupCoordinator {
                 }
             }
         }
-        self.catalog
-            .commit_offsets(group_id, &offsets, self.config.txn_ops_max)
+        let written = self
+            .catalog
+            .commit_offsets(
+                group_id,
+                Some(group.claim),
+                &offsets,
+                self.config.txn_ops_max,
+            )
             .await?;
+        if !written {
+            self.deposed(&group).await;
+            return Err(GroupError::NotCoordinator);
+        }
         Ok(())
     }
 
@@ -80,9 +90,20 @@ impl GroupCoordinator {
             .iter()
             .cloned()
             .partition(|(topic, _)| subscribed.contains(topic));
-        self.catalog
-            .delete_offsets(group_id, &deleted, self.config.txn_ops_max)
+        let written = self
+            .catalog
+            .delete_offsets(
+                group_id,
+                Some(group.claim),
+                &deleted,
+                self.config.txn_ops_max,
+            )
             .await?;
+        if !written {
+            drop(state);
+            self.deposed(&group).await;
+            return Err(GroupError::NotCoordinator);
+        }
         Ok(partitions
             .iter()
             .map(|p| {

@@ -4,7 +4,11 @@
 use super::*;
 
 impl GroupCoordinator {
-    pub(super) async fn persist(&self, group_id: &str, state: &GroupState) {
+    /// Save the group's state while this node's claim holds. False when the
+    /// claim is gone: the group is forgotten here (see `deposed`), and what
+    /// was decided in memory must not be told to its members.
+    pub(super) async fn persist(&self, group: &Group, state: &GroupState) -> bool {
+        let group_id = group.id.as_str();
         let protocol = state.protocol_name.clone().unwrap_or_default();
         let record = GroupRecord {
             generation: state.generation,
@@ -28,15 +32,18 @@ impl GroupCoordinator {
         };
         match self
             .catalog
-            .save_group(group_id, self.node_id, &record)
+            .save_group(group_id, group.claim, &record)
             .await
         {
-            Ok(true) => {}
-            Ok(false) => warn!(
-                group = group_id,
-                "lost the coordinatorship; state not saved"
-            ),
-            Err(error) => warn!(group = group_id, %error, "saving group state failed"),
+            Ok(true) => true,
+            Ok(false) => {
+                self.deposed(group).await;
+                false
+            }
+            Err(error) => {
+                warn!(group = group_id, %error, "saving group state failed");
+                true
+            }
         }
     }
 }

@@ -186,11 +186,11 @@ impl GroupCoordinator {
             state.members.values().all(|m| m.join_waiter.is_some()) && state.pending.is_empty();
         let delay_over = state.rebalance_deadline.is_none_or(|d| d <= now());
         if (all_joined && !state.initial_delay()) || delay_over {
-            self.complete_join(&group.id, &mut state).await;
+            self.complete_join(group, &mut state).await;
         }
     }
 
-    pub(super) async fn complete_join(&self, group_id: &str, state: &mut GroupState) {
+    pub(super) async fn complete_join(&self, group: &Group, state: &mut GroupState) {
         // members that did not rejoin in time are out
         state.members.retain(|_, m| m.join_waiter.is_some());
         state.pending.clear();
@@ -200,9 +200,10 @@ impl GroupCoordinator {
             state.phase = Phase::Empty;
             state.protocol_name = None;
             state.leader = None;
-            self.persist(group_id, state).await;
+            self.persist(group, state).await;
             return;
         }
+        let group_id = group.id.as_str();
         let protocol = choose_protocol(&state.members);
         let leader = match &state.leader {
             Some(leader) if state.members.contains_key(leader) => leader.clone(),
@@ -294,7 +295,15 @@ impl GroupCoordinator {
                     member.assignment = given.get(id).cloned().unwrap_or_default();
                 }
                 state.phase = Phase::Stable;
-                self.persist(group_id, &state).await;
+                if !self.persist(&group, &state).await {
+                    // deposed while paused: the next coordinator decides
+                    for member in state.members.values_mut() {
+                        if let Some(waiter) = member.sync_waiter.take() {
+                            let _ = waiter.send(SyncResponse::failed(GroupError::NotCoordinator));
+                        }
+                    }
+                    return SyncResponse::failed(GroupError::NotCoordinator);
+                }
                 let (protocol_type, protocol_name) =
                     (state.protocol_type.clone(), state.protocol_name.clone());
                 for member in state.members.values_mut() {
@@ -388,19 +397,19 @@ impl GroupCoordinator {
             }
         }
         if removed {
-            self.members_changed(&group.id, &mut state).await;
+            self.members_changed(&group, &mut state).await;
         }
         Ok(results)
     }
 
     /// After members left or expired: rebalance the rest, or go empty.
-    pub(super) async fn members_changed(&self, group_id: &str, state: &mut GroupState) {
+    pub(super) async fn members_changed(&self, group: &Group, state: &mut GroupState) {
         if state.members.is_empty() && state.phase != Phase::PreparingRebalance {
             state.generation += 1;
             state.phase = Phase::Empty;
             state.leader = None;
             state.protocol_name = None;
-            self.persist(group_id, state).await;
+            self.persist(group, state).await;
         } else if state.phase != Phase::PreparingRebalance {
             prepare_rebalance(state, None);
         }

@@ -131,11 +131,11 @@ mod tests {
         // a group node 2 coordinates, and one nobody coordinates
         testing::claim_for(ctx, "theirs", 2).await;
         ctx.catalog
-            .commit_offsets("theirs", &offsets(), 16)
+            .commit_offsets("theirs", None, &offsets(), 16)
             .await
             .unwrap();
         ctx.catalog
-            .commit_offsets("orphan", &offsets(), 16)
+            .commit_offsets("orphan", None, &offsets(), 16)
             .await
             .unwrap();
         let response = handle(ctx, ListGroupsRequest::default()).await;

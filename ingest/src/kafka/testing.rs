@@ -156,6 +156,7 @@ pub async fn claim_for(context: &KafkaContext, group: &str, node_id: i32) -> i32
         .claim_coordinator(group, node_id, lease)
         .await
         .unwrap()
+        .node_id
 }
 
 /// One JoinGroup protocol: `name` with subscription `metadata`.

@@ -49,10 +49,19 @@ pub(super) async fn commit_segment(config: &WriterConfig, view: &ClusterView, se
     }
     // per chunk: its base offset, or why it failed
     let mut outcomes: Vec<IngestResult<i64>> = vec![Err(IngestError::ShuttingDown); chunks.len()];
-    let per_txn = (config.txn_ops_max / 2).max(1);
+    // two operations per chunk, plus the GC fence of the one object
+    let per_txn = (config.txn_ops_max.saturating_sub(1) / 2).max(1);
+    let object = [segment.id.path_text()];
     let indices: Vec<usize> = (0..chunks.len()).collect();
     for group in indices.chunks(per_txn) {
-        commit_group(config, view, &chunks, &sequenced, group, &mut outcomes).await;
+        let shared = Shared {
+            config,
+            view,
+            chunks: &chunks,
+            sequenced: &sequenced,
+            object: &object,
+        };
+        commit_group(&shared, group, &mut outcomes).await;
     }
     for waiter in segment.waiters {
         let result = match &outcomes[waiter.slot.chunk] {
@@ -68,19 +77,35 @@ pub(super) async fn commit_segment(config: &WriterConfig, view: &ClusterView, se
     }
 }
 
+/// What every commit transaction of one segment shares.
+#[derive(Clone, Copy)]
+pub(super) struct Shared<'a> {
+    config: &'a WriterConfig,
+    view: &'a ClusterView,
+    chunks: &'a [ChunkCommit],
+    /// Per chunk: its idempotent batches with their offset deltas.
+    sequenced: &'a [Vec<(ProducerBatch, u32)>],
+    /// The segment's object path: the commit requires GC not to have marked it.
+    object: &'a [String],
+}
+
 /// Commit the chunks `group` of `chunks`, retrying lost compare-and-swaps
 /// with the current heads. Each attempt computes every partition's new head
 /// from the head it compares, re-checking the chunk's idempotent batches
 /// (`sequenced`): a chunk that fails the check is dropped with a retriable
 /// error and its upload becomes garbage.
 pub(super) async fn commit_group(
-    config: &WriterConfig,
-    view: &ClusterView,
-    chunks: &[ChunkCommit],
-    sequenced: &[Vec<(ProducerBatch, u32)>],
+    shared: &Shared<'_>,
     group: &[usize],
     outcomes: &mut [IngestResult<i64>],
 ) {
+    let Shared {
+        config,
+        view,
+        chunks,
+        sequenced,
+        object,
+    } = *shared;
     let mut live: Vec<usize> = group.to_vec();
     let mut expected: Vec<HeadState> = live
         .iter()
@@ -111,7 +136,10 @@ pub(super) async fn commit_group(
         }
         let batch: Vec<ChunkCommit> = live.iter().map(|&i| chunks[i].clone()).collect();
         metrics::COMMIT_TXNS.inc();
-        match view.try_commit_heads(&batch, &expected, next_heads).await {
+        match view
+            .try_commit_heads(&batch, &expected, next_heads, object)
+            .await
+        {
             Ok(CommitOutcome::Committed { base_offsets, .. }) => {
                 for (&i, base) in live.iter().zip(base_offsets) {
                     outcomes[i] = Ok(base);

@@ -46,17 +46,25 @@ impl Catalog {
                 head
             })
             .collect();
-        self.try_commit_heads(chunks, expected, next_heads).await
+        self.try_commit_heads(chunks, expected, next_heads, &[])
+            .await
     }
 
     /// [`Catalog::try_commit`] writing the heads the caller computed from
     /// `expected` (with producer state): `next_heads[i]` is written only if
     /// the head is still at `expected[i]`.
+    ///
+    /// The transaction also requires that GC has not marked `objects` (the
+    /// paths of the objects the chunks live in): a writer paused between
+    /// upload and commit for longer than the GC grace (a zombie) may find
+    /// its object deleted, and must not commit index entries that point at
+    /// nothing. Such a commit fails with [`ModelError::Collected`].
     pub async fn try_commit_heads(
         &self,
         chunks: &[ChunkCommit],
         expected: &[HeadState],
         next_heads: Vec<Head>,
+        objects: &[String],
     ) -> ModelResult<CommitOutcome> {
         debug_assert_eq!(chunks.len(), expected.len());
         debug_assert_eq!(chunks.len(), next_heads.len());
@@ -97,6 +105,11 @@ impl Catalog {
             ));
             txn.failure.push(TxnOp::get(self.keys().topic(name)));
         }
+        for object in objects {
+            let mark = self.keys().gc_mark(object);
+            txn.compares.push(Compare::absent(mark.clone()));
+            txn.failure.push(TxnOp::get(mark));
+        }
         let response = self.store.txn(txn).await?;
         if response.succeeded {
             return Ok(CommitOutcome::Committed {
@@ -135,6 +148,11 @@ impl Catalog {
                 missing_topics.push(name.to_string());
             }
         }
+        for object in objects {
+            if matches!(results.next(), Some(TxnOpResponse::Get(kvs)) if !kvs.is_empty()) {
+                return Err(ModelError::Collected(object.clone()));
+            }
+        }
         Ok(CommitOutcome::Conflict {
             heads: current,
             missing_topics,
@@ -142,9 +160,10 @@ impl Catalog {
     }
 
     /// Operations one commit of `chunks` partitions over `topics` topics
-    /// counts against the store's per-transaction limit.
-    pub fn commit_ops(chunks: usize, topics: usize) -> usize {
-        (2 * chunks).max(chunks + topics)
+    /// in `objects` objects counts against the store's per-transaction
+    /// limit (the largest of its compares, success and failure branches).
+    pub fn commit_ops(chunks: usize, topics: usize, objects: usize) -> usize {
+        (2 * chunks).max(chunks + topics + objects)
     }
 }
 

@@ -51,6 +51,11 @@ pub enum ModelError {
     /// The topic changed under a read-modify-write; the caller may retry.
     #[error("topic {0:?} changed concurrently")]
     Concurrent(String),
+    /// A commit found its object marked as garbage: its writer paused
+    /// between upload and commit for longer than GC waits. Nothing was
+    /// committed; the data must be written again.
+    #[error("object {0} was marked as garbage before its commit; nothing committed")]
+    Collected(String),
 }
 
 /// Result alias of the model layer.
@@ -602,5 +607,39 @@ mod tests {
             panic!("commit to a deleted topic must fail");
         };
         assert_eq!(missing_topics, vec!["t".to_string()]);
+    }
+    /// A writer paused between upload and commit for longer than the GC
+    /// grace finds its object marked: the commit fails whole and writes
+    /// nothing, so no index entry ever points at a deleted object.
+    #[tokio::test]
+    async fn a_commit_into_an_object_gc_marked_writes_nothing() {
+        let catalog = catalog();
+        let topic = catalog.create_topic("z", 1, BTreeMap::new()).await.unwrap();
+        let chunks = vec![chunk(&topic, 0, 3)];
+        let object = vec![format!("segments/{}.seg", chunks[0].segment)];
+        let next = || {
+            vec![Head {
+                next_offset: 3,
+                ..Head::default()
+            }]
+        };
+        catalog.mark_garbage(&object[0], 1).await.unwrap();
+        let refused = catalog
+            .try_commit_heads(&chunks, &[HeadState::default()], next(), &object)
+            .await;
+        assert!(
+            matches!(&refused, Err(ModelError::Collected(o)) if *o == object[0]),
+            "{refused:?}"
+        );
+        assert_eq!(
+            catalog.head(&topic.record.id, 0).await.unwrap(),
+            HeadState::default()
+        );
+        catalog.unmark_garbage(&object[0]).await.unwrap();
+        let committed = catalog
+            .try_commit_heads(&chunks, &[HeadState::default()], next(), &object)
+            .await
+            .unwrap();
+        assert!(matches!(committed, CommitOutcome::Committed { .. }));
     }
 }
