@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
 use sluice_metadata::model::IndexEntry;
+use sluice_metadata::view::PartitionSnapshot;
 use sluice_segment::format::verify_range;
 use sluice_segment::{batch, SegmentId};
 
@@ -130,6 +131,28 @@ impl Reader {
         Ok(chunks)
     }
 
+    /// Whether `offset` lies past the end of the partition. This node's
+    /// view may lag another node's commit by a moment (a node that just
+    /// started, a watch event in flight): an offset past the view's high
+    /// watermark is checked against the stored head before anyone is told
+    /// it is out of range, because a consumer told so resets its position
+    /// (librdkafka to `auto.offset.reset`: a group read everything again
+    /// from offset 0 in the chaos campaign, kill -9 with seed 21). One
+    /// metadata read, only for offsets past the view's end.
+    pub async fn past_the_end(
+        &self,
+        topic_id: &str,
+        partition: i32,
+        offset: i64,
+        snapshot: PartitionSnapshot,
+    ) -> FetchResult<bool> {
+        if offset <= snapshot.high_watermark {
+            return Ok(false);
+        }
+        let stored = self.view.catalog().head(topic_id, partition).await?;
+        Ok(offset > stored.head.next_offset)
+    }
+
     /// The runs from the one holding `offset` on, within `max_bytes`.
     async fn read_runs(
         &self,
@@ -139,12 +162,19 @@ impl Reader {
         max_bytes: usize,
     ) -> FetchResult<Vec<ReadChunk>> {
         let snapshot = self.view.snapshot(topic_id, partition);
-        if offset < snapshot.log_start_offset || offset > snapshot.high_watermark {
+        if offset < snapshot.log_start_offset
+            || self
+                .past_the_end(topic_id, partition, offset, snapshot)
+                .await?
+        {
             return Err(FetchError::OffsetOutOfRange {
                 offset,
                 log_start: snapshot.log_start_offset,
                 high_watermark: snapshot.high_watermark,
             });
+        }
+        if offset >= snapshot.high_watermark {
+            return Ok(Vec::new());
         }
         let entries = self
             .view

@@ -17,6 +17,13 @@ HTTP produces for one partition while a consumer tails it, and fails when
 any offset is skipped. (Also in the campaign's duplicates of that seed:
 librdkafka's own epoch bump after an in-flight timeout, counted apart by
 the checker; see tests/chaos/README.md.)
+
+kill9 / seed 21 (second finding): a node that had just restarted answered
+fetches just past its view's high watermark with OFFSET_OUT_OF_RANGE
+while the watch was still bringing the last commits of other nodes;
+librdkafka reset the group's members to offset 0 and they read everything
+again (commits went backwards). The reproduction stops the fetching node
+while another acknowledges, as for seed 11.
 """
 
 from __future__ import annotations
@@ -47,3 +54,14 @@ def test_kill9_seed21_a_consumer_is_never_handed_past_offsets_its_node_has_not_s
     print(proc.stdout[-3000:])
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert " 0 offset skips" in proc.stdout, proc.stdout[-3000:]
+
+
+def test_kill9_seed21_a_fetch_past_a_lagging_view_is_not_out_of_range(sluice_bin, tmp_path):
+    cmd = [sys.executable, str(REPO_ROOT / "tests" / "chaos" / "repro_fetch_lag.py"),
+           "--binary", str(sluice_bin), "--rounds", "8", "--out", str(tmp_path / "fetchlag")]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=600, cwd=REPO_ROOT)
+    print(proc.stdout[-3000:])
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "0 of 8 fetches inside the log answered OFFSET_OUT_OF_RANGE" in proc.stdout, \
+        proc.stdout[-3000:]

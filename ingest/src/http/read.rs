@@ -123,7 +123,11 @@ pub(crate) async fn read_records(
     let topic_id = &topic.record.id;
     let reader = &state.reader;
     let snapshot = reader.view().snapshot(topic_id, partition);
-    if offset < snapshot.log_start_offset || offset > snapshot.high_watermark {
+    let past_the_end = reader
+        .past_the_end(topic_id, partition, offset, snapshot)
+        .await
+        .map_err(IngestError::from)?;
+    if offset < snapshot.log_start_offset || past_the_end {
         return Err(ApiError::new(
             416,
             format!(
@@ -132,8 +136,10 @@ pub(crate) async fn read_records(
             ),
         ));
     }
+    // an offset past this node's view (not past the stored end) waits like
+    // one at the end
     let mut high_watermark = snapshot.high_watermark;
-    if offset == high_watermark && timeout_ms > 0 {
+    if offset >= high_watermark && timeout_ms > 0 {
         high_watermark = reader
             .wait_for_data(
                 topic_id,

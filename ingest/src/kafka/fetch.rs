@@ -300,13 +300,19 @@ async fn read_partition(
     budget: usize,
     at_least_one: bool,
 ) -> IngestResult<Bytes> {
-    if wanted.offset < snapshot.log_start_offset || wanted.offset > snapshot.high_watermark {
+    if wanted.offset < snapshot.log_start_offset
+        || context
+            .reader
+            .past_the_end(topic_id, wanted.partition, wanted.offset, snapshot)
+            .await?
+    {
         return Err(IngestError::OutOfRange(format!(
             "offset {} is outside {}..{}",
             wanted.offset, snapshot.log_start_offset, snapshot.high_watermark
         )));
     }
-    if wanted.offset == snapshot.high_watermark || budget == 0 {
+    // past this node's view but not past the stored end: nothing yet here
+    if wanted.offset >= snapshot.high_watermark || budget == 0 {
         return Ok(Bytes::new());
     }
     let chunks = context
@@ -491,6 +497,28 @@ mod tests {
             assert_eq!(data.log_start_offset, 0);
             assert_eq!(data.records, Some(Bytes::new()));
         }
+    }
+
+    /// This node's view lags a commit another node made (here: made
+    /// straight in the catalog): an offset past the view's high watermark
+    /// but not past the stored head is "nothing yet", never
+    /// OFFSET_OUT_OF_RANGE, which would send librdkafka back to
+    /// `auto.offset.reset` (chaos campaign, kill -9, seed 21).
+    #[tokio::test]
+    async fn an_offset_past_a_lagging_view_is_checked_against_the_stored_head() {
+        let node = TestNode::start().await;
+        let topic = node.topic("orders", 1).await;
+        produce(&node, "orders", 0, batch_of(&["a", "b"])).await;
+        let reader = &node.context.reader;
+        let id = &topic.record.id;
+        let lagging = PartitionSnapshot {
+            high_watermark: 1,
+            log_start_offset: 0,
+        };
+        assert!(!reader.past_the_end(id, 0, 2, lagging).await.unwrap());
+        assert!(reader.past_the_end(id, 0, 3, lagging).await.unwrap());
+        let data = fetch_one(&node, "orders", wanted(0, 3, 1 << 20)).await;
+        assert_eq!(data.error_code, ResponseError::OffsetOutOfRange.code());
     }
 
     #[tokio::test]
