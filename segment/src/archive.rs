@@ -363,7 +363,19 @@ fn binary(array: &BinaryArray, row: usize) -> Option<Bytes> {
     (!array.is_null(row)).then(|| Bytes::copy_from_slice(array.value(row)))
 }
 
-/// The records of an archive Arrow batch.
+/// Records as one archive Arrow batch of `partition` (the rows a writer
+/// buffers before a row group; offsets as given, gaps allowed).
+pub fn batch_of(records: &[StoredRecord], partition: i32) -> Result<RecordBatch, ArchiveError> {
+    let mut rows = RowBuilder::new();
+    for record in records {
+        rows.push(record, partition);
+    }
+    rows.finish()
+}
+
+/// The records of an archive Arrow batch. A batch of another shape (a
+/// file sluice did not write, or damaged) is refused with
+/// [`ArchiveError::Shape`], never a panic.
 pub fn records_of(batch: &RecordBatch) -> Result<Vec<StoredRecord>, ArchiveError> {
     let offsets = column::<Int64Array>(batch, "offset")?;
     let timestamps = column::<TimestampMillisecondArray>(batch, "timestamp")?;
@@ -376,20 +388,24 @@ pub fn records_of(batch: &RecordBatch) -> Result<Vec<StoredRecord>, ArchiveError
         .downcast_ref::<StructArray>()
         .ok_or_else(|| ArchiveError::Shape("headers are not structs".into()))?;
     let header_keys = entries
-        .column(0)
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| ArchiveError::Shape("header keys are not utf8".into()))?;
+        .column_by_name("key")
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| ArchiveError::Shape("header keys are missing or not utf8".into()))?;
     let header_values = entries
-        .column(1)
-        .as_any()
-        .downcast_ref::<BinaryArray>()
-        .ok_or_else(|| ArchiveError::Shape("header values are not binary".into()))?;
+        .column_by_name("value")
+        .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
+        .ok_or_else(|| ArchiveError::Shape("header values are missing or not binary".into()))?;
     let list_offsets = headers.value_offsets();
     let mut out = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
         let from = list_offsets[row] as usize;
         let to = list_offsets[row + 1] as usize;
+        if to > entries.len() {
+            return Err(ArchiveError::Shape(format!(
+                "row {row} names header entries up to {to} of {}",
+                entries.len()
+            )));
+        }
         out.push(StoredRecord {
             offset: offsets.value(row),
             timestamp_ms: timestamps.value(row),
@@ -527,5 +543,32 @@ mod tests {
         let served = encode_served(&records).unwrap();
         let decoded = batch::decode(served).unwrap();
         assert_eq!(decoded, records);
+    }
+    /// A file of another shape (damaged, or not written by sluice) is
+    /// refused, not a panic: here a headers column whose entries have no
+    /// `key` field, which indexing the struct's first column would have
+    /// turned into a panic.
+    #[test]
+    fn batches_of_another_shape_are_refused() {
+        let good = batch_of(&[record(1), record(2)], 0).unwrap();
+        assert_eq!(records_of(&good).unwrap(), vec![record(1), record(2)]);
+        let entries = StructArray::new_empty_fields(0, None);
+        let item = Arc::new(Field::new("item", entries.data_type().clone(), true));
+        let offsets = arrow::buffer::OffsetBuffer::from_lengths([0, 0]);
+        let headers = ListArray::try_new(item, offsets, Arc::new(entries), None).unwrap();
+        let index = good.schema().index_of("headers").unwrap();
+        let mut columns = good.columns().to_vec();
+        columns[index] = Arc::new(headers);
+        let mut fields: Vec<Field> = good
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields[index] = Field::new("headers", columns[index].data_type().clone(), false);
+        let odd = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        assert!(matches!(records_of(&odd), Err(ArchiveError::Shape(_))));
+        let missing = good.project(&[0, 1, 2, 3, 5]).unwrap();
+        assert!(matches!(records_of(&missing), Err(ArchiveError::Shape(_))));
     }
 }
