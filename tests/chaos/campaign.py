@@ -6,12 +6,14 @@ violations, 2 the harness could not run.
 
 Files in the output directory: history.jsonl (every operation),
 final_read.json, results.json (stats and violations), results.txt (the
-table), node logs (node1.log ...), etcd.log, moto.log.
+table), node logs (node1.log ...), etcd-m1.log ... (etcd.log with one member),
+moto.log, proxies.log (the S3 and etcd proxies of the nodes).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -31,12 +33,16 @@ for p in (str(HERE), str(E2E)):
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
 from checker import check, faults_near, format_table, load_history, tpkey  # noqa: E402
+from etcd_cluster import EtcdCluster, get_key, get_prefix  # noqa: E402
 from history import History, now  # noqa: E402
-from nemesis import Nemesis, make_faults  # noqa: E402
-from processes import REPO_ROOT, EtcdServer, MotoS3, tail  # noqa: E402
+from nemesis import ALL_FAULTS, Nemesis, make_faults  # noqa: E402
+from processes import HOST, REPO_ROOT, EtcdServer, MotoS3, free_port, tail  # noqa: E402
+from proxy import TcpProxy  # noqa: E402
+from s3proxy import S3Proxy  # noqa: E402
 from sluice_node import SluiceFactory  # noqa: E402
 import workload  # noqa: E402
-from workload import (GroupMember, GroupState, HttpProducerProc, KafkaProducerProc,  # noqa: E402
+from workload import (AdminWorker, GroupMember, GroupState, HttpProducerProc,  # noqa: E402
+                      KafkaProducerProc, StandaloneConsumer, final_read_archive,
                       final_read_http, final_read_kafka, resume_check)
 
 TOPICS = ["chaos-a", "chaos-b"]
@@ -49,16 +55,39 @@ def log(msg: str) -> None:
 
 
 class Cluster:
-    """etcd + moto + K nodes of one sluice cluster (one --cluster, one prefix)."""
+    """etcd (one member or an N-member cluster) + moto + K nodes of one
+    sluice cluster (one --cluster, one prefix). With ``s3_proxies`` every
+    node reaches moto through its own S3Proxy, with ``etcd_proxies`` each
+    etcd member through its own TcpProxy (the nemesis switches their modes);
+    the harness itself always talks to etcd and moto directly."""
 
-    def __init__(self, binary: Path, out: Path, k: int, lease_ttl: float, history: History):
+    def __init__(self, binary: Path, out: Path, k: int, lease_ttl: float, history: History,
+                 etcd_members: int = 3, s3_proxies: bool = False, etcd_proxies: bool = False):
         self.out, self.history, self.lease_ttl = out, history, lease_ttl
-        self.etcd = EtcdServer(out)
+        self.etcd = EtcdCluster(out, etcd_members) if etcd_members > 1 else EtcdServer(out)
         self.s3 = MotoS3(out)
         self.factory: SluiceFactory | None = None
         self.nodes = []
         self.binary, self.k = binary, k
         self.faulted: set[str] = set()
+        self.use_s3_proxies, self.use_etcd_proxies = s3_proxies, etcd_proxies
+        self.s3_proxies: dict[str, S3Proxy] = {}
+        self.etcd_proxies: dict[str, list[TcpProxy]] = {}
+        self.proxy_log = logging.getLogger("chaos.proxies")
+        self.proxy_log.propagate = False
+        self.proxy_log.setLevel(logging.INFO)
+        self._proxy_handler = logging.FileHandler(out / "proxies.log")
+        self._proxy_handler.setFormatter(logging.Formatter("%(asctime)s %(threadName)s %(message)s"))
+        self.proxy_log.addHandler(self._proxy_handler)
+
+    @property
+    def etcd_members(self) -> list:
+        return list(getattr(self.etcd, "members", [self.etcd]))
+
+    def etcd_endpoints(self) -> list[str]:
+        """Client URLs of the running members (the harness's own view)."""
+        return [m.endpoint for m in self.etcd_members
+                if getattr(m, "running", True)]
 
     def start(self) -> None:
         self.etcd.start()
@@ -68,12 +97,89 @@ class Cluster:
         extra = ["--node-lease-ttl", f"{self.lease_ttl:g}s",
                  "--group-initial-rebalance-delay", "200ms"]
         for i in range(1, self.k + 1):
-            self.nodes.append(self.factory.distributed(spec, node_id=i, name=f"node{i}",
+            name = f"node{i}"
+            node_spec, s3_endpoint = spec, None
+            if self.use_s3_proxies:
+                p = S3Proxy((HOST, self.s3.port), free_port(), f"{name}-s3", self.proxy_log)
+                self.s3_proxies[name] = p.start()
+                s3_endpoint = p.endpoint
+            if self.use_etcd_proxies:
+                ps = [TcpProxy((HOST, m.client_port), free_port(),
+                               f"{name}-etcd-{getattr(m, 'name', 'e2e')}", self.proxy_log,
+                               max_conns=32).start()
+                      for m in self.etcd_members]
+                self.etcd_proxies[name] = ps
+                node_spec = dataclasses.replace(spec, etcd=",".join(p.endpoint for p in ps))
+            self.nodes.append(self.factory.distributed(node_spec, node_id=i, name=name,
+                                                       s3_endpoint=s3_endpoint,
                                                        flush_interval="50ms", extra_args=extra,
                                                        start=False))
         for n in self.nodes:
             n.start(timeout=90)
         self.spec = spec
+
+    # -- roles, read from etcd (metadata/src/keys.rs: /sluice/<cluster>/...) ---
+    def key(self, rest: str) -> str:
+        return f"/sluice/{self.spec.name}/{rest}"
+
+    def role_holders(self, role: str) -> tuple[list[int], dict]:
+        """Node ids that hold ``role`` now and how that was found."""
+        eps = self.etcd_endpoints()
+        if role == "controller":
+            raw = get_key(eps, self.key("controller"))  # {"node_id": N}, on its lease
+            return ([int(json.loads(raw)["node_id"])] if raw else []), {"source": "etcd controller key"}
+        if role == "coordinator":
+            how: dict = {}
+            try:
+                admin = AdminClient(workload.client_conf({"bootstrap.servers": self.bootstrap}))
+                fut = admin.describe_consumer_groups([GROUP], request_timeout=5)[GROUP]
+                desc = fut.result(timeout=10)
+                if desc.coordinator is not None and desc.coordinator.id >= 0:
+                    return [desc.coordinator.id], {"source": "DescribeGroups",
+                                                   "group_state": str(desc.state)}
+                how["describe"] = "no coordinator"
+            except Exception as e:  # noqa: BLE001
+                how["describe_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+            raw = get_key(eps, self.key(f"groups/{GROUP}/coordinator"))  # decimal node id
+            how["source"] = "etcd coordinator key"
+            return ([int(raw)] if raw else []), how
+        if role == "compactor":
+            # claims live only while a job runs (a roll job per partition
+            # about every archive_max_lag / 2): look for up to 10 s
+            deadline = time.monotonic() + 10.0
+            polls = 0
+            while True:
+                polls += 1
+                kvs = get_prefix(eps, self.key("compaction/claims/"))
+                ids = sorted({int(json.loads(v)["node_id"]) for _, v in kvs})
+                if ids or time.monotonic() > deadline:
+                    return ids, {"source": "etcd compaction claims", "claims": len(kvs),
+                                 "polls": polls}
+                time.sleep(0.05)
+        raise ValueError(f"unknown role {role}")
+
+    def heal_all(self) -> list[str]:
+        """Every proxy back to pass, every etcd member running (after the
+        nemesis, in case a heal failed)."""
+        notes = []
+        for name, p in self.s3_proxies.items():
+            if p.mode != "pass":
+                notes.append(f"{p.name} was {p.mode}")
+                p.set_mode("pass")
+        for ps in self.etcd_proxies.values():
+            for p in ps:
+                if p.mode != "pass":
+                    notes.append(f"{p.name} was {p.mode}")
+                    p.set_mode("pass")
+        if isinstance(self.etcd, EtcdCluster):
+            for m in self.etcd.members:
+                if not m.running:
+                    notes.append(f"etcd {m.name} was down")
+                    try:
+                        self.etcd.restart(m)
+                    except Exception as e:  # noqa: BLE001
+                        notes.append(f"etcd {m.name} restart: {e!r}"[:500])
+        return notes
 
     @property
     def bootstrap(self) -> str:
@@ -137,12 +243,31 @@ class Cluster:
                                      "log_tail": tail(n.log, 30)})
                 res = self.ensure_up(n)
                 log(f"   restarted {n.name}: {res}")
+        if isinstance(self.etcd, EtcdCluster):
+            for m in self.etcd.members:
+                rc = m.proc.returncode if m.proc is not None else None
+                if not m.running and rc not in (None, -9):
+                    log(f"!! etcd {m.name} exited by itself with status {rc}")
+                    self.history.record({"process": "watch", "kind": "etcd_exit",
+                                         "node": m.label, "start": now(), "outcome": "fail",
+                                         "exit": rc, "log_tail": tail(m.log, 30)})
+                    try:
+                        log(f"   restarted etcd {m.name}: {self.etcd.restart(m)}")
+                    except Exception as e:  # noqa: BLE001
+                        log(f"   etcd {m.name} did not restart: {e!r}")
 
     def close(self) -> None:
         if self.factory:
             self.factory.close()
+        for p in self.s3_proxies.values():
+            p.close()
+        for ps in self.etcd_proxies.values():
+            for p in ps:
+                p.close()
         self.s3.close()
         self.etcd.close()
+        self.proxy_log.removeHandler(self._proxy_handler)
+        self._proxy_handler.close()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -154,8 +279,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=None, help="output directory (default: a new temp dir)")
     ap.add_argument("--binary", type=Path,
                     default=Path(os.environ.get("SLUICE_BIN") or REPO_ROOT / "target" / "debug" / "sluice"))
-    ap.add_argument("--faults", default="kill9,pause", help="fault kinds, comma separated")
+    ap.add_argument("--faults", default=None,
+                    help=f"fault kinds, comma separated (default: all of {','.join(ALL_FAULTS)}; "
+                         "without the etcd_* kinds when --etcd-members is 1)")
     ap.add_argument("--lease-ttl", type=float, default=3.0, help="--node-lease-ttl of the nodes (s)")
+    ap.add_argument("--etcd-members", type=int, default=3,
+                    help="etcd cluster size (1: the single member of the e2e suite)")
     return ap.parse_args(argv)
 
 
@@ -167,9 +296,24 @@ def main(argv: list[str] | None = None) -> int:
     if not args.binary.is_file() or not os.access(args.binary, os.X_OK):
         print(f"sluice binary not found at {args.binary} (--binary, $SLUICE_BIN)", file=sys.stderr)
         return 2
-    faults = make_faults([f for f in args.faults.split(",") if f], args.lease_ttl)
-    log(f"chaos: seed {args.seed}, {args.minutes} min, {args.nodes} nodes, faults "
-        f"{[f.name for f in faults]}, binary {args.binary}, out {out}")
+    if args.etcd_members < 1:
+        print("--etcd-members must be at least 1", file=sys.stderr)
+        return 2
+    if args.faults is None:
+        names = [f for f in ALL_FAULTS
+                 if args.etcd_members >= 3 or not f.startswith("etcd_")]
+    else:
+        names = [f for f in args.faults.split(",") if f]
+    faults = make_faults(names, args.lease_ttl)
+    needs = set().union(*(f.needs for f in faults)) if faults else set()
+    if "etcd_cluster" in needs and args.etcd_members < 3:
+        print("etcd_leader_kill / etcd_member_kill need --etcd-members 3 or more",
+              file=sys.stderr)
+        return 2
+    log(f"chaos: seed {args.seed}, {args.minutes} min, {args.nodes} nodes, "
+        f"{args.etcd_members} etcd member(s), faults {[f.name for f in faults]}, "
+        f"proxies {sorted(n for n in needs if n.endswith('proxy')) or 'none'}, "
+        f"binary {args.binary}, out {out}")
     history = History(out / "history.jsonl")
     client_log = logging.getLogger("chaos.librdkafka")
     client_log.propagate = False
@@ -179,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     client_log.addHandler(handler)
     client_log.addHandler(workload.EpochBumps(history))
     workload.CLIENT_LOGGER = client_log
-    cluster = Cluster(args.binary, out, args.nodes, args.lease_ttl, history)
+    cluster = Cluster(args.binary, out, args.nodes, args.lease_ttl, history,
+                      etcd_members=args.etcd_members, s3_proxies="s3_proxy" in needs,
+                      etcd_proxies="etcd_proxy" in needs)
     (out / "run.json").write_text(json.dumps({**{k: str(v) for k, v in vars(args).items()},
                                               "out": str(out), "started": now()}, indent=1))
     workers: list = []
@@ -225,7 +371,11 @@ def main(argv: list[str] | None = None) -> int:
             HttpProducerProc("http0", history, [n.url for n in cluster.nodes], cluster_id,
                              TOPICS, PARTITIONS, args.seed, stop_send),
         ]
-        workers = members + producers
+        solo = StandaloneConsumer("solo0", history, bootstrap, tps, args.seed, stop_consume)
+        admin = AdminWorker("admin0", history, bootstrap,
+                            {n.node_id: n.name for n in cluster.nodes},
+                            {n.name: n.bootstrap for n in cluster.nodes}, args.seed, stop_consume)
+        workers = members + producers + [solo, admin]
         for w in workers:
             w.start()
         deadline = time.monotonic() + 30
@@ -247,6 +397,10 @@ def main(argv: list[str] | None = None) -> int:
         log("nemesis stopped; restarting every node that is down")
         settle = {"process": "settle", "kind": "settle", "start": now()}
         problems = []
+        healed = cluster.heal_all()
+        if healed:
+            settle["healed"] = healed
+            problems += [h for h in healed if "restart:" in h]
         for n in cluster.nodes:
             r = cluster.ensure_up(n)
             if not r.get("ready"):
@@ -285,7 +439,15 @@ def main(argv: list[str] | None = None) -> int:
         behind = {k: (state.snapshot().get(k, 0), hw) for k, hw in hws.items()
                   if state.snapshot().get(k, 0) < hw}
         log(f"group caught up{'' if not behind else ' EXCEPT (committed, hw): ' + str(behind)}")
+        behind = solo.wait_caught_up({(t, p): hws[tpkey(t, p)] for t, p in tps
+                                      if tpkey(t, p) in hws}, 60)
+        log(f"standalone consumer caught up{'' if not behind else ' EXCEPT: ' + str(behind)}")
         stop_consume.set()
+        for w in (solo, admin):
+            w.join(timeout=120)
+            if w.is_alive():
+                history.record({"process": w.name, "kind": "harness_error", "start": now(),
+                                "outcome": "fail", "error": f"{w.name} did not stop within 120 s"})
         for w in members:
             w.join(timeout=60)
             if w.is_alive():
@@ -308,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
         for n in cluster.nodes:
             log(f"final read over HTTP on {n.name}")
             final["http"][n.name] = final_read_http(n.url, tps, want)
+        log("final read of the Parquet archive files in the store")
+        final["archive"] = final_read_archive(cluster.s3.endpoint, cluster.spec.bucket,
+                                              cluster.spec.prefix, TOPICS, tps)
         log("resume check: a fresh member of the group")
         resume_check(history, bootstrap, GROUP, tps)
         history.close()

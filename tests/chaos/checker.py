@@ -2,8 +2,9 @@
 history (``history.jsonl``) and the final read (``final_read.json``).
 
 It links nothing of sluice: what it knows comes from what the workload's
-clients were told (delivery reports, commit results) and what they read back
-over Kafka and HTTP.
+clients were told (delivery reports, commit results, admin answers) and what
+they read back over Kafka and HTTP, and the Parquet archive files read
+straight from the store.
 
 History operations (one JSON object each; every op has ``process``, ``kind``,
 ``start``, ``end`` (wall clock, seconds) and ``outcome`` in ok|fail|info):
@@ -14,7 +15,29 @@ History operations (one JSON object each; every op has ``process``, ``kind``,
               sent), ``value`` (unique), on ok ``ack_partition`` and
               ``offset``; on fail/info ``error``.
 * ``consume`` a record a group member saw: ``group``, ``topic``,
-              ``partition``, ``offset``, ``value``.
+              ``partition``, ``offset``, ``value``. With ``group`` None: a
+              record the standalone consumer (assign, no group) was given,
+              with its consumer ``instance``; its ops are in the order it was
+              given them.
+* ``consumer_restart`` the standalone consumer made a new consumer
+              (``instance``, ``reason``) assigned at ``positions`` (its last
+              offset + 1 per partition).
+* ``standalone_end`` per partition when the standalone consumer stopped:
+              ``position`` (last offset given + 1), ``target`` (the high
+              watermark it waited for after the producers stopped, or None).
+* ``admin``   one step of the admin worker on topic ``topic``: ``action``
+              create (``partitions``) | add_partitions (``partitions``) |
+              delete: the request's outcome (info = unknown: timed out,
+              retriable, or an answer such as TOPIC_ALREADY_EXISTS that a
+              retried request of ours may have caused); metadata: ``want``
+              and ``polls``, every Metadata answer [{``t``, ``dt``, ``node``
+              (who answered), ``adm`` {admin topic: partition count},
+              ``truncated``} or {``t``, ``error``}]; produce: ``records``
+              acknowledged [[partition, offset, value]], ``unacked``
+              [[partition, value, outcome, error]]; read: ``partitions``
+              {"p": {``records`` [[offset, value]] (at most 100), ``eof``
+              (the highest partition-EOF offset, None if none)}}.
+* ``node_exit`` a node exited by itself (the campaign restarts it).
 * ``commit``  one partition of a synchronous commit: ``group``, ``topic``,
               ``partition``, ``offset`` (the next offset to read).
 * ``resume``  after the run, a fresh member of the group: ``committed``
@@ -38,7 +61,13 @@ The final read::
 
     {"kafka": {"topic/p": {"log_start": int, "hw": int,
                            "records": [[offset, value], ...], "error": str|None}},
-     "http":  {"node1": {"topic/p": {...same...}}, ...}}
+     "http":  {"node1": {"topic/p": {...same...}}, ...},
+     "archive": {"files": [{"key", "topic", "partition", "first", "last",
+                            "records": [[offset, value], ...], "partition_values",
+                            "error", "vanished", "skipped"}], "error": str|None}}
+
+``archive`` (optional) holds every Parquet archive file present in the store,
+published or not, each as read with pyarrow.
 
 ``check(history, final)`` returns a ``CheckResult`` with ``violations`` and
 ``stats``.
@@ -78,7 +107,26 @@ KINDS = (
     "consumer_skip",         # an offset below the last commit that no member saw
     "resume_wrong_offset",   # a fresh member does not start at the last committed offset
     "resume_no_record",      # a fresh member got nothing although records were there
+    "standalone_skip",       # the standalone consumer was not given offset previous + 1
+                             # (from 0; across its own restarts, which seek to last + 1)
+    "standalone_behind",     # it did not reach the high watermark after the run
+    "admin_not_visible",     # a quiet node's Metadata lacks a topic created ADMIN_BOUND ago
+    "admin_partitions_wrong",  # ... or shows a partition count no request asked for by then
+    "admin_records_wrong",   # an acknowledged record on an admin topic not read back where
+                             # it was acknowledged, or a record there that nobody sent
+    "admin_not_deleted",     # a quiet node lists a topic deleted ADMIN_BOUND ago
+    "admin_reappeared",      # ... after Metadata had already shown it gone
+    "archive_mismatch",      # an archive file disagrees with the Kafka read (or another
+                             # file), holds offsets outside its name, or cannot be read
 )
+
+# The admin rules: a node must show an acknowledged create / CreatePartitions /
+# delete in its Metadata answers this long after the acknowledgement, when it
+# has had no fault for this long before answering (a fault on a node that
+# never answered counts against every node).
+ADMIN_BOUND = 10.0
+# A node that exited by itself counts as faulted for this long.
+NODE_EXIT_FAULT_S = 30.0
 
 
 @dataclass
@@ -379,14 +427,18 @@ def check(history: list[dict], final: dict) -> CheckResult:
         commits[(op.get("group"), op.get("topic"), op.get("partition"))].append(op)
         g[f"commits_{op.get('outcome')}"] += 1
     seen: dict[tuple[str, str, int], set[int]] = defaultdict(set)
+    solo: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
     for op in by_kind["consume"]:
         gk = (op.get("group"), op.get("topic"), op.get("partition"))
-        seen[gk].add(op.get("offset"))
-        g["consumed"] += 1
+        if gk[0] is None:
+            solo[(op.get("process"), gk[1], gk[2])].append(op)
+        else:
+            seen[gk].add(op.get("offset"))
+            g["consumed"] += 1
         stored = at.get((op.get("topic"), op.get("partition"), op.get("offset")), _NOTHING)
         if stored != op.get("value"):
             key = tpkey(op.get("topic"), op.get("partition"))
-            g["consumed_not_in_log"] += 1
+            g["consumed_not_in_log" if gk[0] is not None else "standalone_not_in_log"] += 1
             violate("consumed_not_in_log", f"{op.get('process')} consumed {op.get('value')!r} at "
                     f"{key}@{op.get('offset')}, the final log has "
                     + ("nothing there" if stored is _NOTHING else f"{stored!r}")
@@ -488,6 +540,12 @@ def check(history: list[dict], final: dict) -> CheckResult:
     stats["group"]["resume_ok"] = sum(1 for r in resume_rows if r["ok"])
     stats["group_partitions"] = group_rows
     stats["resume"] = sorted(resume_rows, key=lambda r: (str(r["group"]), parse_tp(r["tp"])))
+    healed = all(op.get("outcome") == "ok" for op in by_kind["settle"])
+    stats["standalone"] = _check_standalone(solo, by_kind, healed, g["standalone_not_in_log"],
+                                            violate)
+    stats["admin"] = _check_admin(by_kind, violate)
+    if final.get("archive") is not None:
+        stats["archive"] = _check_archive(final["archive"], kafka, at, violate)
     stats["violations"] = dict(Counter(v.kind for v in violations))
     order = {k: i for i, k in enumerate(KINDS)}
     violations.sort(key=lambda v: (order.get(v.kind, 99), v.time or 0))
@@ -495,6 +553,300 @@ def check(history: list[dict], final: dict) -> CheckResult:
 
 
 _NOTHING = object()
+
+
+def _check_standalone(solo: dict, by_kind: dict, healed: bool, not_in_log: int,
+                      violate) -> dict:
+    """The standalone consumer: on each partition the offsets it is given,
+    in the order it was given them, are 0, 1, 2, ... -- across its own
+    restarts too, since each new instance is assigned at the last offset it
+    was given + 1. (Their values are held to the final log by the
+    ``consumed_not_in_log`` rule with the group's records.)"""
+    restarts: dict[object, dict[int, dict]] = defaultdict(dict)
+    for op in by_kind["consumer_restart"]:
+        restarts[op.get("process")][op.get("instance")] = op
+    ends = {(op.get("process"), op.get("topic"), op.get("partition")): op
+            for op in by_kind["standalone_end"]}
+    rows, skips, total = [], 0, 0
+    for key in sorted(set(solo) | set(ends), key=lambda k: (str(k[0]), str(k[1]), k[2])):
+        proc, topic, p = key
+        tp = tpkey(topic, p)
+        ops = solo.get(key, [])
+        total += len(ops)
+        expect, prev, breaks = 0, None, 0
+        for op in ops:
+            o = op.get("offset")
+            if o != expect:
+                breaks += 1
+                if breaks <= 20:
+                    inst = op.get("instance")
+                    restart = restarts[proc].get(inst) \
+                        if prev is not None and prev.get("instance") != inst else None
+                    how = (f"offsets {ranges(range(expect, o))} skipped" if o > expect else
+                           f"back by {expect - o}")
+                    after = (f"after {expect - 1}" if prev is not None else "as its first record")
+                    context = (f"; the first record of instance {inst} after a restart "
+                               f"({restart.get('reason')}) assigned at "
+                               f"{(restart.get('positions') or {}).get(tp)}"
+                               if restart is not None else f" (instance {inst})")
+                    violate("standalone_skip", f"{proc} {tp}: given offset {o} ({op.get('value')!r}) "
+                            f"{after}: {how}{context}", op.get("start"), process=proc, tp=tp,
+                            offset=o, expected=expect, instance=inst,
+                            previous_instance=prev.get("instance") if prev else None)
+            expect = o + 1 if isinstance(o, int) else expect
+            prev = op
+        if breaks > 20:
+            violate("standalone_skip", f"{proc} {tp}: ... {breaks} discontinuities in all",
+                    process=proc, tp=tp)
+        skips += breaks
+        end = ends.get(key)
+        position, target = (end or {}).get("position"), (end or {}).get("target")
+        if healed and target is not None and position is not None and position < target:
+            violate("standalone_behind", f"{proc} {tp}: at offset {position} when it stopped, "
+                    f"the high watermark it waited for (bounded) was {target}",
+                    end.get("start"), process=proc, tp=tp, position=position, target=target)
+        rows.append({"process": proc, "tp": tp, "consumed": len(ops),
+                     "last_offset": ops[-1].get("offset") if ops else None,
+                     "instances": len({op.get("instance") for op in ops}),
+                     "discontinuities": breaks, "position": position, "target": target})
+    return {"consumed": total, "restarts": len(by_kind["consumer_restart"]),
+            "discontinuities": skips, "not_in_log": not_in_log, "partitions": rows}
+
+
+def _node_faults(by_kind: dict) -> list[tuple[object, float, float]]:
+    out = []
+    for op in by_kind["fault"]:
+        start = op.get("start")
+        if start is not None:
+            out.append((op.get("node"), start, op.get("end") or start))
+    for op in by_kind["node_exit"] + by_kind["etcd_exit"]:
+        start = op.get("start")
+        if start is not None:
+            out.append((op.get("node"), start, start + NODE_EXIT_FAULT_S))
+    return out
+
+
+def _check_admin(by_kind: dict, violate) -> dict:
+    """The admin worker's topics against the Metadata answers it got.
+
+    A node's Metadata answer at ``t`` is held to the requests acknowledged at
+    least ADMIN_BOUND before ``t`` when that node has had no fault since
+    ``t - ADMIN_BOUND``: it lists a created topic, with 2 partitions -- 4 once
+    a CreatePartitions to 4 was acknowledged (either while one is pending or
+    unknown) -- and no longer lists a deleted one. Requests with an unknown
+    outcome promise nothing; a change that has not been acknowledged for that
+    long yet may or may not show. Acknowledged records on an admin topic must
+    be read back at their offsets when the read got past them."""
+    ops = by_kind["admin"]
+    a = Counter()
+    for op in ops:
+        a[f"{op.get('action')}/{op.get('outcome')}"] += 1
+    steps: dict[str, dict[str, dict]] = defaultdict(dict)
+    for op in ops:
+        if op.get("action") in ("create", "add_partitions", "delete"):
+            steps[op.get("topic")].setdefault(op["action"], op)
+    polls = []
+    for op in ops:
+        if op.get("action") == "metadata":
+            for poll in op.get("polls") or []:
+                if isinstance(poll.get("adm"), dict) and poll.get("t") is not None:
+                    polls.append(poll)
+    polls.sort(key=lambda x: x["t"])
+    answering = {poll.get("node") for poll in polls}
+    faults = _node_faults(by_kind)
+
+    def quiet(node, t0: float, t1: float) -> bool:
+        if node is None:
+            return False
+        return not any(start <= t1 and end >= t0 and (fnode == node or fnode not in answering)
+                       for fnode, start, end in faults)
+
+    def ok_end(op: dict | None) -> float | None:
+        return op.get("end") if op is not None and op.get("outcome") == "ok" else None
+
+    issues: dict[tuple[str, str], list[tuple[dict, str]]] = defaultdict(list)
+    gone_seen: dict[str, float] = {}
+    judged = 0
+    for poll in polls:
+        t = poll["t"]
+        t_end = t + (poll.get("dt") or 0)
+        adm = poll["adm"]
+        truncated = poll.get("truncated")
+        is_quiet = quiet(poll.get("node"), t - ADMIN_BOUND, t_end)
+        judged += is_quiet
+        for name, st in steps.items():
+            shown = name in adm
+            c, grow, d = st.get("create"), st.get("add_partitions"), st.get("delete")
+            if d is not None and d.get("start", 0) <= t_end:
+                if not shown and not truncated:
+                    gone_seen.setdefault(name, t_end)
+                d_end = ok_end(d)
+                if shown and is_quiet and d_end is not None and t >= d_end + ADMIN_BOUND:
+                    kind = "admin_reappeared" if gone_seen.get(name, t) < t else "admin_not_deleted"
+                    issues[(kind, name)].append(
+                        (poll, f"listed by {poll.get('node')} at {t:.3f}, "
+                               f"{t - d_end:.1f} s after its delete was acknowledged"
+                         + (f" and {t - gone_seen[name]:.1f} s after Metadata had shown it gone"
+                            if kind == "admin_reappeared" else "")))
+                continue
+            if not is_quiet or c is None or c.get("end") is None or t < c["end"] + ADMIN_BOUND:
+                continue
+            if not shown:
+                if not truncated and ok_end(c) is not None:
+                    issues[("admin_not_visible", name)].append(
+                        (poll, f"not listed by {poll.get('node')} at {t:.3f}, "
+                               f"{t - c['end']:.1f} s after its create was acknowledged"))
+                continue
+            allowed = {2}
+            if grow is not None and grow.get("start", 0) <= t_end:
+                g_end = ok_end(grow)
+                allowed = {4} if g_end is not None and t >= g_end + ADMIN_BOUND else {2, 4}
+            if adm[name] not in allowed:
+                issues[("admin_partitions_wrong", name)].append(
+                    (poll, f"{adm[name]} partitions listed by {poll.get('node')} at {t:.3f}, "
+                           f"expected {sorted(allowed)} (create {c.get('outcome')} "
+                           f"{t - c['end']:.1f} s before"
+                           + (f", CreatePartitions to 4 {grow.get('outcome')} "
+                              f"{t - grow['end']:.1f} s before" if grow is not None and
+                              grow.get("end") is not None and grow["end"] <= t else "") + ")"))
+    for (kind, name), found in sorted(issues.items(), key=lambda x: x[1][0][0]["t"]):
+        violate(kind, f"{name}: {found[0][1]}" + (f" ({len(found)} such answers)"
+                                                  if len(found) > 1 else ""),
+                found[0][0]["t"], topic=name, answers=[p for p, _ in found[:5]])
+
+    # -- records on the admin topics --------------------------------------------
+    sent: dict[str, set] = defaultdict(set)
+    acked: dict[str, list[tuple[int, int, object, dict]]] = defaultdict(list)
+    for op in ops:
+        if op.get("action") == "produce":
+            for p, o, v in op.get("records") or []:
+                sent[op.get("topic")].add(v)
+                acked[op.get("topic")].append((p, o, v, op))
+            for u in op.get("unacked") or []:
+                sent[op.get("topic")].add(u[1])
+    checked = 0
+    for op in ops:
+        if op.get("action") != "read":
+            continue
+        name = op.get("topic")
+        for pkey, pr in (op.get("partitions") or {}).items():
+            p = int(pkey)
+            records = pr.get("records") or []
+            held = {o: v for o, v in records}
+            eof = pr.get("eof")
+            for ap, o, v, pop in acked.get(name, []):
+                if ap != p or pop.get("end", 0) > op.get("start", 0):
+                    continue
+                if o in held and held[o] != v:
+                    checked += 1
+                    violate("admin_records_wrong", f"{name}/{p}: {v!r} acknowledged at offset {o}, "
+                            f"read back there: {held[o]!r}", op.get("start"), topic=name,
+                            partition=p, offset=o, value=v, read=held[o])
+                elif o not in held and eof is not None and eof > o and len(records) < 100:
+                    checked += 1
+                    violate("admin_records_wrong", f"{name}/{p}: {v!r} acknowledged at offset {o}, "
+                            f"not read back although the read reached the end of the partition "
+                            f"at {eof} (read offsets {ranges(held)})", op.get("start"), topic=name,
+                            partition=p, offset=o, value=v, eof=eof)
+                elif o in held:
+                    checked += 1
+            for o, v in records:
+                if v not in sent.get(name, ()):
+                    violate("admin_records_wrong", f"{name}/{p}: read {v!r} at offset {o}, which "
+                            f"nobody sent to this topic", op.get("start"), topic=name, partition=p,
+                            offset=o, value=v)
+    return {"steps": dict(sorted(a.items())), "topics": len(steps),
+            "metadata_answers": len(polls), "answers_judged": judged,
+            "records_acked": sum(len(x) for x in acked.values()), "records_read_back": checked}
+
+
+def _check_archive(archive: dict, kafka: dict, at: dict, violate) -> dict:
+    """Every archive file present must agree with the Kafka read wherever it
+    holds an offset, and with every other file holding that offset; its rows
+    must lie inside the offsets its name gives, in increasing order, every
+    offset of that range the log holds, with the partition of its path. An
+    archive behind the log is fine."""
+    if archive.get("error"):
+        violate("final_read_incomplete", f"archive read: {archive['error']}")
+    copies: dict[tuple[str, int, int], dict[object, list[str]]] = defaultdict(dict)
+    per_tp: dict[str, Counter] = defaultdict(Counter)
+    reach: dict[str, int] = {}
+    files = archive.get("files") or []
+    bad_files = 0
+    for f in files:
+        key, topic, p = f.get("key"), f.get("topic"), f.get("partition")
+        tp = tpkey(topic, p)
+        c = per_tp[tp]
+        c["files"] += 1
+        if f.get("error"):
+            if f.get("vanished") or f.get("skipped"):
+                c["not_read"] += 1
+            else:
+                bad_files += 1
+                violate("archive_mismatch", f"{key}: {f['error']}", tp=tp, file=key)
+            continue
+        records = f.get("records") or []
+        c["rows"] += len(records)
+        first, last = f.get("first"), f.get("last")
+        offsets = [o for o, _ in records]
+        problems = []
+        pv = f.get("partition_values") or []
+        if pv and pv != [p]:
+            problems.append(f"its partition column holds {pv}, its path says {p}")
+        outside = [o for o in offsets if not first <= o <= last]
+        if outside:
+            problems.append(f"offsets {ranges(outside)} outside its name's {first}-{last}")
+        disorder = [b for a_, b in zip(offsets, offsets[1:]) if b <= a_]
+        if disorder:
+            problems.append(f"offsets not increasing at {ranges(disorder)}")
+        kr = kafka.get(tp) or {}
+        if last - first <= 10 * len(offsets) + 10000:
+            have = set(offsets)
+            lacking = [o for o in range(first, last + 1) if o not in have and (topic, p, o) in at]
+            if lacking:
+                problems.append(f"lacks offsets {ranges(lacking)} of its range that the log holds")
+        elif offsets:
+            problems.append(f"its name's range {first}-{last} is far wider than its "
+                            f"{len(offsets)} rows")
+        wrong, absent = [], []
+        for o, v in records:
+            copies[(topic, p, o)].setdefault(v, []).append(key)
+            held = at.get((topic, p, o), _NOTHING)
+            if held is _NOTHING:
+                if not kr.get("error"):
+                    absent.append(o)
+            elif held != v:
+                wrong.append((o, v, held))
+        if wrong:
+            problems.append(f"{len(wrong)} rows differ from the Kafka read, first at offset "
+                            f"{wrong[0][0]}: archive {wrong[0][1]!r}, Kafka {wrong[0][2]!r}")
+        if absent:
+            problems.append(f"offsets {ranges(absent)} are not in the Kafka read (hw "
+                            f"{kr.get('hw')})")
+        if offsets:
+            reach[tp] = max(reach.get(tp, 0), max(offsets) + 1)
+        if problems:
+            bad_files += 1
+            violate("archive_mismatch", f"{key}: " + "; ".join(problems), tp=tp, file=key,
+                    wrong=[list(w) for w in wrong[:20]], absent=absent[:50])
+    disagree = [(k, vals) for k, vals in copies.items() if len(vals) > 1]
+    for (topic, p, o), vals in sorted(disagree, key=lambda x: (x[0][0], x[0][1], x[0][2]))[:50]:
+        violate("archive_mismatch", f"{tpkey(topic, p)}@{o}: archive files disagree: "
+                + "; ".join(f"{v!r} in {', '.join(ks[:3])}" for v, ks in vals.items()),
+                tp=tpkey(topic, p), offset=o, copies={str(v): ks[:5] for v, ks in vals.items()})
+    if len(disagree) > 50:
+        violate("archive_mismatch", f"... {len(disagree)} offsets whose archive copies disagree")
+    for (topic, p, _o) in copies:
+        per_tp[tpkey(topic, p)]["offsets"] += 1
+    rows = []
+    for tp in sorted(set(per_tp) | set(kafka), key=parse_tp):
+        c = per_tp.get(tp, Counter())
+        rows.append({"tp": tp, "files": c["files"], "not_read": c["not_read"], "rows": c["rows"],
+                     "offsets": c["offsets"], "reach": reach.get(tp, 0),
+                     "hw": (kafka.get(tp) or {}).get("hw")})
+    return {"files": len(files), "bad_files": bad_files, "offsets": len(copies),
+            "rows": sum(r["rows"] for r in rows), "disagreeing_offsets": len(disagree),
+            "waited": archive.get("waited"), "partitions": rows}
 
 
 def _neighbour_time(history: list[dict], topic: str, partition: int, offset: int) -> float | None:
@@ -576,6 +928,37 @@ def format_table(result: CheckResult) -> str:
             [(r["tp"], r["last_commit"], r["committed"], r["first_offset"], r["hw"],
               "ok" if r["ok"] else "VIOLATION") for r in st.get("resume", [])],
             ("partition", "last ok commit", "OffsetFetch", "first record", "hw", "check"))
+    solo = st.get("standalone") or {}
+    if solo.get("partitions"):
+        section("standalone consumer (assign, no group; offsets must be 0, 1, 2, ...)",
+                [(f"{r['process']} {r['tp']}", r["consumed"], r["instances"],
+                  r["discontinuities"], r["position"], r["target"])
+                 for r in solo["partitions"]],
+                ("partition", "given", "instances", "skips", "end position", "target hw"))
+        out.append(f"  restarts {solo.get('restarts', 0)}, records not in the final log "
+                   f"{solo.get('not_in_log', 0)}")
+    adm = st.get("admin") or {}
+    if adm.get("steps"):
+        steps: dict[str, Counter] = defaultdict(Counter)
+        for k, n in adm["steps"].items():
+            action, _, outcome = k.partition("/")
+            steps[action][outcome] += n
+        section("admin operations (admin topics)",
+                [(k, c["ok"], c["fail"], c["info"]) for k, c in sorted(steps.items())],
+                ("action", "ok", "fail", "info"))
+        out.append(f"  topics {adm.get('topics', 0)}, Metadata answers "
+                   f"{adm.get('metadata_answers', 0)} ({adm.get('answers_judged', 0)} from "
+                   f"quiet nodes, judged), records acknowledged {adm.get('records_acked', 0)}, "
+                   f"checked against a read {adm.get('records_read_back', 0)}")
+    arch = st.get("archive")
+    if arch is not None:
+        section("Parquet archive (every file in the store, read with pyarrow)",
+                [(r["tp"], r["files"], r["not_read"], r["rows"], r["offsets"], r["reach"], r["hw"])
+                 for r in arch.get("partitions", [])],
+                ("partition", "files", "not read", "rows", "offsets", "reach", "hw"))
+        out.append(f"  files {arch.get('files', 0)}, bad {arch.get('bad_files', 0)}, offsets "
+                   f"whose copies disagree {arch.get('disagreeing_offsets', 0)}, waited "
+                   f"{arch.get('waited')} s for a file per partition")
     counts = Counter(v.kind for v in result.violations)
     section("violations", [(k, counts[k]) for k in KINDS if counts.get(k)])
     out.append("\nRESULT: " + ("PASS (no violation)" if result.ok else

@@ -382,6 +382,328 @@ def test_fatal_producer_error():
     assert r.violations[0].detail["process"] == "idem0"
 
 
+# --------------------------------------------------------------------------
+# the standalone consumer
+
+def solo(offset, value, partition=0, *, instance=1, process="solo0", topic=T, at=None):
+    return {"process": process, "kind": "consume", "group": None, "instance": instance,
+            "topic": topic, "partition": partition, "offset": offset, "value": value,
+            "start": tick() if at is None else at, "outcome": "ok"}
+
+
+def solo_restart(instance, positions, *, reason="scheduled restart", process="solo0"):
+    return {"process": process, "kind": "consumer_restart", "group": None, "start": tick(),
+            "outcome": "info", "instance": instance, "reason": reason, "positions": positions}
+
+
+def solo_end(position, target, partition=0, *, process="solo0", topic=T):
+    return {"process": process, "kind": "standalone_end", "group": None, "topic": topic,
+            "partition": partition, "start": tick(), "outcome": "ok", "position": position,
+            "target": target, "instances": 2}
+
+
+def values(n, name="a"):
+    return [f"{name}-{i:06d}" for i in range(n)]
+
+
+def test_standalone_consumer_in_order_across_restarts_passes():
+    h = [send(v, 0, offset=i) for i, v in enumerate(values(5))]
+    h += [solo(0, "a-000000"), solo(1, "a-000001"), solo(2, "a-000002"),
+          solo_restart(2, {"t/0": 3}),
+          solo(3, "a-000003", instance=2), solo(4, "a-000004", instance=2),
+          solo_end(5, 5), solo_end(0, 0, partition=1)]
+    r = check(h, final({0: values(5), 1: []}))
+    assert r.ok, [v.message for v in r.violations]
+    st = r.stats["standalone"]
+    assert st["consumed"] == 5 and st["discontinuities"] == 0 and st["restarts"] == 1
+    # the standalone consumer is no group member: nothing for the group rules
+    assert r.stats["group"]["consumed"] == 0 and r.stats["group_partitions"] == []
+    assert "standalone consumer" in format_table(r)
+
+
+def test_standalone_skip():
+    h = [send(v, 0, offset=i) for i, v in enumerate(values(4))]
+    h += [solo(0, "a-000000"), solo(1, "a-000001"), solo(3, "a-000003")]
+    r = check(h, final({0: values(4)}))
+    only(r, "standalone_skip")
+    v = r.violations[0]
+    assert v.detail["offset"] == 3 and v.detail["expected"] == 2
+    assert "offsets 2 skipped" in v.message
+
+
+def test_standalone_skip_after_a_restart():
+    # the new instance was assigned at 2 (last given + 1) and was given 3 first
+    h = [send(v, 0, offset=i) for i, v in enumerate(values(4))]
+    h += [solo(0, "a-000000"), solo(1, "a-000001"), solo_restart(2, {"t/0": 2}),
+          solo(3, "a-000003", instance=2)]
+    r = check(h, final({0: values(4)}))
+    only(r, "standalone_skip")
+    assert "after a restart" in r.violations[0].message
+    assert r.violations[0].detail["previous_instance"] == 1
+
+
+@pytest.mark.parametrize("case", ["back", "repeat", "not from 0"])
+def test_standalone_offsets_back_repeated_or_not_from_zero(case):
+    h = [send(v, 0, offset=i) for i, v in enumerate(values(3))]
+    order = {"back": [0, 1, 2, 1], "repeat": [0, 1, 1, 2], "not from 0": [1, 2]}[case]
+    h += [solo(o, f"a-{o:06d}") for o in order]
+    only(check(h, final({0: values(3)})), "standalone_skip")
+
+
+def test_standalone_record_not_in_the_log():
+    h = [send(v, 0, offset=i) for i, v in enumerate(values(2))]
+    h += [solo(0, "a-000000"), solo(1, "a-000000")]
+    r = check(h, final({0: values(2)}))
+    only(r, "consumed_not_in_log")
+    assert r.stats["standalone"]["not_in_log"] == 1
+
+
+def test_standalone_behind_after_the_run():
+    h = [send(v, 0, offset=i) for i, v in enumerate(values(3))]
+    h += [solo(0, "a-000000"), solo_end(1, 3)]
+    only(check(h, final({0: values(3)})), "standalone_behind")
+    # not when the cluster did not heal (that is the violation then)
+    h.append({"process": "settle", "kind": "settle", "start": 2.0, "end": 3.0, "outcome": "fail",
+              "error": "node2 not ready"})
+    only(check(h, final({0: values(3)})), "cluster_not_healed")
+
+
+# --------------------------------------------------------------------------
+# admin operations
+
+X, Y = "chaos-adm-0", "chaos-adm-1"
+
+
+def adm(action, topic, outcome="ok", *, start, end, **extra):
+    return {"process": "admin0", "kind": "admin", "action": action, "topic": topic,
+            "start": start, "end": end, "outcome": outcome, **extra}
+
+
+def poll(t, node, listed, **extra):
+    return {"t": t, "dt": 0.1, "node": node, "adm": listed, **extra}
+
+
+def metadata(topic, want, *polls, outcome="ok"):
+    return adm("metadata", topic, outcome, start=polls[0]["t"], end=polls[-1]["t"] + 0.1,
+               want=want, polls=list(polls))
+
+
+def fault(node, start, end, kind="kill9"):
+    return {"process": "nemesis", "kind": "fault", "fault": kind, "node": node, "start": start,
+            "end": end, "outcome": "ok"}
+
+
+def admin_cycle(topic=X, t0=100.0):
+    """A clean cycle: create, visible, records, grow, records, delete, gone."""
+    v = [f"{topic}-{i:04d}" for i in range(3)]
+    return [
+        adm("create", topic, start=t0, end=t0 + 1, partitions=2),
+        metadata(topic, "visible", poll(t0 + 1.2, "n2", {}),  # not yet: fine so soon
+                 poll(t0 + 1.8, "n1", {topic: 2})),
+        adm("produce", topic, start=t0 + 2, end=t0 + 3, partitions=[0, 1],
+            records=[[0, 0, v[0]], [1, 0, v[1]]], unacked=[[1, "never-acked", "info", "x"]]),
+        adm("read", topic, start=t0 + 3, end=t0 + 4,
+            partitions={"0": {"records": [[0, v[0]]], "eof": 1},
+                        "1": {"records": [[0, v[1]], [1, "never-acked"]], "eof": 2}}),
+        adm("add_partitions", topic, start=t0 + 5, end=t0 + 6, partitions=4),
+        metadata(topic, "partitions=4", poll(t0 + 6.1, "n2", {topic: 2}),  # lagging: fine
+                 poll(t0 + 7, "n1", {topic: 4})),
+        adm("produce", topic, start=t0 + 8, end=t0 + 9, partitions=[3], records=[[3, 0, v[2]]],
+            unacked=[]),
+        adm("read", topic, start=t0 + 9, end=t0 + 10,
+            partitions={"3": {"records": [[0, v[2]]], "eof": 1}}),
+        adm("delete", topic, start=t0 + 20, end=t0 + 21),
+        metadata(topic, "gone", poll(t0 + 21.5, "n1", {topic: 4}),  # not yet: fine
+                 poll(t0 + 22, "n2", {})),
+    ]
+
+
+def test_admin_cycles_pass():
+    h = admin_cycle(X, 100.0) + admin_cycle(Y, 140.0)
+    # later answers, long after: they list Y (4 partitions once grown) and not X
+    h.append(metadata(Y, "listing", poll(152.0, "n1", {Y: 2}), poll(170.0, "n2", {Y: 4})))
+    r = check(h, final({}))
+    assert r.ok, [v.message for v in r.violations]
+    st = r.stats["admin"]
+    assert st["topics"] == 2 and st["records_acked"] == 6 and st["records_read_back"] == 6
+    assert st["answers_judged"] > 0
+    assert "admin operations" in format_table(r)
+
+
+def late_listing(t, node, listed):
+    return metadata(Y, "visible", poll(t, node, listed))
+
+
+@pytest.mark.parametrize("excuse", [None, "fault on the answering node",
+                                    "fault on a node that never answers", "create unknown",
+                                    "too soon", "delete pending"])
+def test_admin_not_visible(excuse):
+    h = [adm("create", X, "info" if excuse == "create unknown" else "ok", start=10.0, end=11.0),
+         late_listing(15.0 if excuse == "too soon" else 22.0, "n1", {})]
+    if excuse == "fault on the answering node":
+        h.append(fault("n1", 14.0, 16.0))
+    if excuse == "fault on a node that never answers":
+        h.append(fault("n3", 14.0, 16.0, kind="pause"))
+    if excuse == "delete pending":
+        h.append(adm("delete", X, "info", start=21.0, end=40.0))
+    r = check(h, final({}))
+    if excuse is None:
+        only(r, "admin_not_visible")
+        assert r.violations[0].detail["topic"] == X
+    else:
+        assert r.ok, [v.message for v in r.violations]
+
+
+def test_admin_not_visible_after_a_node_exit_is_excused():
+    h = [adm("create", X, start=10.0, end=11.0), late_listing(22.0, "n1", {}),
+         {"process": "watch", "kind": "node_exit", "node": "n1", "start": 5.0, "outcome": "fail",
+          "exit": 101}]
+    assert check(h, final({})).ok
+
+
+@pytest.mark.parametrize("case", ["still 2 after the grow", "3 without a grow",
+                                  "5 after the grow"])
+def test_admin_partitions_wrong(case):
+    h = [adm("create", X, start=10.0, end=11.0)]
+    if case != "3 without a grow":
+        h.append(adm("add_partitions", X, start=20.0, end=21.0, partitions=4))
+    listed = {"still 2 after the grow": 2, "3 without a grow": 3, "5 after the grow": 5}[case]
+    h.append(late_listing(35.0, "n1", {X: listed}))
+    only(check(h, final({})), "admin_partitions_wrong")
+
+
+def test_admin_partitions_either_while_the_grow_is_unknown():
+    h = [adm("create", X, start=10.0, end=11.0),
+         adm("add_partitions", X, "info", start=20.0, end=35.0, error="_TIMED_OUT"),
+         late_listing(40.0, "n1", {X: 2}), late_listing(41.0, "n2", {X: 4}),
+         late_listing(42.0, "n1", {X: 2})]
+    assert check(h, final({})).ok
+
+
+def test_admin_not_deleted_and_reappeared():
+    base = [adm("create", X, start=10.0, end=11.0), adm("delete", X, start=20.0, end=21.0)]
+    r = check(base + [late_listing(32.0, "n1", {X: 2})], final({}))
+    only(r, "admin_not_deleted")
+    r = check(base + [late_listing(22.0, "n2", {}), late_listing(40.0, "n1", {X: 2}),
+                      late_listing(41.0, "n1", {X: 2})], final({}))
+    only(r, "admin_reappeared")
+    assert "2 such answers" in r.violations[0].message
+    # an unknown delete promises nothing; a faulted node is excused
+    base[1]["outcome"] = "info"
+    assert check(base + [late_listing(32.0, "n1", {X: 2})], final({})).ok
+    base[1]["outcome"] = "ok"
+    assert check(base + [late_listing(32.0, "n1", {X: 2}), fault("n1", 25.0, 26.0)],
+                 final({})).ok
+
+
+def test_admin_listing_truncated_judges_nothing_absent():
+    h = [adm("create", X, start=10.0, end=11.0),
+         late_listing(22.0, "n1", {})]
+    h[-1]["polls"][0]["truncated"] = True
+    assert check(h, final({})).ok
+
+
+@pytest.mark.parametrize("case", ["lost below the end", "other value", "never sent"])
+def test_admin_records_wrong(case):
+    h = [adm("create", X, start=10.0, end=11.0),
+         adm("produce", X, start=12.0, end=13.0, partitions=[0],
+             records=[[0, 0, "v0"], [0, 1, "v1"]], unacked=[])]
+    read = {"lost below the end": {"records": [[0, "v0"]], "eof": 2},
+            "other value": {"records": [[0, "v0"], [1, "v0"]], "eof": 2},
+            "never sent": {"records": [[0, "v0"], [1, "v1"], [2, "zz"]], "eof": 3}}[case]
+    h.append(adm("read", X, start=14.0, end=15.0, partitions={"0": read}))
+    only(check(h, final({})), "admin_records_wrong")
+
+
+def test_admin_read_that_did_not_get_there_is_not_judged():
+    h = [adm("create", X, start=10.0, end=11.0),
+         adm("produce", X, start=12.0, end=13.0, partitions=[0],
+             records=[[0, 0, "v0"], [0, 1, "v1"]], unacked=[]),
+         adm("read", X, "info", start=14.0, end=34.0,
+             partitions={"0": {"records": [[0, "v0"]], "eof": None}})]
+    assert check(h, final({})).ok
+
+
+# --------------------------------------------------------------------------
+# the Parquet archive
+
+def afile(first, last, records, *, topic=T, partition=0, key=None, **extra):
+    return {"key": key or f"pre/archive/{topic}/partition={partition}/{first}-{last}.parquet",
+            "topic": topic, "partition": partition, "first": first, "last": last,
+            "unique": None, "bytes": 100, "rows": len(records), "partition_values": [partition],
+            "records": [list(r) for r in records], "error": None, **extra}
+
+
+def with_archive(f, *files, error=None):
+    f["archive"] = {"files": list(files), "error": error, "waited": 0.0}
+    return f
+
+
+def archived_log():
+    vals = values(6)
+    h = [send(v, 0, offset=i) for i, v in enumerate(vals)]
+    return h, final({0: vals, 1: []}), vals
+
+
+def test_archive_that_agrees_passes_even_behind_and_with_copies():
+    h, f, vals = archived_log()
+    with_archive(f, afile(0, 2, [(i, vals[i]) for i in range(3)]),
+                 afile(3, 4, [(i, vals[i]) for i in range(3, 5)]),
+                 # a merge's output beside its inputs, not yet collected
+                 afile(0, 4, [(i, vals[i]) for i in range(5)]),
+                 afile(5, 5, [], error="gone before it was read (GC)", vanished=True))
+    r = check(h, f)
+    assert r.ok, [v.message for v in r.violations]
+    st = r.stats["archive"]
+    assert st["offsets"] == 5 and st["rows"] == 10 and st["disagreeing_offsets"] == 0
+    row = next(x for x in st["partitions"] if x["tp"] == "t/0")
+    assert row["reach"] == 5 and row["hw"] == 6 and row["not_read"] == 1
+    assert "Parquet archive" in format_table(r)
+
+
+@pytest.mark.parametrize("case", ["value differs", "not in the log", "outside its name",
+                                  "lacks offsets", "not increasing", "partition column",
+                                  "unreadable"])
+def test_archive_mismatch(case):
+    h, f, vals = archived_log()
+    recs = [(i, vals[i]) for i in range(3)]
+    first, last = 0, 2
+    extra = {}
+    if case == "value differs":
+        recs[1] = (1, "a-000002")
+    elif case == "not in the log":
+        recs, first, last = [(6, "a-000006")], 6, 6
+    elif case == "outside its name":
+        last = 1
+    elif case == "lacks offsets":
+        recs = [recs[0], recs[2]]
+    elif case == "not increasing":
+        recs = [recs[0], recs[2], recs[1]]
+    elif case == "partition column":
+        extra["partition_values"] = [1]
+    elif case == "unreadable":
+        extra["error"] = "unreadable: ArrowInvalid: not a Parquet file"
+    with_archive(f, afile(first, last, recs, **extra))
+    r = check(h, f)
+    only(r, "archive_mismatch")
+
+
+def test_archive_copies_disagree():
+    h, f, vals = archived_log()
+    with_archive(f, afile(0, 1, [(0, vals[0]), (1, vals[1])]),
+                 afile(1, 2, [(1, "a-000005"), (2, vals[2])]))
+    r = check(h, f)
+    only(r, "archive_mismatch")
+    assert any("disagree" in v.message for v in r.violations)
+    assert r.stats["archive"]["disagreeing_offsets"] == 1
+
+
+def test_archive_listing_failed():
+    h, f, _ = archived_log()
+    with_archive(f, error="EndpointConnectionError")
+    only(check(h, f), "final_read_incomplete")
+
+
 def test_every_kind_is_covered_by_a_test():
     import sys
     src = open(sys.modules[__name__].__file__).read()

@@ -1,7 +1,9 @@
 """The clients of a chaos run: producers (idempotent and plain Kafka, HTTP),
-one consumer group, and the reads after the run (final read over Kafka and
-HTTP, a fresh member of the group). Everything they are told goes to the
-history; nothing here judges it (that is checker.py's job).
+one consumer group, a standalone consumer (assign, no group), an admin
+worker (create / grow / delete topics during the load), and the reads after
+the run (final read over Kafka, HTTP and the Parquet archive straight from
+the store, a fresh member of the group). Everything they are told goes to
+the history; nothing here judges it (that is checker.py's job).
 
 Every value is unique and names its producer: ``<process>-<seq:06d>``.
 """
@@ -19,6 +21,7 @@ from functools import partial
 
 import requests
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 from checker import tpkey
 from history import History, now
@@ -480,6 +483,431 @@ class GroupMember(Worker):
 
 
 # --------------------------------------------------------------------------
+# the standalone consumer
+
+class StandaloneConsumer(Worker):
+    """Tails every partition from offset 0 with ``assign`` (no group, no
+    commits) for the whole run, filing each record it is given as a
+    ``consume`` op with ``group: None``.
+
+    It keeps its own position (last offset given + 1) per partition. When it
+    recreates its consumer (a fatal error, OFFSET_OUT_OF_RANGE -- it runs
+    with ``auto.offset.reset=error`` so that the client never jumps on its
+    own -- or a seeded restart every 10-40 s) the new one is assigned at those
+    positions: the offsets it is given stay consecutive across instances,
+    which is what the checker's ``standalone_skip`` rule holds it to."""
+
+    RESTART_EVERY = (10.0, 40.0)
+
+    def __init__(self, name: str, history: History, bootstrap: str,
+                 tps: list[tuple[str, int]], seed: int, stop: threading.Event):
+        super().__init__(name, history)
+        self.bootstrap, self.tps, self.stop = bootstrap, list(tps), stop
+        self.rng = random.Random(f"{seed}/{name}")
+        self.lock = threading.Lock()
+        self.next: dict[tuple[str, int], int] = {tp: 0 for tp in self.tps}
+        self.instance = 0
+        self.targets: dict[tuple[str, int], int] = {}
+        self.closed = threading.Event()
+
+    def positions(self) -> dict[tuple[str, int], int]:
+        with self.lock:
+            return dict(self.next)
+
+    def wait_caught_up(self, hws: dict[tuple[str, int], int], timeout: float) -> dict:
+        """Wait (bounded) until the position on every partition reaches ``hws``;
+        returns {tpkey: (position, hw)} of the partitions still behind."""
+        self.targets = dict(hws)
+        deadline = time.monotonic() + timeout
+        while True:
+            pos = self.positions()
+            behind = {tpkey(*tp): (pos.get(tp, 0), hw) for tp, hw in hws.items()
+                      if pos.get(tp, 0) < hw}
+            if not behind or time.monotonic() > deadline or not self.is_alive():
+                return behind
+            time.sleep(0.2)
+
+    def new_consumer(self) -> Consumer:
+        c = Consumer(client_conf({
+            "bootstrap.servers": self.bootstrap,
+            # librdkafka wants a group id; assign() never joins it, nothing is committed
+            "group.id": f"chaos-solo-{uuid.uuid4().hex[:8]}",
+            "client.id": self.name,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "error",
+            "fetch.wait.max.ms": 200,
+            "queued.max.messages.kbytes": 4096,
+            "reconnect.backoff.ms": 50,
+            "reconnect.backoff.max.ms": 1000,
+            "topic.metadata.refresh.interval.ms": 2000,
+            "error_cb": self.client_error,
+        }))
+        pos = self.positions()
+        c.assign([TopicPartition(t, p, pos[(t, p)]) for t, p in self.tps])
+        self.instance += 1
+        return c
+
+    def restart(self, consumer: Consumer, reason: str) -> Consumer:
+        try:
+            consumer.close()
+        except Exception:  # noqa: BLE001 - the old instance is gone either way
+            pass
+        consumer = self.new_consumer()
+        self.history.record({"process": self.name, "kind": "consumer_restart", "group": None,
+                             "start": now(), "outcome": "info", "instance": self.instance,
+                             "reason": reason[:300],
+                             "positions": {tpkey(*tp): o for tp, o in self.positions().items()}})
+        return consumer
+
+    def body(self) -> None:
+        consumer = self.new_consumer()
+        next_restart = time.monotonic() + self.rng.uniform(*self.RESTART_EVERY)
+        try:
+            while not self.stop.is_set():
+                reason = None
+                for m in consumer.consume(num_messages=500, timeout=0.5):
+                    err = m.error()
+                    if err is not None:
+                        if err.fatal():
+                            self.client_error(err)
+                            reason = f"fatal {err.name()}"
+                        elif err.code() in (KafkaError._AUTO_OFFSET_RESET,
+                                            KafkaError.OFFSET_OUT_OF_RANGE):
+                            # The partition stops fetching until we seek: a
+                            # new instance at our own positions does that.
+                            self.client_error(err)
+                            reason = (f"{err.name()} on {tpkey(m.topic(), m.partition())} "
+                                      f"at {self.positions().get((m.topic(), m.partition()))}")
+                        else:
+                            self.client_error(err)
+                        continue
+                    v = m.value()
+                    self.history.record({"process": self.name, "kind": "consume", "group": None,
+                                         "instance": self.instance, "topic": m.topic(),
+                                         "partition": m.partition(), "offset": m.offset(),
+                                         "value": v.decode() if v is not None else None,
+                                         "start": now(), "outcome": "ok"})
+                    with self.lock:
+                        self.next[(m.topic(), m.partition())] = m.offset() + 1
+                if reason is not None:
+                    self.stop.wait(1.0)  # no tight loop against a node that keeps refusing
+                elif time.monotonic() > next_restart:
+                    reason = "scheduled restart"
+                if reason is not None and not self.stop.is_set():
+                    consumer = self.restart(consumer, reason)
+                    next_restart = time.monotonic() + self.rng.uniform(*self.RESTART_EVERY)
+        finally:
+            try:
+                consumer.close()
+            finally:
+                self.on_crash()
+
+    def on_crash(self) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        pos = self.positions()
+        t = now()
+        for tp in self.tps:
+            self.history.record({"process": self.name, "kind": "standalone_end", "group": None,
+                                 "topic": tp[0], "partition": tp[1], "start": t,
+                                 "outcome": "ok", "position": pos.get(tp, 0),
+                                 "target": self.targets.get(tp), "instances": self.instance})
+
+
+# --------------------------------------------------------------------------
+# admin operations during the load
+
+# Admin errors after which the change may or may not have been made.
+ADMIN_INDETERMINATE = {
+    KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT, KafkaError._TRANSPORT,
+    KafkaError.NETWORK_EXCEPTION, KafkaError.NOT_CONTROLLER, KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._DESTROY, KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
+
+
+class AdminWorker(Worker):
+    """Topic administration alongside the load, on a seeded schedule: create
+    ``<prefix>-<n>`` (2 partitions), wait until Metadata shows it, produce a
+    few records and read them back, CreatePartitions to 4, wait for Metadata
+    to show 4, produce to a new partition and read it back; CONFIRM_AFTER
+    seconds after the acknowledgements ask every node once more (``confirm``:
+    the topic with 4 partitions, the earlier admin topics gone); delete the
+    topic, wait until Metadata no longer lists it. Every step is an ``admin``
+    op (``action`` create | add_partitions | delete | metadata | produce |
+    read).
+
+    The ``metadata`` ops carry every Metadata answer the worker got
+    (``polls``: when, which node answered, and the ``<prefix>-*`` topics it
+    listed with their partition counts): the checker judges them against the
+    acknowledged creates, CreatePartitions and deletes, excusing nodes that
+    were faulted recently (checker.ADMIN_BOUND). Metadata is asked of each
+    node in turn (one client per node, bootstrapped with that node only; the
+    answer says which broker gave it)."""
+
+    POLL_BOUND = 30.0      # how long a metadata step waits for the change to show
+    CONFIRM_AFTER = 10.5   # checker.ADMIN_BOUND and a little
+    RECORDS = 3            # records per partition written to an admin topic
+    MAX_LISTED = 20        # admin topics kept per Metadata answer (the newest)
+    MAX_POLLS = 200        # Metadata answers kept per metadata step
+
+    def __init__(self, name: str, history: History, bootstrap: str, node_names: dict[int, str],
+                 node_bootstraps: dict[str, str], seed: int, stop: threading.Event, *,
+                 prefix: str = "chaos-adm", gap: tuple[float, float] = (2.0, 6.0)):
+        super().__init__(name, history)
+        self.bootstrap, self.node_names, self.stop = bootstrap, dict(node_names), stop
+        self.node_bootstraps = dict(node_bootstraps)
+        self.rng = random.Random(f"{seed}/{name}")
+        self.prefix, self.gap = prefix, gap
+        self.admin: AdminClient | None = None
+        self.md_clients: list[tuple[str, AdminClient]] = []
+        self.md_turn = 0
+        self.cycles = 0
+
+    def body(self) -> None:
+        def conf(bootstrap: str) -> dict:
+            return client_conf({"bootstrap.servers": bootstrap, "client.id": self.name,
+                                "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 1000,
+                                "error_cb": self.client_error})
+        self.admin = AdminClient(conf(self.bootstrap))
+        self.md_clients = [(name, AdminClient(conf(b)))
+                           for name, b in sorted(self.node_bootstraps.items())] \
+            or [("all", self.admin)]
+        self.stop.wait(self.rng.uniform(*self.gap))
+        while not self.stop.is_set():
+            self.cycle(self.cycles)
+            self.cycles += 1
+            self.stop.wait(self.rng.uniform(*self.gap))
+
+    def op(self, action: str, topic: str, start: float, outcome: str, **extra) -> None:
+        self.history.record({"process": self.name, "kind": "admin", "action": action,
+                             "topic": topic, "start": start, "end": now(), "outcome": outcome,
+                             **extra})
+
+    def step(self, action: str, topic: str, call, indeterminate: set, **extra) -> str:
+        """One admin request; its outcome: ok, fail (refused), info (unknown)."""
+        start = now()
+        error = None
+        try:
+            call().result(timeout=20)
+            outcome = "ok"
+        except KafkaException as e:
+            err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
+            error = err.name() if err is not None else repr(e)[:200]
+            outcome = "info" if err is None or err.code() in ADMIN_INDETERMINATE | indeterminate \
+                or err.retriable() else "fail"
+            extra["message"] = str(err)[:200] if err is not None else None
+        except Exception as e:  # noqa: BLE001 - no answer within the bound
+            outcome, error = "info", f"{type(e).__name__}: {e}"[:200]
+        if error:
+            extra["error"] = error
+        self.op(action, topic, start, outcome, **extra)
+        return outcome
+
+    def listed(self, md) -> tuple[dict[str, int], bool]:
+        adm = {}
+        for name, tm in md.topics.items():
+            if not name.startswith(self.prefix + "-"):
+                continue
+            if tm.error is not None and tm.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                continue
+            adm[name] = len(tm.partitions)
+        if len(adm) <= self.MAX_LISTED:
+            return adm, False
+
+        def number(name: str) -> int:
+            tail = name.rsplit("-", 1)[-1]
+            return int(tail) if tail.isdigit() else -1
+        keep = sorted(adm, key=number)[-self.MAX_LISTED:]
+        return {k: adm[k] for k in keep}, True
+
+    def poll_once(self, topic: str, test) -> tuple[dict, bool | None]:
+        """One Metadata request to the next node in turn: the answer as filed,
+        and whether ``test(partitions of topic or None)`` held (None: no answer)."""
+        asked, client = self.md_clients[self.md_turn % len(self.md_clients)]
+        self.md_turn += 1
+        t = now()
+        poll: dict = {"t": t, "asked": asked}
+        met = None
+        try:
+            md = client.list_topics(timeout=5)
+            adm, truncated = self.listed(md)
+            poll.update(node=self.node_names.get(md.orig_broker_id, md.orig_broker_name),
+                        adm=adm)
+            if truncated:
+                poll["truncated"] = True
+            met = bool(test(adm.get(topic)))
+        except Exception as e:  # noqa: BLE001 - a Metadata request that got no answer
+            poll["error"] = f"{type(e).__name__}: {e}"[:200]
+        poll["dt"] = round(now() - t, 3)
+        return poll, met
+
+    def await_metadata(self, topic: str, want: str, test, bound: float) -> bool:
+        """Ask Metadata (each node in turn) every 0.5 s until ``test(partitions
+        or None)`` holds or ``bound`` seconds pass; files every answer."""
+        start = now()
+        deadline = time.monotonic() + bound
+        polls: list[dict] = []
+        met = False
+        while True:
+            poll, met = self.poll_once(topic, test)
+            if len(polls) < self.MAX_POLLS:
+                polls.append(poll)
+            if met or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        self.op("metadata", topic, start, "ok" if met else "info", want=want, polls=polls)
+        return bool(met)
+
+    def confirm(self, topic: str, want: str, test) -> None:
+        """Every node once: the answers are what the checker judges."""
+        start = now()
+        polls, results = [], []
+        for _ in range(len(self.md_clients)):
+            poll, met = self.poll_once(topic, test)
+            polls.append(poll)
+            results.append(met)
+        self.op("metadata", topic, start, "ok" if all(results) else "info", want=want,
+                polls=polls, confirm=True)
+
+    def produce(self, topic: str, partitions: list[int], seq: int) -> tuple[list, int]:
+        """A few records per partition (idempotent, acks=all); returns the
+        acknowledged [partition, offset, value] and the next sequence number."""
+        start = now()
+        reports: dict[str, tuple] = {}
+        sent: list[tuple[int, str]] = []
+
+        def on_delivery(err, msg, value=None, partition=None):
+            if err is None:
+                reports[value] = ("ok", msg.partition(), msg.offset())
+            else:
+                reports[value] = ("info" if err.code() in INDETERMINATE or err.retriable()
+                                  else "fail", partition, err.name())
+        producer = Producer(client_conf({
+            "bootstrap.servers": self.bootstrap, "client.id": self.name, "acks": "all",
+            "enable.idempotence": True, "linger.ms": 5, "message.timeout.ms": 10000,
+            "request.timeout.ms": 5000, "retry.backoff.ms": 100,
+            "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 1000,
+            "topic.metadata.refresh.interval.ms": 1000, "error_cb": self.client_error}))
+        try:
+            for p in partitions:
+                for _ in range(self.RECORDS):
+                    value = f"{topic}-{seq:04d}"
+                    seq += 1
+                    sent.append((p, value))
+                    producer.produce(topic, value=value.encode(), partition=p,
+                                     on_delivery=partial(on_delivery, value=value, partition=p))
+            if producer.flush(15) > 0:
+                producer.purge(in_queue=True, in_flight=True, blocking=False)
+                producer.flush(5)
+        except KafkaException as e:
+            for p, value in sent:
+                reports.setdefault(value, ("info", p, f"produce raised {e!r}"[:200]))
+        acked, unacked = [], []
+        for p, value in sent:
+            outcome, part, what = reports.get(value, ("info", p, "no delivery report"))
+            if outcome == "ok":
+                acked.append([part, what, value])
+            else:
+                unacked.append([p, value, outcome, what])
+        outcome = "ok" if not unacked else \
+            "fail" if all(u[2] == "fail" for u in unacked) else "info"
+        self.op("produce", topic, start, outcome, partitions=partitions, records=acked,
+                unacked=unacked)
+        return acked, seq
+
+    def read_back(self, topic: str, partitions: list[int], acked: list,
+                  timeout: float = 20.0) -> None:
+        """Read the partitions from 0 until partition EOF at or past every
+        acknowledged record (bounded); files what was read and where it ended."""
+        start = now()
+        want = {p: 0 for p in partitions}
+        for p, o, _ in acked:
+            want[p] = max(want[p], o + 1)
+        parts = {p: {"records": [], "eof": None, "errors": []} for p in partitions}
+        c = Consumer(client_conf({
+            "bootstrap.servers": self.bootstrap, "client.id": self.name,
+            "group.id": f"chaos-adm-read-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+            "enable.partition.eof": True, "auto.offset.reset": "error",
+            "fetch.wait.max.ms": 100, "topic.metadata.refresh.interval.ms": 1000,
+            "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 1000}))
+
+        def done() -> bool:
+            return all(r["eof"] is not None and r["eof"] >= want[p] for p, r in parts.items())
+        try:
+            c.assign([TopicPartition(topic, p, 0) for p in partitions])
+            deadline = time.monotonic() + timeout
+            while not done() and time.monotonic() < deadline:
+                m = c.poll(0.5)
+                if m is None or m.partition() not in parts:
+                    continue
+                r = parts[m.partition()]
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        r["eof"] = max(r["eof"] or 0, m.offset())
+                        continue
+                    if len(r["errors"]) < 5:
+                        r["errors"].append(str(err)[:200])
+                    if err.code() in (KafkaError._AUTO_OFFSET_RESET,
+                                      KafkaError.OFFSET_OUT_OF_RANGE):
+                        nxt = r["records"][-1][0] + 1 if r["records"] else 0
+                        time.sleep(0.5)
+                        try:
+                            c.seek(TopicPartition(topic, m.partition(), nxt))
+                        except KafkaException as e:
+                            if len(r["errors"]) < 5:
+                                r["errors"].append(f"seek: {e}"[:200])
+                    continue
+                if len(r["records"]) < 100:
+                    v = m.value()
+                    r["records"].append([m.offset(), v.decode() if v is not None else None])
+        except Exception as e:  # noqa: BLE001 - filed as an incomplete read
+            parts[partitions[0]]["errors"].append(f"{type(e).__name__}: {e}"[:200])
+        finally:
+            c.close()
+        for r in parts.values():
+            if not r["errors"]:
+                del r["errors"]
+        self.op("read", topic, start, "ok" if done() else "info",
+                partitions={str(p): r for p, r in parts.items()})
+
+    def cycle(self, n: int) -> None:
+        topic = f"{self.prefix}-{n}"
+        created = self.step("create", topic, lambda: self.admin.create_topics(
+            [NewTopic(topic, num_partitions=2)], operation_timeout=10, request_timeout=15)[topic],
+            {KafkaError.TOPIC_ALREADY_EXISTS}, partitions=2)
+        if created == "fail":
+            return  # refused: there is nothing to grow or delete
+        seq = 0
+        if self.await_metadata(topic, "visible", lambda st: st is not None, self.POLL_BOUND) \
+                and not self.stop.is_set():
+            acked, seq = self.produce(topic, [0, 1], seq)
+            self.read_back(topic, [0, 1], acked)
+            grown = self.step("add_partitions", topic, lambda: self.admin.create_partitions(
+                [NewPartitions(topic, 4)], request_timeout=15)[topic],
+                {KafkaError.INVALID_PARTITIONS}, partitions=4)
+            grow_end = now()
+            if grown != "fail" and not self.stop.is_set() and self.await_metadata(
+                    topic, "partitions=4", lambda st: st == 4, self.POLL_BOUND) \
+                    and not self.stop.is_set():
+                p = self.rng.choice([2, 3])
+                acked, seq = self.produce(topic, [p], seq)
+                self.read_back(topic, [p], acked)
+                # Long enough after the acknowledgements for every quiet node
+                # to show them (and the earlier topics' deletes).
+                self.stop.wait(max(0.0, grow_end + self.CONFIRM_AFTER - now()))
+                if not self.stop.is_set():
+                    self.confirm(topic, "partitions=4", lambda st: st == 4)
+        self.step("delete", topic, lambda: self.admin.delete_topics(
+            [topic], operation_timeout=10, request_timeout=15)[topic],
+            {KafkaError.UNKNOWN_TOPIC_OR_PART})
+        self.await_metadata(topic, "gone", lambda st: st is None,
+                            10.0 if self.stop.is_set() else self.POLL_BOUND)
+
+
+# --------------------------------------------------------------------------
 # after the run
 
 def _retry(fn, what: str, timeout: float):
@@ -585,6 +1013,101 @@ def final_read_http(url: str, tps: list[tuple[str, int]], want_hw: dict[str, int
                     nxt = line["offset"] + 1
         except Exception as e:  # noqa: BLE001 - filed as an incomplete read
             r["error"] = f"{type(e).__name__}: {e}"[:300]
+    return out
+
+
+ARCHIVE_KEY = re.compile(r"^(?P<topic>[^/]+)/partition=(?P<partition>\d+)/"
+                         r"(?P<first>\d+)-(?P<last>\d+)(?:\.(?P<unique>[0-9A-Za-z]+))?\.parquet$")
+
+
+def final_read_archive(endpoint: str, bucket: str, prefix: str, topics: list[str],
+                       tps: list[tuple[str, int]], wait: float = 30.0,
+                       max_file_bytes: int = 256 << 20, max_total_bytes: int = 2 << 30) -> dict:
+    """Every Parquet archive file of ``topics`` straight from the S3 server
+    (boto3 + pyarrow; nothing of sluice): ``<prefix>/archive/<topic>/
+    partition=<p>/<first>-<last>[.<ulid>].parquet``. Lists every file present,
+    published or not (a merge's inputs and a crashed compactor's leftovers
+    stay until GC): each must agree with the log where it holds offsets.
+    Waits (bounded) until every partition has a file; an archive that is
+    behind is fine, the checker compares what is there.
+
+    Returns {"files": [{"key", "topic", "partition", "first", "last",
+    "unique", "bytes", "rows", "partition_values", "records": [[offset,
+    value], ...], "error"}], "waited": s, "error": str|None, "other_keys": [...]}.
+    """
+    import boto3
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from botocore.config import Config
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test",
+                      aws_secret_access_key="test", region_name="us-east-1",
+                      config=Config(retries={"max_attempts": 3}, connect_timeout=5,
+                                    read_timeout=60))
+    root = f"{prefix.strip('/')}/archive/" if prefix.strip("/") else "archive/"
+    out: dict = {"files": [], "waited": 0.0, "error": None, "other_keys": [], "root": root}
+
+    def listing() -> list[tuple[str, int]]:
+        keys = []
+        for topic in topics:
+            pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                 Prefix=f"{root}{topic}/")
+            for page in pages:
+                keys += [(o["Key"], o["Size"]) for o in page.get("Contents", [])]
+        return keys
+
+    started = time.monotonic()
+    try:
+        while True:
+            keys = listing()
+            have = set()
+            for key, _ in keys:
+                m = ARCHIVE_KEY.match(key[len(root):])
+                if m:
+                    have.add((m["topic"], int(m["partition"])))
+            if set(tps) <= have or time.monotonic() - started > wait:
+                break
+            time.sleep(2)
+        out["waited"] = round(time.monotonic() - started, 1)
+        total = 0
+        for key, size in sorted(keys):
+            m = ARCHIVE_KEY.match(key[len(root):])
+            if not m:
+                if len(out["other_keys"]) < 50:
+                    out["other_keys"].append(key)
+                continue
+            f = {"key": key, "topic": m["topic"], "partition": int(m["partition"]),
+                 "first": int(m["first"]), "last": int(m["last"]), "unique": m["unique"],
+                 "bytes": size, "rows": None, "partition_values": [], "records": [],
+                 "error": None}
+            out["files"].append(f)
+            if size > max_file_bytes or total + size > max_total_bytes:
+                f["error"] = f"not read: {size} bytes (read {total} bytes so far; bounds " \
+                             f"{max_file_bytes} per file, {max_total_bytes} in all)"
+                f["skipped"] = True
+                continue
+            try:
+                body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            except s3.exceptions.NoSuchKey:
+                f["error"], f["vanished"] = "gone before it was read (GC)", True
+                continue
+            except Exception as e:  # noqa: BLE001 - the store, not the file
+                f["error"], f["skipped"] = f"get: {type(e).__name__}: {e}"[:300], True
+                continue
+            total += len(body)
+            try:
+                table = pq.read_table(pa.BufferReader(body), columns=["offset", "value", "partition"])
+            except Exception as e:  # noqa: BLE001 - a file sluice wrote that Parquet cannot read
+                f["error"] = f"unreadable: {type(e).__name__}: {e}"[:300]
+                continue
+            f["rows"] = table.num_rows
+            f["partition_values"] = sorted(set(table.column("partition").to_pylist()))[:10]
+            offsets = table.column("offset").to_pylist()
+            values = table.column("value").to_pylist()
+            f["records"] = [[o, v.decode("utf-8", "backslashreplace") if v is not None else None]
+                            for o, v in zip(offsets, values)]
+    except Exception as e:  # noqa: BLE001 - filed as an incomplete read
+        out["error"] = f"{type(e).__name__}: {e}"[:300]
     return out
 
 
