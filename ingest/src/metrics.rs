@@ -50,6 +50,14 @@ pub static COMMIT_CONFLICTS: LazyLock<IntCounter> = LazyLock::new(|| {
         "commit transactions that lost a compare-and-swap",
     )
 });
+/// Chunks not committed because they held a batch of a producer epoch
+/// abandoned since (see `writer::idempotence`).
+pub static FENCED_CHUNKS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "sluice_fenced_chunks_total",
+        "chunks not committed: they held a batch of an abandoned producer epoch",
+    )
+});
 /// Flushes whose upload or commit failed.
 pub static FLUSH_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
@@ -87,6 +95,7 @@ pub fn register() {
         &OBJECT_PUT_FAILURES,
         &COMMIT_TXNS,
         &COMMIT_CONFLICTS,
+        &FENCED_CHUNKS,
         &FLUSH_FAILURES,
     ] {
         LazyLock::force(counter);

@@ -24,6 +24,14 @@ while the watch was still bringing the last commits of other nodes;
 librdkafka reset the group's members to offset 0 and they read everything
 again (commits went backwards). The reproduction stops the fetching node
 while another acknowledges, as for seed 11.
+
+cut_store / seed 11: while a node could not reach the object store,
+librdkafka (3 s message timeout) abandoned its requests and bumped its
+epoch again and again, re-sending the same messages; the node held every
+epoch's batches and committed them all once the store came back (records
+stored three times). A batch of a newer epoch now fences the older-epoch
+batches of its producer and partition still in flight on the node. The
+reproduction stalls one node's store proxy for 6 s under such a producer.
 """
 
 from __future__ import annotations
@@ -65,3 +73,13 @@ def test_kill9_seed21_a_fetch_past_a_lagging_view_is_not_out_of_range(sluice_bin
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "0 of 8 fetches inside the log answered OFFSET_OUT_OF_RANGE" in proc.stdout, \
         proc.stdout[-3000:]
+
+
+def test_cut_store_seed11_an_abandoned_producer_epoch_is_not_committed(sluice_bin, tmp_path):
+    cmd = [sys.executable, str(REPO_ROOT / "tests" / "chaos" / "repro_store_stall_epoch.py"),
+           "--binary", str(sluice_bin), "--out", str(tmp_path / "stall")]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=600, cwd=REPO_ROOT)
+    print(proc.stdout[-3000:])
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert " 0 three times or more, 0 acknowledged but lost" in proc.stdout, proc.stdout[-3000:]

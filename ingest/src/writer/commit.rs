@@ -49,10 +49,32 @@ pub(super) async fn commit_segment(config: &WriterConfig, view: &ClusterView, se
     }
     // per chunk: its base offset, or why it failed
     let mut outcomes: Vec<IngestResult<i64>> = vec![Err(IngestError::ShuttingDown); chunks.len()];
+    // a chunk holding a batch of an epoch its producer has since abandoned
+    // (see `idempotence`) is not committed: its other batches get a
+    // retriable error and are sent again
+    let mut fenced = vec![false; chunks.len()];
+    for waiter in &segment.waiters {
+        if let Some((batch, ticket)) = &waiter.producer {
+            if ticket.fenced() {
+                debug!(
+                    producer_id = batch.producer_id,
+                    epoch = batch.epoch,
+                    "batch of an abandoned producer epoch; its chunk is not committed"
+                );
+                fenced[waiter.slot.chunk] = true;
+            }
+        }
+    }
+    for (i, _) in fenced.iter().enumerate().filter(|(_, f)| **f) {
+        metrics::FENCED_CHUNKS.inc();
+        outcomes[i] = Err(IngestError::SequenceRecheck(
+            "a batch of an abandoned producer epoch shares this chunk; not committed".into(),
+        ));
+    }
     // two operations per chunk, plus the GC fence of the one object
     let per_txn = (config.txn_ops_max.saturating_sub(1) / 2).max(1);
     let object = [segment.id.path_text()];
-    let indices: Vec<usize> = (0..chunks.len()).collect();
+    let indices: Vec<usize> = (0..chunks.len()).filter(|&i| !fenced[i]).collect();
     for group in indices.chunks(per_txn) {
         let shared = Shared {
             config,

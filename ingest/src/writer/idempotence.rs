@@ -7,6 +7,13 @@
 //! what this node cannot see: batches stored through other nodes and
 //! batches in flight here that then failed.
 //!
+//! A batch of a newer producer epoch fences the older-epoch batches of the
+//! same producer and partition still in flight here: librdkafka bumps the
+//! epoch after abandoning a request whose messages timed out and sends the
+//! other messages again under the new epoch, so an abandoned batch that
+//! commits after all stores them twice. A fenced batch's chunk is not
+//! committed (`commit_segment`); it was never acknowledged.
+//!
 //! The registry holds at most one entry per batch in the writer's pipeline,
 //! so it is bounded by the writer's byte budget.
 
@@ -30,6 +37,8 @@ struct Entry {
     batch: ProducerBatch,
     /// Appends of the same batch that arrived while it was in flight.
     followers: Vec<Reply>,
+    /// A batch of a newer epoch of the producer arrived since.
+    fenced: bool,
 }
 
 /// The idempotent batches this node has accepted and not yet answered, in
@@ -120,10 +129,16 @@ impl InFlight {
         match producers::check(expected.get(&batch.producer_id), &batch) {
             Ok(Sequenced::New) => {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                for older in in_flight.iter_mut() {
+                    if older.batch.epoch < batch.epoch {
+                        older.fenced = true;
+                    }
+                }
                 in_flight.push(Entry {
                     id,
                     batch,
                     followers: Vec::new(),
+                    fenced: false,
                 });
                 let ticket = Ticket {
                     registry: self.clone(),
@@ -168,6 +183,16 @@ pub(super) enum Admission {
 }
 
 impl Ticket {
+    /// Whether a batch of a newer epoch of the same producer and partition
+    /// was accepted since this one: it must not be committed.
+    pub(super) fn fenced(&self) -> bool {
+        let entries = self.registry.lock();
+        entries
+            .get(&self.key)
+            .and_then(|in_flight| in_flight.iter().find(|e| e.id == self.id))
+            .is_some_and(|e| e.fenced)
+    }
+
     /// Leave the registry and give `result` to the appends that followed.
     pub(super) fn finish(mut self, result: &IngestResult<i64>) {
         for follower in self.release() {
@@ -245,5 +270,35 @@ mod tests {
             registry.admit(stored.get(&7), false, "t", 0, gap, tx),
             Admission::Admitted(..)
         ));
+    }
+    /// librdkafka abandoned the request holding epoch 3's batch (a message
+    /// timed out in flight), bumped the epoch and sent the other messages
+    /// again as epoch 4, sequence 0: the epoch 3 batch still in flight here
+    /// is fenced, the new one is not.
+    #[test]
+    fn a_newer_epoch_fences_the_older_batches_in_flight() {
+        let registry = Arc::new(InFlight::default());
+        let (tx, _rx) = reply();
+        let Admission::Admitted(old, _) =
+            registry.admit(None, false, "t", 0, ProducerBatch::new(7, 3, 0, 4), tx)
+        else {
+            panic!("admitted")
+        };
+        let (tx, _rx) = reply();
+        let Admission::Admitted(other, _) =
+            registry.admit(None, false, "t", 1, ProducerBatch::new(7, 3, 0, 4), tx)
+        else {
+            panic!("admitted")
+        };
+        assert!(!old.fenced());
+        let (tx, _rx) = reply();
+        let Admission::Admitted(new, _) =
+            registry.admit(None, false, "t", 0, ProducerBatch::new(7, 4, 0, 4), tx)
+        else {
+            panic!("a new epoch starts at sequence 0")
+        };
+        assert!(old.fenced(), "the abandoned epoch's batch");
+        assert!(!new.fenced());
+        assert!(!other.fenced(), "another partition is not fenced");
     }
 }
