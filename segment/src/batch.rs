@@ -2,12 +2,16 @@
 //! the `kafka-protocol` codec, validating produced batches, patching base
 //! offsets on read and decoding records for the HTTP read endpoint.
 
+mod checked;
+
+pub use checked::DECOMPRESSED_BATCH_BYTES_MAX;
+
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
 };
 
 /// Size of the RecordBatch v2 header, up to and including the record count.
@@ -219,8 +223,7 @@ pub fn validate(bytes: &[u8]) -> Result<BatchSummary, BatchError> {
             }
         } else {
             let mut one = Bytes::copy_from_slice(batch);
-            let set = RecordBatchDecoder::decode(&mut one)
-                .map_err(|e| BatchError::Codec(e.to_string()))?;
+            let set = checked::decode_one(&mut one)?;
             if set.records.len() != record_count as usize {
                 return Err(BatchError::Invalid {
                     at,
@@ -299,8 +302,7 @@ pub fn record_facts(bytes: &[u8]) -> Result<Vec<RecordFacts>, BatchError> {
     for (batch, frame) in frames.iter().enumerate() {
         let end = frames.get(batch + 1).map_or(bytes.len(), |next| next.start);
         let mut one = Bytes::copy_from_slice(&bytes[frame.start..end]);
-        let set =
-            RecordBatchDecoder::decode(&mut one).map_err(|e| BatchError::Codec(e.to_string()))?;
+        let set = checked::decode_one(&mut one)?;
         facts.extend(
             set.records
                 .iter()
@@ -447,8 +449,7 @@ pub fn decode(bytes: Bytes) -> Result<Vec<StoredRecord>, BatchError> {
     for (i, frame) in frames.iter().enumerate() {
         let end = frames.get(i + 1).map_or(bytes.len(), |next| next.start);
         let mut one = bytes.slice(frame.start..end);
-        let set =
-            RecordBatchDecoder::decode(&mut one).map_err(|e| BatchError::Codec(e.to_string()))?;
+        let set = checked::decode_one(&mut one)?;
         for record in set.records {
             if record.control {
                 continue;
@@ -580,8 +581,7 @@ pub fn offset_for_timestamp(
         }
         let end = frames.get(i + 1).map_or(bytes.len(), |next| next.start);
         let mut batch = bytes.slice(frame.start..end);
-        let set =
-            RecordBatchDecoder::decode(&mut batch).map_err(|e| BatchError::Codec(e.to_string()))?;
+        let set = checked::decode_one(&mut batch)?;
         if let Some(first) = set
             .records
             .first()
@@ -684,7 +684,7 @@ mod tests {
             offset_for_timestamp(&bytes, 1_750_000_000_000).unwrap(),
             Some((0, 1_800_000_000_000))
         );
-        let sets = RecordBatchDecoder::decode_all(&mut bytes).unwrap();
+        let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes).unwrap();
         for set in sets {
             for record in set.records {
                 assert_eq!(record.timestamp_type, TimestampType::LogAppend);
@@ -756,6 +756,46 @@ mod tests {
             assert_eq!(r.value, want.value);
             assert_eq!(r.headers, want.headers);
             assert_eq!(r.timestamp_ms, want.timestamp_ms);
+        }
+    }
+
+    /// A batch whose one record declares 2^31 - 1 headers (crc32c and all
+    /// right), plain and gzip'd: refused with an error. kafka-protocol's
+    /// decoder alone reserves room for every declared header first, and
+    /// the failed allocation aborts the process (found by the
+    /// produced_batches fuzz target once it computed checksums).
+    #[test]
+    fn a_record_that_declares_more_headers_than_bytes_is_refused() {
+        use std::io::Write;
+        // length 10: attributes, timestamp and offset deltas, null key,
+        // null value, then the header count as a 5-byte varint
+        let record: &[u8] = &[0x14, 0, 0, 0, 1, 1, 0xfe, 0xff, 0xff, 0xff, 0x0f];
+        for gzip in [false, true] {
+            let area = if gzip {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(record).unwrap();
+                e.finish().unwrap()
+            } else {
+                record.to_vec()
+            };
+            let mut batch = vec![0u8; BATCH_HEADER_BYTES];
+            batch[8..12]
+                .copy_from_slice(&((BATCH_HEADER_BYTES - 12 + area.len()) as i32).to_be_bytes());
+            batch[MAGIC_AT] = 2;
+            batch[ATTRIBUTES_AT + 1] = u8::from(gzip);
+            batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&(-1i64).to_be_bytes());
+            batch[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&1i32.to_be_bytes());
+            batch.extend_from_slice(&area);
+            let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+            batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+            if gzip {
+                assert!(matches!(validate(&batch), Err(BatchError::Codec(_))));
+            }
+            assert!(matches!(record_facts(&batch), Err(BatchError::Codec(_))));
+            assert!(matches!(
+                decode(Bytes::from(batch)),
+                Err(BatchError::Codec(_))
+            ));
         }
     }
 
