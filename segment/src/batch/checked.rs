@@ -22,15 +22,42 @@ pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 << 20;
 /// The magic of Kafka's (xerial) snappy framing, with its version fields.
 const XERIAL_SNAPPY_MAGIC: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
 
+/// Where the first timestamp of a RecordBatch v2 header is.
+const FIRST_TIMESTAMP_AT: usize = 27;
+
+/// What the records of a batch are checked against from its header.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    base_offset: i64,
+    first_timestamp: i64,
+    count: i32,
+}
+
+impl Header {
+    fn of(batch: &[u8]) -> Option<Self> {
+        let i64_at = |at: usize| -> Option<i64> {
+            Some(i64::from_be_bytes(batch.get(at..at + 8)?.try_into().ok()?))
+        };
+        Some(Self {
+            base_offset: i64_at(0)?,
+            first_timestamp: i64_at(FIRST_TIMESTAMP_AT)?,
+            count: i32::from_be_bytes(
+                batch
+                    .get(RECORD_COUNT_AT..RECORD_COUNT_AT + 4)?
+                    .try_into()
+                    .ok()?,
+            ),
+        })
+    }
+}
+
 /// Decode one batch (`batch` holds exactly one).
 pub(super) fn decode_one(batch: &mut Bytes) -> Result<RecordSet, BatchError> {
-    let count = batch
-        .get(RECORD_COUNT_AT..RECORD_COUNT_AT + 4)
-        .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    let header = Header::of(batch)
         .ok_or_else(|| BatchError::Codec("batch shorter than its header".into()))?;
     let records = |area: &mut Bytes, compression: Compression| -> anyhow::Result<Bytes> {
         let area = decompress(area.split_to(area.len()), compression)?;
-        check_records(&area, count)?;
+        check_records(&area, header)?;
         Ok(area)
     };
     RecordBatchDecoder::decode_with_custom_compression(batch, Some(records))
@@ -120,13 +147,14 @@ fn skip(bytes: &mut &[u8], len: i64, nullable: bool, what: &str) -> anyhow::Resu
     Ok(())
 }
 
-/// Walk `count` records of `area`: each must fit its bytes, and each
-/// record's header count must fit what is left of it (a header takes at
-/// least two bytes).
-fn check_records(area: &[u8], count: i32) -> anyhow::Result<()> {
-    ensure!(count >= 0, "negative record count");
+/// Walk the header's count of records of `area`: each must fit its
+/// bytes, its offset and timestamp deltas must add to the batch's base
+/// without overflow, and its header count must fit what is left of it (a
+/// header takes at least two bytes).
+fn check_records(area: &[u8], header: Header) -> anyhow::Result<()> {
+    ensure!(header.count >= 0, "negative record count");
     let mut rest = area;
-    for _ in 0..count {
+    for _ in 0..header.count {
         let len = varint(&mut rest)?;
         let len = usize::try_from(len).map_err(|_| anyhow::anyhow!("negative record length"))?;
         ensure!(len <= rest.len(), "record longer than its batch");
@@ -134,8 +162,20 @@ fn check_records(area: &[u8], count: i32) -> anyhow::Result<()> {
         rest = after;
         ensure!(!record.is_empty(), "empty record");
         record = &record[1..]; // attributes
-        varint(&mut record)?; // timestamp delta
-        varint(&mut record)?; // offset delta
+        let timestamp_delta = varint(&mut record)?;
+        ensure!(
+            header
+                .first_timestamp
+                .checked_add(timestamp_delta)
+                .is_some(),
+            "record timestamp overflows"
+        );
+        let offset_delta = varint(&mut record)?;
+        ensure!(
+            i32::try_from(offset_delta).is_ok()
+                && header.base_offset.checked_add(offset_delta).is_some(),
+            "record offset overflows"
+        );
         let key = varint(&mut record)?;
         skip(&mut record, key, true, "key")?;
         let value = varint(&mut record)?;
@@ -194,15 +234,44 @@ mod tests {
         let mut header = zigzag(1);
         header.push(b'k');
         header.extend(zigzag(-1));
+        let batch = |count| Header {
+            base_offset: 0,
+            first_timestamp: 0,
+            count,
+        };
         let one = record(1, &header);
-        check_records(&one, 1).unwrap();
+        check_records(&one, batch(1)).unwrap();
         assert!(
-            check_records(&one, 2).is_err(),
+            check_records(&one, batch(2)).is_err(),
             "two records declared, one there"
         );
-        assert!(check_records(&record(1 << 40, &header), 1).is_err());
-        assert!(check_records(&record(-1, &[]), 1).is_err());
-        assert!(check_records(&one, -1).is_err());
+        assert!(check_records(&record(1 << 40, &header), batch(1)).is_err());
+        assert!(check_records(&record(-1, &[]), batch(1)).is_err());
+        assert!(check_records(&one, batch(-1)).is_err());
+        let at_the_end = Header {
+            base_offset: i64::MAX,
+            first_timestamp: 0,
+            count: 1,
+        };
+        check_records(&one, at_the_end).unwrap();
+        let mut late = vec![0u8];
+        late.extend(zigzag(1));
+        late.extend(zigzag(1));
+        late.extend([1, 1, 0]);
+        let mut one_late = zigzag(late.len() as i64);
+        one_late.extend(late);
+        assert!(
+            check_records(&one_late, at_the_end).is_err(),
+            "offset past i64::MAX"
+        );
+        let last_ms = Header {
+            first_timestamp: i64::MAX,
+            ..batch(1)
+        };
+        assert!(
+            check_records(&one_late, last_ms).is_err(),
+            "timestamp past i64::MAX"
+        );
         for (v, bytes) in [
             (0i64, vec![0u8]),
             (-1, vec![1]),
