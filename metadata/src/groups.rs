@@ -280,16 +280,30 @@ impl Catalog {
         offsets: &[(String, i32, OffsetRecord)],
         ops_max: usize,
     ) -> ModelResult<bool> {
-        for chunk in offsets.chunks(ops_max.saturating_sub(1).max(1)) {
-            let ops = chunk.iter().map(|(topic, partition, record)| {
-                TxnOp::put(
-                    self.keys().offset(group, topic, *partition),
-                    Bytes::from(serde_json::to_vec(record).unwrap_or_default()),
-                )
-            });
+        let ops = offsets.iter().map(|(topic, partition, record)| {
+            TxnOp::put(
+                self.keys().offset(group, topic, *partition),
+                Bytes::from(serde_json::to_vec(record).unwrap_or_default()),
+            )
+        });
+        self.fenced_writes(group, claim, ops, ops_max).await
+    }
+
+    /// `ops`, `ops_max` per transaction (one place is the fence's), each
+    /// transaction only while `claim` holds; false at the first that did
+    /// not.
+    async fn fenced_writes(
+        &self,
+        group: &str,
+        claim: Option<Revision>,
+        ops: impl Iterator<Item = TxnOp>,
+        ops_max: usize,
+    ) -> ModelResult<bool> {
+        let ops: Vec<TxnOp> = ops.collect();
+        for chunk in ops.chunks(ops_max.saturating_sub(1).max(1)) {
             let txn = Txn::new()
                 .when(claim.map(|claim| self.still_coordinating(group, claim)))
-                .and_then(ops);
+                .and_then(chunk.iter().cloned());
             if !self.store().txn(txn).await?.succeeded {
                 return Ok(false);
             }
@@ -305,18 +319,10 @@ impl Catalog {
         partitions: &[(String, i32)],
         ops_max: usize,
     ) -> ModelResult<bool> {
-        for chunk in partitions.chunks(ops_max.saturating_sub(1).max(1)) {
-            let ops = chunk.iter().map(|(topic, partition)| {
-                TxnOp::delete(self.keys().offset(group, topic, *partition))
-            });
-            let txn = Txn::new()
-                .when(claim.map(|claim| self.still_coordinating(group, claim)))
-                .and_then(ops);
-            if !self.store().txn(txn).await?.succeeded {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        let ops = partitions
+            .iter()
+            .map(|(topic, partition)| TxnOp::delete(self.keys().offset(group, topic, *partition)));
+        self.fenced_writes(group, claim, ops, ops_max).await
     }
 
     /// Every committed offset of `group`: topic -> partition -> record.

@@ -573,24 +573,7 @@ async fn watch_loop(view: std::sync::Weak<ClusterView>) {
 mod tests {
     use super::*;
     use crate::embedded::EmbeddedStore;
-    use ulid::Ulid;
-
-    fn chunk(topic: &Topic, count: u32) -> ChunkCommit {
-        ChunkCommit {
-            topic_name: topic.record.name.clone(),
-            topic_create_revision: topic.create_revision,
-            topic_id: topic.record.id.clone(),
-            partition: 0,
-            segment: Ulid::new(),
-            start: 16,
-            len: 100,
-            crc: 7,
-            offset_count: count,
-            batch_count: 1,
-            max_timestamp: 5,
-            object_bytes: 116,
-        }
-    }
+    use crate::model::tests::chunk;
 
     fn head(next_offset: i64, mod_revision: Revision) -> HeadState {
         HeadState {
@@ -617,12 +600,12 @@ mod tests {
     async fn own_commit_past_an_unseen_commit_waits_for_the_watch() {
         let (view, topic) = view_with_topic().await;
         let id = &topic.record.id;
-        view.apply_commit(&[chunk(&topic, 5)], &[10], &[head(15, 1_000)]);
+        view.apply_commit(&[chunk(&topic, 0, 5)], &[10], &[head(15, 1_000)]);
         assert_eq!(view.snapshot(id, 0).high_watermark, 0);
         assert!(view.entries(id, 0).is_empty());
-        view.apply_commit(&[chunk(&topic, 10)], &[0], &[head(10, 999)]);
+        view.apply_commit(&[chunk(&topic, 0, 10)], &[0], &[head(10, 999)]);
         assert_eq!(view.snapshot(id, 0).high_watermark, 10);
-        view.apply_commit(&[chunk(&topic, 5)], &[10], &[head(15, 1_000)]);
+        view.apply_commit(&[chunk(&topic, 0, 5)], &[10], &[head(15, 1_000)]);
         assert_eq!(view.snapshot(id, 0).high_watermark, 15);
         let bases: Vec<i64> = view.entries(id, 0).iter().map(|e| e.base_offset).collect();
         assert_eq!(bases, [0, 10]);
@@ -633,11 +616,11 @@ mod tests {
     async fn entries_stop_at_a_hole() {
         let (view, topic) = view_with_topic().await;
         let id = &topic.record.id;
-        view.apply_commit(&[chunk(&topic, 10)], &[0], &[head(10, 999)]);
+        view.apply_commit(&[chunk(&topic, 0, 10)], &[0], &[head(10, 999)]);
         view.write()
             .partition_mut(id, 0)
             .entries
-            .insert(20, chunk(&topic, 5).index_entry(20, 0));
+            .insert(20, chunk(&topic, 0, 5).index_entry(20, 0));
         let bases = |offset| -> Vec<i64> {
             view.entries_from(id, 0, offset, 10)
                 .iter()

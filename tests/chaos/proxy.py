@@ -17,50 +17,11 @@ from __future__ import annotations
 
 import logging
 import socket
-import struct
 import threading
-import time
 
-HOST = "127.0.0.1"
+from processes import HOST, close_quietly, hard_close, listen
+
 MODES = ("pass", "blackhole")
-
-
-def close_quietly(s: socket.socket) -> None:
-    try:
-        s.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv() on it
-    except OSError:
-        pass
-    try:
-        s.close()
-    except OSError:
-        pass
-
-
-def hard_close(s: socket.socket) -> None:
-    """Close with a RST (SO_LINGER 0) instead of a FIN."""
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
-    close_quietly(s)
-
-
-def listen(port: int) -> socket.socket:
-    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            ls.bind((HOST, port))
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                ls.close()
-                raise
-            time.sleep(0.05)
-    ls.listen(128)
-    ls.settimeout(0.2)
-    return ls
 
 
 class _Pair:
@@ -73,33 +34,61 @@ class _Pair:
         return [s for s in (self.client, self.upstream) if s is not None]
 
 
-class TcpProxy:
-    """``127.0.0.1:<port>`` -> ``upstream``; ``set_mode`` switches at runtime."""
+class ProxyBase:
+    """What the proxies share: ``127.0.0.1:<port>`` in front of
+    ``upstream``, one accept thread, a mode switched at runtime, at most
+    ``max_conns`` connections."""
+
+    thread_prefix = "proxy"
 
     def __init__(self, upstream: tuple[str, int], port: int, name: str,
-                 log: logging.Logger, max_conns: int = 128, connect_timeout: float = 2.0):
+                 log: logging.Logger, max_conns: int):
         self.upstream, self.port, self.name, self.log = upstream, port, name, log
         self.endpoint = f"http://{HOST}:{port}"
-        self.max_conns, self.connect_timeout = max_conns, connect_timeout
+        self.max_conns = max_conns
         self._cond = threading.Condition()
         self._mode = "pass"
-        self._pairs: set[_Pair] = set()
         self._closed = False
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
-        self.stats: dict[str, int] = {}
-        self.totals = {"connections": 0, "refused": 0, "upstream_down": 0}
+        self.stats: dict = {}
 
     @property
     def mode(self) -> str:
         return self._mode
 
-    def start(self) -> "TcpProxy":
+    def start(self):
         self._listener = listen(self.port)
-        self._thread = threading.Thread(target=self._accept_loop, name=f"proxy-{self.name}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._accept_loop,
+                                        name=f"{self.thread_prefix}-{self.name}", daemon=True)
         self._thread.start()
         return self
+
+    def _accept_loop(self) -> None:
+        ls = self._listener
+        while not self._closed:
+            try:
+                client, _ = ls.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self._admit(client)
+
+    def _admit(self, client: socket.socket) -> None:
+        """Take one accepted connection (serve, hold or refuse it)."""
+        raise NotImplementedError
+
+
+class TcpProxy(ProxyBase):
+    """``127.0.0.1:<port>`` -> ``upstream``; ``set_mode`` switches at runtime."""
+
+    def __init__(self, upstream: tuple[str, int], port: int, name: str,
+                 log: logging.Logger, max_conns: int = 128, connect_timeout: float = 2.0):
+        super().__init__(upstream, port, name, log, max_conns)
+        self.connect_timeout = connect_timeout
+        self._pairs: set[_Pair] = set()
+        self.totals = {"connections": 0, "refused": 0, "upstream_down": 0}
 
     def set_mode(self, mode: str) -> dict:
         """Switch modes; returns what happened during the mode that ends."""
@@ -143,55 +132,47 @@ class TcpProxy:
     def _bump(self, key: str) -> None:  # under self._cond
         self.stats[key] = self.stats.get(key, 0) + 1
 
-    def _accept_loop(self) -> None:
-        ls = self._listener
-        while not self._closed:
-            try:
-                client, _ = ls.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self._cond:
-                full = len(self._pairs) >= self.max_conns
-                hole = self._mode == "blackhole"
-                if full:
-                    self.totals["refused"] += 1
-                elif hole:
-                    # accepted, never forwarded: held until the heal closes it
-                    self._pairs.add(_Pair(client, None))
-                    self._bump("held_new")
+    def _admit(self, client: socket.socket) -> None:
+        with self._cond:
+            full = len(self._pairs) >= self.max_conns
+            hole = self._mode == "blackhole"
             if full:
-                self.log.warning("%s: %d connections, refusing one", self.name, self.max_conns)
-                hard_close(client)
-                continue
-            if hole:
-                continue
-            try:
-                upstream = socket.create_connection(self.upstream, timeout=self.connect_timeout)
-            except OSError:
-                with self._cond:
-                    self.totals["upstream_down"] += 1
-                hard_close(client)
-                continue
-            client.settimeout(None)
-            upstream.settimeout(None)
-            for s in (client, upstream):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            pair = _Pair(client, upstream)
+                self.totals["refused"] += 1
+            elif hole:
+                # accepted, never forwarded: held until the heal closes it
+                self._pairs.add(_Pair(client, None))
+                self._bump("held_new")
+        if full:
+            self.log.warning("%s: %d connections, refusing one", self.name, self.max_conns)
+            hard_close(client)
+            return
+        if hole:
+            return
+        try:
+            upstream = socket.create_connection(self.upstream, timeout=self.connect_timeout)
+        except OSError:
             with self._cond:
-                if self._closed:
-                    pair.closed = True
-                else:
-                    self._pairs.add(pair)
-                    self.totals["connections"] += 1
-            if pair.closed:
-                for s in pair.socks():
-                    hard_close(s)
-                return
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(pair, src, dst),
-                                 name=f"proxy-{self.name}-pump", daemon=True).start()
+                self.totals["upstream_down"] += 1
+            hard_close(client)
+            return
+        client.settimeout(None)
+        upstream.settimeout(None)
+        for s in (client, upstream):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pair = _Pair(client, upstream)
+        with self._cond:
+            if self._closed:
+                pair.closed = True
+            else:
+                self._pairs.add(pair)
+                self.totals["connections"] += 1
+        if pair.closed:
+            for s in pair.socks():
+                hard_close(s)
+            return
+        for src, dst in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(pair, src, dst),
+                             name=f"proxy-{self.name}-pump", daemon=True).start()
 
     def _gate(self, pair: _Pair) -> bool:
         """Wait while the link is a blackhole; False once the pair is closed."""

@@ -20,13 +20,11 @@ Exit status 1 when a fetch inside the log was answered out of range.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
 import struct
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,8 +33,8 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "e2e")]
 
 import kafka_wire as wire  # noqa: E402
 from http_api import parse_concatenated_json  # noqa: E402
-from processes import HOST, REPO_ROOT, EtcdServer, MotoS3  # noqa: E402
-from sluice_node import SluiceFactory  # noqa: E402
+from processes import HOST  # noqa: E402
+from repro_common import nodes, parse_args, servers, topic_everywhere  # noqa: E402
 
 OFFSET_OUT_OF_RANGE = 1
 
@@ -60,32 +58,13 @@ def fetch_error(sock: socket.socket, topic: str) -> int:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--binary", type=Path,
-                    default=Path(os.environ.get("SLUICE_BIN") or REPO_ROOT / "target/debug/sluice"))
-    ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--stop-seconds", type=float, default=0.2)
-    ap.add_argument("--out", type=Path, default=None)
-    a = ap.parse_args()
-    out = (a.out or Path(tempfile.mkdtemp(prefix="sluice-fetchlag-"))).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    etcd, s3 = EtcdServer(out), MotoS3(out)
-    factory = None
+    a = parse_args(__doc__, "fetchlag", rounds=(int, 10), stop_seconds=(float, 0.2))
+    out = a.out
     refused = rounds = 0
-    try:
-        etcd.start()
-        s3.start()
-        factory = SluiceFactory(a.binary, out, etcd, s3, "fetchlag")
-        spec = factory.new_cluster()
-        one, two = (factory.distributed(spec, node_id=i, name=f"node{i}", flush_interval="20ms")
-                    for i in (1, 2))
+    with servers(a, "fetchlag") as (factory, _):
+        one, two = nodes(factory, 2, "20ms")
         topic = "fetchlag"
-        one.api.create_topic(topic, 1)
-        deadline = time.monotonic() + 30
-        while two.api.get_topic(topic).status_code != 200:
-            assert time.monotonic() < deadline, "node2 does not see the topic"
-            time.sleep(0.1)
+        topic_everywhere([one, two], topic)
         sock = socket.create_connection((HOST, two.kafka_port), timeout=30)
         for r in range(a.rounds):
             rounds += 1
@@ -112,11 +91,6 @@ def main() -> int:
         sock.close()
         print(f"{refused} of {rounds} fetches inside the log answered OFFSET_OUT_OF_RANGE "
               f"(node logs in {out})")
-    finally:
-        if factory:
-            factory.close()
-        s3.close()
-        etcd.close()
     return 1 if refused else 0
 
 

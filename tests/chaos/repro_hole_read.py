@@ -20,10 +20,7 @@ Exit status 1 when the consumer skipped an offset.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -34,8 +31,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "e2e")]
 from confluent_kafka import Consumer, KafkaError, TopicPartition  # noqa: E402
 
 from http_api import parse_concatenated_json  # noqa: E402
-from processes import REPO_ROOT, EtcdServer, MotoS3  # noqa: E402
-from sluice_node import SluiceFactory  # noqa: E402
+from repro_common import nodes, parse_args, servers, topic_everywhere  # noqa: E402
 
 RECORDS_PER_POST = 3
 
@@ -55,39 +51,21 @@ def produce(node, topic: str, stop: threading.Event, name: str, sent: list) -> N
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--binary", type=Path,
-                    default=Path(os.environ.get("SLUICE_BIN") or REPO_ROOT / "target/debug/sluice"))
-    ap.add_argument("--seconds", type=float, default=20)
-    ap.add_argument("--out", type=Path, default=None)
-    a = ap.parse_args()
-    out = (a.out or Path(tempfile.mkdtemp(prefix="sluice-holeread-"))).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    etcd, s3 = EtcdServer(out), MotoS3(out)
-    factory = None
+    a = parse_args(__doc__, "holeread", seconds=(float, 20))
+    out = a.out
     skips: list[tuple[int, int]] = []
-    try:
-        etcd.start()
-        s3.start()
-        factory = SluiceFactory(a.binary, out, etcd, s3, "holeread")
-        spec = factory.new_cluster()
-        nodes = [factory.distributed(spec, node_id=i, name=f"node{i}", flush_interval="5ms")
-                 for i in (1, 2)]
+    with servers(a, "holeread") as (factory, _):
+        two = nodes(factory, 2, "5ms")
         topic = "holeread"
-        nodes[0].api.create_topic(topic, 1)
-        deadline = time.monotonic() + 30
-        while nodes[1].api.get_topic(topic).status_code != 200:
-            assert time.monotonic() < deadline, "node2 does not see the topic"
-            time.sleep(0.1)
-        consumer = Consumer({"bootstrap.servers": ",".join(n.bootstrap for n in nodes),
+        topic_everywhere(two, topic)
+        consumer = Consumer({"bootstrap.servers": ",".join(n.bootstrap for n in two),
                              "group.id": "holeread", "enable.auto.commit": False,
                              "fetch.wait.max.ms": 50, "fetch.min.bytes": 1})
         consumer.assign([TopicPartition(topic, 0, 0)])
         stop = threading.Event()
         sent: list[int] = []
         producers = [threading.Thread(target=produce, args=(n, topic, stop, n.name, sent),
-                                      daemon=True) for n in nodes]
+                                      daemon=True) for n in two]
         for t in producers:
             t.start()
         expected, received = 0, 0
@@ -121,11 +99,6 @@ def main() -> int:
         if received != total and not skips:
             print(f"the consumer did not reach the end ({expected} of {total})")
             return 1
-    finally:
-        if factory:
-            factory.close()
-        s3.close()
-        etcd.close()
     return 1 if skips else 0
 
 

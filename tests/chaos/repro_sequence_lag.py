@@ -20,13 +20,11 @@ Exit status 1 when a gap-free batch was refused.
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
 import struct
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,8 +32,8 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "e2e")]
 
 import kafka_wire as wire  # noqa: E402
-from processes import HOST, REPO_ROOT, EtcdServer, MotoS3  # noqa: E402
-from sluice_node import SluiceFactory  # noqa: E402
+from processes import HOST  # noqa: E402
+from repro_common import nodes, parse_args, servers, topic_everywhere  # noqa: E402
 from test_kafka_idempotent import init_producer_id, produce_request, record_batch  # noqa: E402
 
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
@@ -59,32 +57,13 @@ class Conn:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--binary", type=Path,
-                    default=Path(os.environ.get("SLUICE_BIN") or REPO_ROOT / "target/debug/sluice"))
-    ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--stop-seconds", type=float, default=0.2)
-    ap.add_argument("--out", type=Path, default=None)
-    a = ap.parse_args()
-    out = (a.out or Path(tempfile.mkdtemp(prefix="sluice-seqlag-"))).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    etcd, s3 = EtcdServer(out), MotoS3(out)
-    factory = None
+    a = parse_args(__doc__, "seqlag", rounds=(int, 20), stop_seconds=(float, 0.2))
+    out = a.out
     refused = rounds = 0
-    try:
-        etcd.start()
-        s3.start()
-        factory = SluiceFactory(a.binary, out, etcd, s3, "seqlag")
-        spec = factory.new_cluster()
-        one, two = (factory.distributed(spec, node_id=i, name=f"node{i}", flush_interval="50ms")
-                    for i in (1, 2))
+    with servers(a, "seqlag") as (factory, _):
+        one, two = nodes(factory, 2, "50ms")
         topic = "seqlag"
-        one.api.create_topic(topic, 1)
-        deadline = time.monotonic() + 30
-        while two.api.get_topic(topic).status_code != 200:
-            assert time.monotonic() < deadline, "node2 does not see the topic"
-            time.sleep(0.1)
+        topic_everywhere([one, two], topic)
         error, pid, epoch = init_producer_id(one)
         assert error == 0, f"InitProducerId: error {error}"
         c1, c2 = Conn(one), Conn(two)
@@ -137,11 +116,6 @@ def main() -> int:
             seq += 2
         print(f"{refused} of {rounds} gap-free batches refused with OUT_OF_ORDER_SEQUENCE_NUMBER "
               f"(node logs in {out})")
-    finally:
-        if factory:
-            factory.close()
-        s3.close()
-        etcd.close()
     return 1 if refused else 0
 
 

@@ -22,12 +22,9 @@ Exit status 1 when a value is stored three times or more, or lost.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
 import struct
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -38,9 +35,9 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "e2e")]
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
 
 import kafka_wire as wire  # noqa: E402
-from processes import HOST, REPO_ROOT, EtcdServer, MotoS3, free_port  # noqa: E402
+from processes import HOST, free_port  # noqa: E402
+from repro_common import nodes, parse_args, servers  # noqa: E402
 from s3proxy import S3Proxy  # noqa: E402
-from sluice_node import SluiceFactory  # noqa: E402
 
 
 def read_all(bootstrap: str, topic: str, end: int) -> list[str]:
@@ -95,108 +92,94 @@ def batches(node, topic: str, end: int) -> list[tuple[int, int, int, int]]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--binary", type=Path,
-                    default=Path(os.environ.get("SLUICE_BIN") or REPO_ROOT / "target/debug/sluice"))
-    ap.add_argument("--stall", type=float, default=6.0)
-    ap.add_argument("--out", type=Path, default=None)
-    a = ap.parse_args()
-    out = (a.out or Path(tempfile.mkdtemp(prefix="sluice-stall-"))).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    a = parse_args(__doc__, "stall", stall=(float, 6.0))
+    out = a.out
     log = logging.getLogger("stall.proxy")
     log.addHandler(logging.FileHandler(out / "proxy.log"))
     log.setLevel(logging.INFO)
     log.propagate = False
-    etcd, s3 = EtcdServer(out), MotoS3(out)
-    factory = proxy = None
-    try:
-        etcd.start()
-        s3.start()
+    with servers(a, "stall") as (factory, s3):
         proxy = S3Proxy((HOST, s3.port), free_port(), "node1-s3", log).start()
-        factory = SluiceFactory(a.binary, out, etcd, s3, "stall")
-        spec = factory.new_cluster()
-        node = factory.distributed(spec, node_id=1, name="node1", s3_endpoint=proxy.endpoint,
-                                   flush_interval="20ms")
-        topic = "stall"
-        node.api.create_topic(topic, 1)
-        bumps: list[str] = []
-
-        class Bumps(logging.Handler):
-            def emit(self, record):
-                if "bumped epoch" in record.getMessage():
-                    bumps.append(record.getMessage())
-
-        client_log = logging.getLogger("stall.librdkafka")
-        client_log.addHandler(Bumps())
-        client_log.addHandler(logging.FileHandler(out / "client.log"))
-        client_log.setLevel(logging.DEBUG)
-        client_log.propagate = False
-        producer = Producer({"bootstrap.servers": node.bootstrap, "enable.idempotence": True,
-                             "acks": "all", "linger.ms": 5, "message.timeout.ms": 3000,
-                             "request.timeout.ms": 1500, "retry.backoff.ms": 100,
-                             "debug": "eos", "logger": client_log})
-        acked, failed = Counter(), Counter()
-
-        def report(err, msg):
-            (failed if err else acked)[msg.value().decode()] += 1
-
-        sent = 0
-        start = time.monotonic()
-        stalled = healed = False
-        while time.monotonic() - start < a.stall + 8:
-            elapsed = time.monotonic() - start
-            if not stalled and elapsed > 2:
-                proxy.set_mode("stall")
-                stalled = True
-            if stalled and not healed and elapsed > 2 + a.stall:
-                proxy.set_mode("pass")
-                healed = True
-            try:
-                producer.produce(topic, f"v{sent:06d}".encode(), partition=0, on_delivery=report)
-                sent += 1
-            except BufferError:
-                pass
-            producer.poll(0.01)
-        producer.flush(30)
-        lo, hi = Consumer({"bootstrap.servers": node.bootstrap, "group.id": "wm"}) \
-            .get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-        values = read_all(node.bootstrap, topic, hi)
-        copies = Counter(values)
-        twice = sorted(v for v, n in copies.items() if n > 1)
-        lost = sorted(v for v in acked if v not in copies)
-        thrice = sorted(v for v, n in copies.items() if n > 2)
-        print(f"{sent} sent, {sum(acked.values())} acknowledged, {sum(failed.values())} failed; "
-              f"{len(bumps)} epoch bumps while the store stalled {a.stall:g} s; "
-              f"{len(values)} in the log, {len(twice)} stored twice or more, "
-              f"{len(thrice)} three times or more, "
-              f"{len(lost)} acknowledged but lost (logs in {out})")
-        if twice:
-            print("stored more than once:", ", ".join(f"{v} x{copies[v]}" for v in twice[:10]))
-            where = {}
-            for o, v in enumerate(values):
-                where.setdefault(v, []).append(o)
-            stored = batches(node, topic, hi)
-            for v in twice[:3]:
-                for o in where[v]:
-                    b = next((b for b in stored if b[0] <= o < b[0] + b[3]), None)
-                    print(f"  {v} at {o}: batch (base, epoch, base seq, records) {b}")
-        if not bumps:
-            print("no epoch bump: the stall did not make the producer abandon a request")
-            return 1
-        # Two copies are librdkafka's own (a request abandoned when its
-        # messages timed out, committed after all, its other messages sent
-        # again under the next epoch: Kafka stores them twice too). More
-        # copies mean the node committed batches of an epoch the producer
-        # had abandoned before the next epoch's batch reached it.
-        return 1 if thrice or lost else 0
-    finally:
-        if factory:
-            factory.close()
-        if proxy:
+        try:
+            return run(a, out, proxy, nodes(factory, 1, "20ms", s3_endpoint=proxy.endpoint)[0])
+        finally:
             proxy.close()
-        s3.close()
-        etcd.close()
+
+
+def run(a, out: Path, proxy: S3Proxy, node) -> int:
+    """Produce through the stall; the exit status."""
+    topic = "stall"
+    node.api.create_topic(topic, 1)
+    bumps: list[str] = []
+
+    class Bumps(logging.Handler):
+        def emit(self, record):
+            if "bumped epoch" in record.getMessage():
+                bumps.append(record.getMessage())
+
+    client_log = logging.getLogger("stall.librdkafka")
+    client_log.addHandler(Bumps())
+    client_log.addHandler(logging.FileHandler(out / "client.log"))
+    client_log.setLevel(logging.DEBUG)
+    client_log.propagate = False
+    producer = Producer({"bootstrap.servers": node.bootstrap, "enable.idempotence": True,
+                         "acks": "all", "linger.ms": 5, "message.timeout.ms": 3000,
+                         "request.timeout.ms": 1500, "retry.backoff.ms": 100,
+                         "debug": "eos", "logger": client_log})
+    acked, failed = Counter(), Counter()
+
+    def report(err, msg):
+        (failed if err else acked)[msg.value().decode()] += 1
+
+    sent = 0
+    start = time.monotonic()
+    stalled = healed = False
+    while time.monotonic() - start < a.stall + 8:
+        elapsed = time.monotonic() - start
+        if not stalled and elapsed > 2:
+            proxy.set_mode("stall")
+            stalled = True
+        if stalled and not healed and elapsed > 2 + a.stall:
+            proxy.set_mode("pass")
+            healed = True
+        try:
+            producer.produce(topic, f"v{sent:06d}".encode(), partition=0, on_delivery=report)
+            sent += 1
+        except BufferError:
+            pass
+        producer.poll(0.01)
+    producer.flush(30)
+    lo, hi = Consumer({"bootstrap.servers": node.bootstrap, "group.id": "wm"}) \
+        .get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    values = read_all(node.bootstrap, topic, hi)
+    copies = Counter(values)
+    twice = sorted(v for v, n in copies.items() if n > 1)
+    lost = sorted(v for v in acked if v not in copies)
+    thrice = sorted(v for v, n in copies.items() if n > 2)
+    print(f"{sent} sent, {sum(acked.values())} acknowledged, {sum(failed.values())} failed; "
+          f"{len(bumps)} epoch bumps while the store stalled {a.stall:g} s; "
+          f"{len(values)} in the log, {len(twice)} stored twice or more, "
+          f"{len(thrice)} three times or more, "
+          f"{len(lost)} acknowledged but lost (logs in {out})")
+    if twice:
+        print("stored more than once:", ", ".join(f"{v} x{copies[v]}" for v in twice[:10]))
+        where = {}
+        for o, v in enumerate(values):
+            where.setdefault(v, []).append(o)
+        stored = batches(node, topic, hi)
+        for v in twice[:3]:
+            for o in where[v]:
+                b = next((b for b in stored if b[0] <= o < b[0] + b[3]), None)
+                print(f"  {v} at {o}: batch (base, epoch, base seq, records) {b}")
+    if not bumps:
+        print("no epoch bump: the stall did not make the producer abandon a request")
+        return 1
+    # Two copies are librdkafka's own (a request abandoned when its
+    # messages timed out, committed after all, its other messages sent
+    # again under the next epoch: Kafka stores them twice too). More
+    # copies mean the node committed batches of an epoch the producer
+    # had abandoned before the next epoch's batch reached it.
+    return 1 if thrice or lost else 0
 
 
 if __name__ == "__main__":

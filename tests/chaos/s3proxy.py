@@ -35,7 +35,8 @@ import socket
 import threading
 import time
 
-from proxy import HOST, close_quietly, hard_close, listen
+from processes import close_quietly, hard_close
+from proxy import ProxyBase
 
 MODES = ("pass", "error", "slow", "stall", "reset", "lost_put", "blackhole")
 HEAD_MAX = 64 * 1024
@@ -247,38 +248,21 @@ class _Conn:
         self.client, self.upstream, self.held = client, None, False
 
 
-class S3Proxy:
+class S3Proxy(ProxyBase):
     """``http://127.0.0.1:<port>`` -> the S3 server at ``upstream``."""
+
+    thread_prefix = "s3proxy"
 
     def __init__(self, upstream: tuple[str, int], port: int, name: str,
                  log: logging.Logger, max_conns: int = 256):
-        self.upstream, self.port, self.name, self.log = upstream, port, name, log
-        self.endpoint = f"http://{HOST}:{port}"
-        self.max_conns = max_conns
-        self._cond = threading.Condition()
-        self._mode = "pass"
+        super().__init__(upstream, port, name, log, max_conns)
         self._fraction = 1.0
         self._delay = (0.2, 2.0)
         self._rng = random.Random(0)
         self._conns: set[_Conn] = set()
         self._held_new: list[socket.socket] = []
-        self._closed = False
-        self._listener: socket.socket | None = None
-        self._thread: threading.Thread | None = None
         self._ids = itertools.count(1)
-        self.stats: dict = {}
         self.totals = {"connections": 0, "requests": 0, "refused": 0}
-
-    @property
-    def mode(self) -> str:
-        return self._mode
-
-    def start(self) -> "S3Proxy":
-        self._listener = listen(self.port)
-        self._thread = threading.Thread(target=self._accept_loop, name=f"s3proxy-{self.name}",
-                                        daemon=True)
-        self._thread.start()
-        return self
 
     def set_mode(self, mode: str, seed: int = 0, fraction: float = 1.0,
                  delay: tuple[float, float] = (0.2, 2.0)) -> dict:
@@ -330,40 +314,32 @@ class S3Proxy:
     def _active(self) -> int:
         return len(self._conns) + len(self._held_new)
 
-    def _accept_loop(self) -> None:
-        ls = self._listener
-        while not self._closed:
-            try:
-                client, _ = ls.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self._cond:
-                if self._closed:
-                    action = "rst"
-                elif self._active() >= self.max_conns:
-                    action = "full"
-                    self.totals["refused"] += 1
-                elif self._mode == "reset":
-                    action = "rst"
-                    self._bump("refused_connections")
-                elif self._mode == "blackhole":
-                    action = "hold"
-                    self._held_new.append(client)
-                    self._bump("held_new_connections")
-                else:
-                    action = "serve"
-                    conn = _Conn(client)
-                    self._conns.add(conn)
-                    self.totals["connections"] += 1
-            if action == "full":
-                self.log.warning("%s: %d connections, refusing one", self.name, self.max_conns)
-            if action in ("rst", "full"):
-                hard_close(client)
-            elif action == "serve":
-                threading.Thread(target=self._serve, args=(conn,),
-                                 name=f"s3proxy-{self.name}-conn", daemon=True).start()
+    def _admit(self, client: socket.socket) -> None:
+        with self._cond:
+            if self._closed:
+                action = "rst"
+            elif self._active() >= self.max_conns:
+                action = "full"
+                self.totals["refused"] += 1
+            elif self._mode == "reset":
+                action = "rst"
+                self._bump("refused_connections")
+            elif self._mode == "blackhole":
+                action = "hold"
+                self._held_new.append(client)
+                self._bump("held_new_connections")
+            else:
+                action = "serve"
+                conn = _Conn(client)
+                self._conns.add(conn)
+                self.totals["connections"] += 1
+        if action == "full":
+            self.log.warning("%s: %d connections, refusing one", self.name, self.max_conns)
+        if action in ("rst", "full"):
+            hard_close(client)
+        elif action == "serve":
+            threading.Thread(target=self._serve, args=(conn,),
+                             name=f"s3proxy-{self.name}-conn", daemon=True).start()
 
     def _gate(self, conn: _Conn) -> None:
         """Before forwarding anything: hold while stalled or cut off, then

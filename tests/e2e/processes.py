@@ -275,20 +275,7 @@ class FaultProxy:
     def start(self) -> "FaultProxy":
         if self.running:
             return self
-        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                ls.bind((HOST, self.port))
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    ls.close()
-                    raise
-                time.sleep(0.05)
-        ls.listen(128)
-        ls.settimeout(0.1)
+        ls = listen(self.port, accept_timeout=0.1)
         self._listener = ls
         self._running.set()
         self._accept_thread = threading.Thread(target=self._accept_loop, args=(ls,),
@@ -309,7 +296,7 @@ class FaultProxy:
             conns = list(self._conns)
             self._conns.clear()
         for c in conns:
-            _hard_close(c)
+            hard_close(c)
 
     close = stop
 
@@ -322,12 +309,12 @@ class FaultProxy:
             except OSError:
                 return
             if not self._running.is_set():
-                _hard_close(client)
+                hard_close(client)
                 return
             try:
                 upstream = socket.create_connection(self.upstream, timeout=5)
             except OSError:
-                _hard_close(client)
+                hard_close(client)
                 continue
             client.settimeout(None)
             upstream.settimeout(None)
@@ -352,10 +339,32 @@ class FaultProxy:
                 self._conns.discard(src)
                 self._conns.discard(dst)
             for s in (src, dst):
-                _close(s)
+                close_quietly(s)
 
 
-def _close(s: socket.socket) -> None:
+def listen(port: int, accept_timeout: float = 0.2) -> socket.socket:
+    """A listening socket on ``HOST:port`` (retrying the bind for up to 10 s:
+    the port may still be in TIME_WAIT); accept() times out so that an
+    accept loop can notice it should stop."""
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            ls.bind((HOST, port))
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                ls.close()
+                raise
+            time.sleep(0.05)
+    ls.listen(128)
+    ls.settimeout(accept_timeout)
+    return ls
+
+
+def close_quietly(s: socket.socket) -> None:
+    """Shut down and close, ignoring errors."""
     try:
         s.shutdown(socket.SHUT_RDWR)  # wakes the other pump blocked in recv()
     except OSError:
@@ -366,12 +375,13 @@ def _close(s: socket.socket) -> None:
         pass
 
 
-def _hard_close(s: socket.socket) -> None:
+def hard_close(s: socket.socket) -> None:
+    """Close with a RST (SO_LINGER 0) instead of a FIN."""
     try:
         # RST instead of FIN: the peer sees the endpoint die, not a polite close.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     except OSError:
         pass
-    _close(s)
+    close_quietly(s)
 
 

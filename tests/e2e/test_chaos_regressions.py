@@ -39,47 +39,33 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from harness import REPO_ROOT
 
 
-def test_kill9_seed11_a_lagging_view_does_not_refuse_the_next_idempotent_batch(sluice_bin,
-                                                                                 tmp_path):
-    cmd = [sys.executable, str(REPO_ROOT / "tests" / "chaos" / "repro_sequence_lag.py"),
-           "--binary", str(sluice_bin), "--rounds", "10", "--out", str(tmp_path / "seqlag")]
+# (test id: fault, seed, what must hold), reproduction script, its
+# arguments, what its last line says when the bug is gone
+REGRESSIONS = [
+    ("kill9_seed11_a_lagging_view_does_not_refuse_the_next_idempotent_batch",
+     "repro_sequence_lag.py", ["--rounds", "10"], "0 of 10 gap-free batches refused"),
+    ("kill9_seed21_a_consumer_is_never_handed_past_offsets_its_node_has_not_seen",
+     "repro_hole_read.py", ["--seconds", "15"], " 0 offset skips"),
+    ("kill9_seed21_a_fetch_past_a_lagging_view_is_not_out_of_range",
+     "repro_fetch_lag.py", ["--rounds", "8"],
+     "0 of 8 fetches inside the log answered OFFSET_OUT_OF_RANGE"),
+    ("cut_store_seed11_an_abandoned_producer_epoch_is_not_committed",
+     "repro_store_stall_epoch.py", [], " 0 three times or more, 0 acknowledged but lost"),
+]
+
+
+@pytest.mark.parametrize("script, args, fixed", [r[1:] for r in REGRESSIONS],
+                         ids=[r[0] for r in REGRESSIONS])
+def test_chaos_regression(sluice_bin, tmp_path, script, args, fixed):
+    cmd = [sys.executable, str(REPO_ROOT / "tests" / "chaos" / script),
+           "--binary", str(sluice_bin), "--out", str(tmp_path / "out"), *args]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           timeout=600, cwd=REPO_ROOT)
     print(proc.stdout[-3000:])
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert "0 of 10 gap-free batches refused" in proc.stdout, proc.stdout[-3000:]
-
-
-def test_kill9_seed21_a_consumer_is_never_handed_past_offsets_its_node_has_not_seen(sluice_bin,
-                                                                                     tmp_path):
-    cmd = [sys.executable, str(REPO_ROOT / "tests" / "chaos" / "repro_hole_read.py"),
-           "--binary", str(sluice_bin), "--seconds", "15", "--out", str(tmp_path / "holeread")]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=600, cwd=REPO_ROOT)
-    print(proc.stdout[-3000:])
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    assert " 0 offset skips" in proc.stdout, proc.stdout[-3000:]
-
-
-def test_kill9_seed21_a_fetch_past_a_lagging_view_is_not_out_of_range(sluice_bin, tmp_path):
-    cmd = [sys.executable, str(REPO_ROOT / "tests" / "chaos" / "repro_fetch_lag.py"),
-           "--binary", str(sluice_bin), "--rounds", "8", "--out", str(tmp_path / "fetchlag")]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=600, cwd=REPO_ROOT)
-    print(proc.stdout[-3000:])
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    assert "0 of 8 fetches inside the log answered OFFSET_OUT_OF_RANGE" in proc.stdout, \
-        proc.stdout[-3000:]
-
-
-def test_cut_store_seed11_an_abandoned_producer_epoch_is_not_committed(sluice_bin, tmp_path):
-    cmd = [sys.executable, str(REPO_ROOT / "tests" / "chaos" / "repro_store_stall_epoch.py"),
-           "--binary", str(sluice_bin), "--out", str(tmp_path / "stall")]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=600, cwd=REPO_ROOT)
-    print(proc.stdout[-3000:])
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    assert " 0 three times or more, 0 acknowledged but lost" in proc.stdout, proc.stdout[-3000:]
+    assert fixed in proc.stdout, proc.stdout[-3000:]

@@ -463,7 +463,7 @@ impl Catalog {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::embedded::EmbeddedStore;
 
@@ -471,7 +471,8 @@ mod tests {
         Catalog::new(Arc::new(EmbeddedStore::in_memory()), "test")
     }
 
-    fn chunk(topic: &Topic, partition: i32, count: u32) -> ChunkCommit {
+    /// A chunk of `count` offsets of `topic`/`partition` in a new segment.
+    pub(crate) fn chunk(topic: &Topic, partition: i32, count: u32) -> ChunkCommit {
         ChunkCommit {
             topic_name: topic.record.name.clone(),
             topic_create_revision: topic.create_revision,
