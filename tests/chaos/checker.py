@@ -55,7 +55,8 @@ History operations (one JSON object each; every op has ``process``, ``kind``,
               ``producer_id``, ``epoch``, ``reason`` (its log's words). A
               record stored twice by an idempotent producer is excused only
               when a bump for an in-flight message timeout happened while it
-              was in flight (see ``timeout_bump_during``).
+              was in flight (see ``timeout_bumps_during``), one copy per
+              such bump.
 
 The final read::
 
@@ -220,17 +221,17 @@ def faults_near(history: Iterable[dict], t: float | None, before: float = 15.0) 
 # --------------------------------------------------------------------------
 # the check
 
-def timeout_bump_during(bumps: dict[object, list[dict]], send: dict) -> dict | None:
-    """The epoch bump, if any, that librdkafka made while ``send`` was in
-    flight because a message timed out in flight: the one case in which
-    librdkafka itself may store an idempotent record twice (it re-sends the
-    abandoned request's other messages under the new epoch; documented in
-    its INTRODUCTION.md). Bumps for other reasons excuse nothing."""
-    for bump in bumps.get(send.get("process"), ()):
-        if ("timed out" in (bump.get("reason") or "")
-                and send.get("start", 0) <= bump.get("start", -1) <= send.get("end", 0)):
-            return bump
-    return None
+def timeout_bumps_during(bumps: dict[object, list[dict]], send: dict) -> list[dict]:
+    """The epoch bumps librdkafka made while ``send`` was in flight because
+    a message timed out in flight: the one case in which librdkafka itself
+    may store an idempotent record again (it abandons the request, bumps
+    the epoch and re-sends the request's other messages under the new
+    epoch; documented in its INTRODUCTION.md). Each such bump can add one
+    copy, when the abandoned request was stored after all. Bumps for other
+    reasons excuse nothing."""
+    return [bump for bump in bumps.get(send.get("process"), ())
+            if "timed out" in (bump.get("reason") or "")
+            and send.get("start", 0) <= bump.get("start", -1) <= send.get("end", 0)]
 
 
 def check(history: list[dict], final: dict) -> CheckResult:
@@ -362,14 +363,15 @@ def check(history: list[dict], final: dict) -> CheckResult:
                 violate("misplaced", f"{v} sent to {op.get('topic')}/{op.get('partition')}, "
                         f"stored at {tpkey(t, p)}@{o}", op.get("end"), value=v)
         if len(places) > 1:
-            bump = timeout_bump_during(bumps, op) if len(places) == 2 else None
+            timeouts = timeout_bumps_during(bumps, op)
             if op.get("dup_allowed"):
                 s["duplicated_allowed"] += 1
-            elif bump is not None:
+            elif len(places) - 1 <= len(timeouts):
                 s["duplicated_epoch_bump"] += 1
                 if len(bump_dups) < 20:
                     bump_dups.append({"value": v, "places": [list(x) for x in places],
-                                      "epoch": bump.get("epoch"), "reason": bump.get("reason")})
+                                      "epochs": [b.get("epoch") for b in timeouts],
+                                      "reasons": [b.get("reason") for b in timeouts]})
             else:
                 s["duplicated"] += 1
                 violate("duplicate", f"{v} ({op.get('process')}, idempotent="

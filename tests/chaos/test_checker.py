@@ -209,6 +209,15 @@ def test_duplicate_across_a_timeout_epoch_bump_in_flight_is_counted_apart():
     assert r.stats["records"]["duplicated"] == 0
 
 
+def test_each_timeout_bump_in_flight_excuses_one_more_copy():
+    h = [send("a-000000", 0, offset=1, start=10.0, end=13.0),
+         bump(11.0, "2 message(s) timed out on t [0]"),
+         bump(12.0, "skipped sequence numbers; 1 message(s) timed out on t [1]")]
+    r = check(h, final({0: ["a-000000"] * 3}))
+    assert r.ok, [v.message for v in r.violations]
+    assert r.stats["records"]["duplicated_epoch_bump"] == 1
+
+
 @pytest.mark.parametrize("why", ["bump for another reason", "bump outside the send",
                                  "bump of another producer", "stored three times"])
 def test_duplicate_of_idempotent_producer_not_excused_by_the_bump(why):

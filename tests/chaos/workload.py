@@ -74,7 +74,9 @@ class EpochBumps(logging.Handler):
         except Exception:  # noqa: BLE001 - a line we cannot format is not ours
             return
         if m := self.DRAIN.search(line):
-            self.reason[m.group(1)] = m.group(2)[:200]
+            # drains that overlap end in one bump: keep every reason
+            before = self.reason.get(m.group(1))
+            self.reason[m.group(1)] = (f"{before}; " if before else "") + m.group(2)[:200]
         elif m := self.BUMPED.search(line):
             t = now()
             self.history.record({"process": m.group(1), "kind": "epoch_bump", "start": t,
