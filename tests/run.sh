@@ -167,7 +167,7 @@ end
 # cargo fuzz needs nightly-only flags; RUSTC_BOOTSTRAP lets the stable
 # toolchain (the only one this machine has) accept them. No sanitizer: the
 # targets check for panics and aborts; --dev keeps the build short.
-begin "fuzz: every decoder of network and stored bytes, ${FUZZ_SECONDS:=20} s each"
+begin "fuzz: every decoder of network and stored bytes, ${FUZZ_SECONDS:=10} s each"
 for target in kafka_request segment_object produced_batches http_records consumer_protocol archive_row_group; do
     log="$ROOT/fuzz/fuzz-$target.log"
     status=0
