@@ -41,20 +41,14 @@ pub(super) async fn commit_segment(config: &WriterConfig, view: &ClusterView, se
         })
         .collect();
     // per chunk: its idempotent batches in order, with their offset deltas
+    // and whether it holds a batch of an epoch its producer has since
+    // abandoned (see `idempotence`): such a chunk is not committed, its
+    // other batches get a retriable error and are sent again
     let mut sequenced: Vec<Vec<(ProducerBatch, u32)>> = vec![Vec::new(); chunks.len()];
-    for waiter in &segment.waiters {
-        if let Some((batch, _)) = &waiter.producer {
-            sequenced[waiter.slot.chunk].push((*batch, waiter.slot.offset_delta));
-        }
-    }
-    // per chunk: its base offset, or why it failed
-    let mut outcomes: Vec<IngestResult<i64>> = vec![Err(IngestError::ShuttingDown); chunks.len()];
-    // a chunk holding a batch of an epoch its producer has since abandoned
-    // (see `idempotence`) is not committed: its other batches get a
-    // retriable error and are sent again
     let mut fenced = vec![false; chunks.len()];
     for waiter in &segment.waiters {
         if let Some((batch, ticket)) = &waiter.producer {
+            sequenced[waiter.slot.chunk].push((*batch, waiter.slot.offset_delta));
             if ticket.fenced() {
                 debug!(
                     producer_id = batch.producer_id,
@@ -65,6 +59,8 @@ pub(super) async fn commit_segment(config: &WriterConfig, view: &ClusterView, se
             }
         }
     }
+    // per chunk: its base offset, or why it failed
+    let mut outcomes: Vec<IngestResult<i64>> = vec![Err(IngestError::ShuttingDown); chunks.len()];
     for (i, _) in fenced.iter().enumerate().filter(|(_, f)| **f) {
         metrics::FENCED_CHUNKS.inc();
         outcomes[i] = Err(IngestError::SequenceRecheck(
@@ -75,14 +71,14 @@ pub(super) async fn commit_segment(config: &WriterConfig, view: &ClusterView, se
     let per_txn = (config.txn_ops_max.saturating_sub(1) / 2).max(1);
     let object = [segment.id.path_text()];
     let indices: Vec<usize> = (0..chunks.len()).filter(|&i| !fenced[i]).collect();
+    let shared = Shared {
+        config,
+        view,
+        chunks: &chunks,
+        sequenced: &sequenced,
+        object: &object,
+    };
     for group in indices.chunks(per_txn) {
-        let shared = Shared {
-            config,
-            view,
-            chunks: &chunks,
-            sequenced: &sequenced,
-            object: &object,
-        };
         commit_group(&shared, group, &mut outcomes).await;
     }
     for waiter in segment.waiters {
