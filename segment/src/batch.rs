@@ -21,6 +21,7 @@ const PARTITION_LEADER_EPOCH_AT: usize = 12;
 const MAGIC_AT: usize = 16;
 const CRC_AT: usize = 17;
 const ATTRIBUTES_AT: usize = 21;
+const FIRST_TIMESTAMP_AT: usize = 27;
 const LAST_OFFSET_DELTA_AT: usize = 23;
 const MAX_TIMESTAMP_AT: usize = 35;
 const PRODUCER_ID_AT: usize = 43;
@@ -759,6 +760,44 @@ mod tests {
         }
     }
 
+    /// One batch (crc32c and all right) around the record `area`,
+    /// gzip'd when `gzip`, with the first timestamp `first_timestamp`.
+    fn batch_around(record: &[u8], gzip: bool, first_timestamp: i64) -> Vec<u8> {
+        use std::io::Write;
+        let area = if gzip {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(record).unwrap();
+            e.finish().unwrap()
+        } else {
+            record.to_vec()
+        };
+        let mut batch = vec![0u8; BATCH_HEADER_BYTES];
+        batch[8..12]
+            .copy_from_slice(&((BATCH_HEADER_BYTES - 12 + area.len()) as i32).to_be_bytes());
+        batch[MAGIC_AT] = 2;
+        batch[ATTRIBUTES_AT + 1] = u8::from(gzip);
+        batch[FIRST_TIMESTAMP_AT..FIRST_TIMESTAMP_AT + 8]
+            .copy_from_slice(&first_timestamp.to_be_bytes());
+        batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&(-1i64).to_be_bytes());
+        batch[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&1i32.to_be_bytes());
+        batch.extend_from_slice(&area);
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+        batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        batch
+    }
+
+    /// Refused with a codec error by every reader of batches.
+    fn refused_everywhere(batch: Vec<u8>, compressed: bool) {
+        if compressed {
+            assert!(matches!(validate(&batch), Err(BatchError::Codec(_))));
+        }
+        assert!(matches!(record_facts(&batch), Err(BatchError::Codec(_))));
+        assert!(matches!(
+            decode(Bytes::from(batch)),
+            Err(BatchError::Codec(_))
+        ));
+    }
+
     /// A batch whose one record declares 2^31 - 1 headers (crc32c and all
     /// right), plain and gzip'd: refused with an error. kafka-protocol's
     /// decoder alone reserves room for every declared header first, and
@@ -766,37 +805,32 @@ mod tests {
     /// produced_batches fuzz target once it computed checksums).
     #[test]
     fn a_record_that_declares_more_headers_than_bytes_is_refused() {
-        use std::io::Write;
         // length 10: attributes, timestamp and offset deltas, null key,
         // null value, then the header count as a 5-byte varint
         let record: &[u8] = &[0x14, 0, 0, 0, 1, 1, 0xfe, 0xff, 0xff, 0xff, 0x0f];
         for gzip in [false, true] {
-            let area = if gzip {
-                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                e.write_all(record).unwrap();
-                e.finish().unwrap()
-            } else {
-                record.to_vec()
-            };
-            let mut batch = vec![0u8; BATCH_HEADER_BYTES];
-            batch[8..12]
-                .copy_from_slice(&((BATCH_HEADER_BYTES - 12 + area.len()) as i32).to_be_bytes());
-            batch[MAGIC_AT] = 2;
-            batch[ATTRIBUTES_AT + 1] = u8::from(gzip);
-            batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&(-1i64).to_be_bytes());
-            batch[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&1i32.to_be_bytes());
-            batch.extend_from_slice(&area);
-            let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
-            batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-            if gzip {
-                assert!(matches!(validate(&batch), Err(BatchError::Codec(_))));
-            }
-            assert!(matches!(record_facts(&batch), Err(BatchError::Codec(_))));
-            assert!(matches!(
-                decode(Bytes::from(batch)),
-                Err(BatchError::Codec(_))
-            ));
+            refused_everywhere(batch_around(record, gzip, 0), gzip);
         }
+    }
+
+    /// A record length written as a 6-byte varint. kafka-protocol reads a
+    /// 32-bit varint as at most 5 bytes, so it would take the sixth for
+    /// the attributes and every field after it one byte early: here the
+    /// attributes byte becomes a timestamp delta of 1 past a first
+    /// timestamp of i64::MAX, an overflow (a panic in a debug build; found
+    /// by the segment_object fuzz target in CI). Such varints are refused.
+    #[test]
+    fn a_32_bit_varint_longer_than_five_bytes_is_refused() {
+        // length 6 (zigzag 12) in six bytes; attributes 2, timestamp and
+        // offset deltas 0, null key, null value, no headers
+        let record: &[u8] = &[0x8c, 0x80, 0x80, 0x80, 0x80, 0x00, 2, 0, 0, 1, 1, 0];
+        for gzip in [false, true] {
+            refused_everywhere(batch_around(record, gzip, i64::MAX), gzip);
+        }
+        // the same record with its length in one byte is read
+        let canonical: &[u8] = &[0x0c, 2, 0, 0, 1, 1, 0];
+        let read = decode(Bytes::from(batch_around(canonical, false, i64::MAX))).unwrap();
+        assert_eq!(read.len(), 1);
     }
 
     #[test]

@@ -14,16 +14,13 @@ use anyhow::{bail, ensure, Context};
 use bytes::{Buf, Bytes};
 use kafka_protocol::records::{Compression, RecordBatchDecoder, RecordSet};
 
-use super::{BatchError, RECORD_COUNT_AT};
+use super::{BatchError, FIRST_TIMESTAMP_AT, RECORD_COUNT_AT};
 
 /// Largest record area one batch may decompress to.
 pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 << 20;
 
 /// The magic of Kafka's (xerial) snappy framing, with its version fields.
 const XERIAL_SNAPPY_MAGIC: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
-
-/// Where the first timestamp of a RecordBatch v2 header is.
-const FIRST_TIMESTAMP_AT: usize = 27;
 
 /// What the records of a batch are checked against from its header.
 #[derive(Debug, Clone, Copy)]
@@ -136,6 +133,21 @@ fn varint(bytes: &mut &[u8]) -> anyhow::Result<i64> {
     bail!("varint longer than ten bytes")
 }
 
+/// A zigzag varint of a 32-bit field (Kafka's VARINT). The codec reads
+/// such a field from at most five bytes and keeps 32 bits of them; one
+/// written longer or wider would be read differently here and there, so it
+/// is refused.
+fn varint32(bytes: &mut &[u8]) -> anyhow::Result<i64> {
+    let before = *bytes;
+    let value = varint(bytes)?;
+    let used = before.len() - bytes.len();
+    ensure!(
+        used < 5 || (used == 5 && before[4] <= 0x0f),
+        "32-bit varint longer than five bytes or wider than 32 bits"
+    );
+    Ok(value)
+}
+
 /// Skip a field of `len` bytes (-1 = null when `nullable`).
 fn skip(bytes: &mut &[u8], len: i64, nullable: bool, what: &str) -> anyhow::Result<()> {
     if len == -1 && nullable {
@@ -155,7 +167,7 @@ fn check_records(area: &[u8], header: Header) -> anyhow::Result<()> {
     ensure!(header.count >= 0, "negative record count");
     let mut rest = area;
     for _ in 0..header.count {
-        let len = varint(&mut rest)?;
+        let len = varint32(&mut rest)?;
         let len = usize::try_from(len).map_err(|_| anyhow::anyhow!("negative record length"))?;
         ensure!(len <= rest.len(), "record longer than its batch");
         let (mut record, after) = rest.split_at(len);
@@ -170,26 +182,26 @@ fn check_records(area: &[u8], header: Header) -> anyhow::Result<()> {
                 .is_some(),
             "record timestamp overflows"
         );
-        let offset_delta = varint(&mut record)?;
+        let offset_delta = varint32(&mut record)?;
         ensure!(
             i32::try_from(offset_delta).is_ok()
                 && header.base_offset.checked_add(offset_delta).is_some(),
             "record offset overflows"
         );
-        let key = varint(&mut record)?;
+        let key = varint32(&mut record)?;
         skip(&mut record, key, true, "key")?;
-        let value = varint(&mut record)?;
+        let value = varint32(&mut record)?;
         skip(&mut record, value, true, "value")?;
-        let headers = varint(&mut record)?;
+        let headers = varint32(&mut record)?;
         ensure!(
             headers >= 0 && headers as u64 <= record.len() as u64 / 2,
             "record declares {headers} headers in {} bytes",
             record.len()
         );
         for _ in 0..headers {
-            let key = varint(&mut record)?;
+            let key = varint32(&mut record)?;
             skip(&mut record, key, false, "header key")?;
-            let value = varint(&mut record)?;
+            let value = varint32(&mut record)?;
             skip(&mut record, value, true, "header value")?;
         }
     }
@@ -281,6 +293,10 @@ mod tests {
             assert_eq!(varint(&mut &bytes[..]).unwrap(), v);
         }
         assert!(varint(&mut &[0xffu8; 11][..]).is_err());
+        let widest: &[u8] = &[0xff, 0xff, 0xff, 0xff, 0x0f];
+        assert_eq!(varint32(&mut &widest[..]).unwrap(), i64::from(i32::MIN));
+        assert!(varint32(&mut &[0xff, 0xff, 0xff, 0xff, 0x1f][..]).is_err());
+        assert!(varint32(&mut &[0x80, 0x80, 0x80, 0x80, 0x80, 0][..]).is_err());
     }
 
     #[test]
