@@ -1,12 +1,14 @@
 //! The `sluice` command: `serve` runs a node (`sluice-node`), `config show`
 //! prints its effective settings; `topic`, `group`, `produce` and
 //! `consume` talk to a running node over HTTP; `archive` lists and queries
-//! a topic's Parquet archive; `bench` measures a node.
+//! a topic's Parquet archive; `bench` measures a node; `user` manages the
+//! SCRAM users SASL listeners authenticate.
 
 mod archive;
 mod bench;
 mod client;
 mod group;
+mod user;
 
 /// See `sluice-alloc`: a malformed request must not abort the process.
 #[global_allocator]
@@ -53,6 +55,12 @@ enum Command {
     Archive {
         #[command(subcommand)]
         command: archive::ArchiveCommand,
+    },
+    /// SCRAM users in the metadata store (named by --etcd/--cluster or
+    /// --data-dir, as for serve).
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
     },
     /// Benchmarks against a running node.
     Bench {
@@ -112,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Consume(args) => client::consume(args).await?,
         Command::Archive { command } => archive::run(command).await?,
         Command::Bench { command } => bench::run(command).await?,
+        Command::User { command } => user::run(command).await?,
     }
     Ok(())
 }

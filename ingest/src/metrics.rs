@@ -83,6 +83,14 @@ pub static SEGMENT_BYTES: LazyLock<Histogram> = LazyLock::new(|| {
     )
     .expect("metric names are unique and valid")
 });
+/// SASL authentications refused (wrong password, unknown user, malformed
+/// exchange).
+pub static AUTHENTICATION_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "sluice_authentication_failures_total",
+        "SASL authentications refused",
+    )
+});
 
 /// Register every write-path metric now, so that `/metrics` lists each one
 /// (at zero) before its first event.
@@ -97,6 +105,7 @@ pub fn register() {
         &COMMIT_CONFLICTS,
         &FENCED_CHUNKS,
         &FLUSH_FAILURES,
+        &AUTHENTICATION_FAILURES,
     ] {
         LazyLock::force(counter);
     }

@@ -16,6 +16,7 @@
 //! compaction/jobs/<topic-id>/<p>           a planned compaction job
 //! compaction/claims/<topic-id>/<p>         a worker's claim of that job (on its lease)
 //! gc/<object path>                         an object GC found unreferenced, and when
+//! users/<name>/<mechanism>                 a user's salted SCRAM credential
 //! ```
 //!
 //! Index keys carry the base offset zero-padded to 20 digits so that key
@@ -121,6 +122,13 @@ pub enum Key<'k> {
     GcMark {
         /// The object's path in the store.
         object: &'k str,
+    },
+    /// `users/<name>/<mechanism>`.
+    UserCredential {
+        /// User name.
+        name: &'k str,
+        /// SASL mechanism (`SCRAM-SHA-256`, `SCRAM-SHA-512`).
+        mechanism: &'k str,
     },
 }
 
@@ -287,6 +295,21 @@ impl Keys {
         self.key(format_args!("gc/{object}"))
     }
 
+    /// Prefix of every user credential.
+    pub fn users(&self) -> String {
+        self.key(format_args!("users/"))
+    }
+
+    /// Prefix of one user's credentials.
+    pub fn user(&self, name: &str) -> String {
+        self.key(format_args!("users/{name}/"))
+    }
+
+    /// A user's credential for one SASL mechanism.
+    pub fn user_credential(&self, name: &str, mechanism: &str) -> String {
+        self.key(format_args!("users/{name}/{mechanism}"))
+    }
+
     /// Parse a key of this cluster; `None` for keys of other clusters and
     /// for anything sluice does not write.
     pub fn parse<'k>(&self, key: &'k str) -> Option<Key<'k>> {
@@ -359,6 +382,11 @@ impl Keys {
                 }
             }
             "gc" if !rest.is_empty() => Some(Key::GcMark { object: rest }),
+            "users" => {
+                let (name, mechanism) = rest.split_once('/')?;
+                (!name.is_empty() && !mechanism.is_empty() && !mechanism.contains('/'))
+                    .then_some(Key::UserCredential { name, mechanism })
+            }
             _ => None,
         }
     }
@@ -450,6 +478,13 @@ mod tests {
                 k.gc_mark("archive/orders/partition=0/0-9.parquet"),
                 Key::GcMark {
                     object: "archive/orders/partition=0/0-9.parquet",
+                },
+            ),
+            (
+                k.user_credential("alice", "SCRAM-SHA-512"),
+                Key::UserCredential {
+                    name: "alice",
+                    mechanism: "SCRAM-SHA-512",
                 },
             ),
         ];

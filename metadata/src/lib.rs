@@ -21,6 +21,7 @@ pub mod producers;
 pub mod store;
 pub mod testing;
 pub mod units;
+pub mod users;
 pub mod view;
 
 pub use store::*;

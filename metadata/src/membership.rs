@@ -3,6 +3,7 @@
 //! set is simply the keys under `nodes/`. The same lease holds the other
 //! keys that must die with the node (group coordinatorships).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -82,9 +83,34 @@ pub struct NodeInfo {
     /// Availability zone / rack, if known.
     #[serde(default)]
     pub zone: Option<String>,
+    /// Advertised Kafka endpoint of each listener, by its name
+    /// (`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`). Empty for a
+    /// node of one PLAINTEXT listener at `kafka_host:kafka_port`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub listeners: BTreeMap<String, Endpoint>,
+}
+
+/// A `host:port` clients are told to connect to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: i32,
 }
 
 impl NodeInfo {
+    /// The endpoint of the listener named `listener`, if the node has one.
+    pub fn endpoint(&self, listener: &str) -> Option<Endpoint> {
+        if self.listeners.is_empty() {
+            return (listener == "PLAINTEXT").then(|| Endpoint {
+                host: self.kafka_host.clone(),
+                port: self.kafka_port,
+            });
+        }
+        self.listeners.get(listener).cloned()
+    }
+
     /// Whether the node serves Kafka and HTTP clients (and is a broker in
     /// Metadata).
     pub fn serves_clients(&self) -> bool {
@@ -268,6 +294,7 @@ mod tests {
             http_url: format!("http://127.0.0.1:{}", 8080 + id),
             roles: vec![Role::Ingest],
             zone: None,
+            listeners: Default::default(),
         }
     }
 

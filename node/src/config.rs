@@ -34,8 +34,11 @@ pub struct Config {
     pub metadata: MetadataSection,
     /// The HTTP listener.
     pub http: HttpSection,
-    /// The Kafka listener.
+    /// The Kafka listeners.
     pub kafka: KafkaConfig,
+    /// TLS certificate and key (SSL and SASL_SSL listeners) and the CA of
+    /// client certificates.
+    pub tls: TlsSection,
     /// The write path.
     pub writer: WriterConfig,
     /// The consumer group coordinator.
@@ -158,6 +161,19 @@ impl Default for HttpSection {
     }
 }
 
+/// `[tls]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain of the node (leaf first).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA of client certificates: SSL listeners then require one, and
+    /// the connection acts as its subject (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+}
+
 impl Config {
     /// Fill in what defaults to a place under the data directory.
     pub fn resolved(mut self) -> Self {
@@ -180,6 +196,28 @@ impl Config {
         }
         if self.compactor.job_concurrency == 0 {
             bail!("compactor.job_concurrency must be positive");
+        }
+        let listeners = self
+            .kafka
+            .listener_specs()
+            .map_err(|e| anyhow::anyhow!("kafka.listeners: {e}"))?;
+        self.kafka
+            .advertised_specs()
+            .map_err(|e| anyhow::anyhow!("kafka.advertised_listeners: {e}"))?;
+        let mechanisms = self
+            .kafka
+            .mechanisms()
+            .map_err(|e| anyhow::anyhow!("kafka.sasl_mechanisms: {e}"))?;
+        if listeners.iter().any(|l| l.protocol.uses_tls())
+            && (self.tls.cert_file.is_none() || self.tls.key_file.is_none())
+        {
+            bail!("an SSL or SASL_SSL listener needs tls.cert_file and tls.key_file (--tls-cert-file, --tls-key-file)");
+        }
+        if self.tls.client_ca_file.is_some() && self.tls.cert_file.is_none() {
+            bail!("tls.client_ca_file needs tls.cert_file and tls.key_file");
+        }
+        if listeners.iter().any(|l| l.protocol.uses_sasl()) && mechanisms.is_empty() {
+            bail!("a SASL listener needs at least one of kafka.sasl_mechanisms");
         }
         Ok(())
     }
@@ -231,6 +269,13 @@ pub const FLAGS: &[Flag] = &[
     flag!("http-addr", "SLUICE_HTTP_ADDR", Text, ["http.addr"], "HTTP listen address"),
     flag!("kafka-addr", "SLUICE_KAFKA_ADDR", Text, ["kafka.listen_addr"], "Kafka listen address"),
     flag!("advertised-kafka-addr", "SLUICE_ADVERTISED_KAFKA_ADDR", Text, ["kafka.advertised_addr"], "host:port announced to Kafka clients (default: the bound address, 127.0.0.1 when bound to 0.0.0.0)"),
+    flag!("listeners", "SLUICE_LISTENERS", List, ["kafka.listeners"], "Kafka listeners, comma separated PROTOCOL://host:port with PROTOCOL one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL (replaces --kafka-addr)"),
+    flag!("advertised-listeners", "SLUICE_ADVERTISED_LISTENERS", List, ["kafka.advertised_listeners"], "What each listener announces in Metadata, PROTOCOL://host:port (default: its bound address)"),
+    flag!("tls-cert-file", "SLUICE_TLS_CERT_FILE", Text, ["tls.cert_file"], "PEM certificate chain of SSL and SASL_SSL listeners (reloaded on SIGHUP)"),
+    flag!("tls-key-file", "SLUICE_TLS_KEY_FILE", Text, ["tls.key_file"], "PEM private key of that certificate (reloaded on SIGHUP)"),
+    flag!("tls-client-ca-file", "SLUICE_TLS_CLIENT_CA_FILE", Text, ["tls.client_ca_file"], "PEM CA of client certificates: SSL listeners require one and act as its subject (mTLS)"),
+    flag!("sasl-mechanisms", "SLUICE_SASL_MECHANISMS", List, ["kafka.sasl_mechanisms"], "SASL mechanisms of SASL listeners, comma separated: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
+    flag!("sasl-session-lifetime", "SLUICE_SASL_SESSION_LIFETIME", Duration, ["kafka.sasl_session_lifetime"], "Lifetime of an authenticated SASL session; clients re-authenticate before it ends (KIP-368; default: the connection's)"),
     flag!("default-partitions", "SLUICE_DEFAULT_PARTITIONS", Integer, ["kafka.default_partitions"], "Partitions of a topic auto-created by a Kafka client"),
     flag!("auto-create-topics", "SLUICE_AUTO_CREATE_TOPICS", Boolean, ["kafka.auto_create_topics"], "Create topics that Kafka clients ask for (auto.create.topics.enable)"),
     flag!("kafka-request-max-bytes", "SLUICE_KAFKA_REQUEST_MAX_BYTES", Size, ["kafka.request_max_bytes"], "Largest Kafka request; a larger one closes the connection"),
@@ -450,7 +495,16 @@ mod tests {
                 let (section, field) = key.split_once('.').unwrap();
                 let known = keys[section].as_table().unwrap();
                 // absent only when the default is None
-                let optional = ["node_id", "url", "s3_endpoint", "advertised_addr"];
+                let optional = [
+                    "node_id",
+                    "url",
+                    "s3_endpoint",
+                    "advertised_addr",
+                    "cert_file",
+                    "key_file",
+                    "client_ca_file",
+                    "sasl_session_lifetime",
+                ];
                 assert!(
                     known.contains_key(field) || optional.contains(&field),
                     "{key}"
@@ -511,5 +565,36 @@ mod tests {
         assert!(parse(&["--roles", "ingest,nope"]).is_err());
         assert!(parse(&["--flush-interval", "soon"]).is_err());
         assert!(parse(&["--default-partitions", "0"]).is_err());
+    }
+
+    #[test]
+    fn listeners_and_tls_are_checked_together() {
+        let config = parse(&[
+            "--listeners",
+            "PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9093",
+            "--tls-cert-file",
+            "/c.pem",
+            "--tls-key-file",
+            "/k.pem",
+            "--sasl-mechanisms",
+            "SCRAM-SHA-512",
+            "--sasl-session-lifetime",
+            "10m",
+        ])
+        .unwrap();
+        assert_eq!(config.kafka.listener_specs().unwrap().len(), 2);
+        assert_eq!(config.kafka.mechanisms().unwrap().len(), 1);
+        assert_eq!(
+            config.kafka.sasl_session_lifetime,
+            Some(Duration::from_secs(600))
+        );
+        // TLS listener without a certificate; a listener that does not parse
+        assert!(parse(&["--listeners", "SSL://127.0.0.1:9093"]).is_err());
+        assert!(parse(&["--listeners", "TLS://127.0.0.1:9093"]).is_err());
+        assert!(parse(&["--sasl-mechanisms", "GSSAPI"]).is_err());
+        // the default: one PLAINTEXT listener at --kafka-addr
+        let plain = parse(&["--kafka-addr", "127.0.0.1:19092"]).unwrap();
+        let specs = plain.kafka.listener_specs().unwrap();
+        assert_eq!(specs[0].to_string(), "PLAINTEXT://127.0.0.1:19092");
     }
 }

@@ -6,14 +6,17 @@
 //! returns.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use sluice_auth::tls::{TlsFiles, TlsServer};
 use sluice_compactor::{Duties, NodeParts};
 use sluice_fetch::{BlockCache, Peers, Reader};
+use sluice_ingest::kafka::SecurityProtocol;
 use sluice_metadata::embedded::EmbeddedStore;
 use sluice_metadata::etcd::EtcdStore;
-use sluice_metadata::membership::{Membership, NodeInfo, Role};
+use sluice_metadata::membership::{Endpoint, Membership, NodeInfo, Role};
 use sluice_metadata::model::Catalog;
 use sluice_metadata::view::ClusterView;
 use sluice_metadata::MetaStore;
@@ -60,6 +63,113 @@ async fn node_id(config: &Config, catalog: &Catalog) -> Result<i32, NodeError> {
     Ok(id)
 }
 
+/// The metadata store: etcd at `etcd`, or the embedded store under
+/// `data_dir` when `etcd` is empty (as `serve` opens it; `sluice user`
+/// opens it the same way).
+pub async fn open_metadata(
+    etcd: &[String],
+    data_dir: &std::path::Path,
+) -> Result<Arc<dyn MetaStore>, NodeError> {
+    Ok(if etcd.is_empty() {
+        Arc::new(
+            EmbeddedStore::open(data_dir.join("meta"))
+                .map_err(startup("opening the embedded metadata store"))?,
+        )
+    } else {
+        Arc::new(
+            EtcdStore::connect(etcd.to_vec(), Default::default())
+                .await
+                .map_err(startup("connecting to etcd"))?,
+        )
+    })
+}
+
+/// A Kafka listener bound, with its addresses.
+struct BoundListener {
+    listener: kafka::Listener,
+    local: SocketAddr,
+    advertised: (String, i32),
+}
+
+/// The node's TLS settings, when a certificate is configured.
+fn tls_server(config: &Config) -> Result<Option<Arc<TlsServer>>, NodeError> {
+    let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) else {
+        return Ok(None);
+    };
+    let files = TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: config.tls.client_ca_file.clone(),
+    };
+    TlsServer::load(files)
+        .map(Some)
+        .map_err(startup("loading the TLS certificate"))
+}
+
+/// Bind every Kafka listener, each announced at its advertised listener
+/// (else its bound address, or `--advertised-kafka-addr` for PLAINTEXT).
+async fn bind_kafka_listeners(
+    config: &Config,
+    tls: Option<&Arc<TlsServer>>,
+) -> Result<Vec<BoundListener>, NodeError> {
+    let specs = config
+        .kafka
+        .listener_specs()
+        .map_err(startup("kafka.listeners"))?;
+    let advertised = config
+        .kafka
+        .advertised_specs()
+        .map_err(startup("kafka.advertised_listeners"))?;
+    let mut bound = Vec::new();
+    for spec in specs {
+        let socket = TcpListener::bind(spec.bind_addr())
+            .await
+            .map_err(startup("binding a Kafka listener"))?;
+        let local = socket
+            .local_addr()
+            .map_err(startup("reading a Kafka listener's address"))?;
+        let announced = match advertised.iter().find(|a| a.protocol == spec.protocol) {
+            Some(a) => (a.host.clone(), i32::from(a.port)),
+            None if spec.protocol == SecurityProtocol::Plaintext => {
+                kafka::advertised(local, config.kafka.advertised_addr.as_deref())
+            }
+            None => kafka::advertised(local, None),
+        };
+        bound.push(BoundListener {
+            listener: kafka::Listener {
+                socket,
+                protocol: spec.protocol,
+                tls: spec.protocol.uses_tls().then(|| tls.cloned()).flatten(),
+            },
+            local,
+            advertised: announced,
+        });
+    }
+    Ok(bound)
+}
+
+/// Re-read the TLS files on every SIGHUP.
+fn reload_tls_on_sighup(tls: Arc<TlsServer>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: TLS files will not be reloaded");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => info!("SIGHUP: TLS certificate, key and client CA reloaded"),
+                Err(error) => {
+                    tracing::warn!(%error, "SIGHUP: TLS files not reloaded; the old ones stay")
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop(tls);
+}
+
 /// Run a node until `shutdown` resolves, then drain and return.
 pub async fn run(
     config: Config,
@@ -78,18 +188,7 @@ pub async fn run(
     };
     let objects = open_store(&store_url, &config.store.options())
         .map_err(startup("opening the object store"))?;
-    let meta: Arc<dyn MetaStore> = if config.metadata.etcd.is_empty() {
-        Arc::new(
-            EmbeddedStore::open(data_dir.join("meta"))
-                .map_err(startup("opening the embedded metadata store"))?,
-        )
-    } else {
-        Arc::new(
-            EtcdStore::connect(config.metadata.etcd.clone(), Default::default())
-                .await
-                .map_err(startup("connecting to etcd"))?,
-        )
-    };
+    let meta = open_metadata(&config.metadata.etcd, &data_dir).await?;
     let catalog = Catalog::new(meta, &config.node.cluster);
     let cluster_id = catalog
         .ensure_cluster_id()
@@ -122,23 +221,28 @@ pub async fn run(
         .map_err(startup("reading the HTTP address"))?;
     let serves_clients = config.node.roles.iter().any(|role| role.serves_clients());
     // a node without a client role opens no Kafka port: clients are refused
-    let kafka_listener = if serves_clients {
-        Some(
-            TcpListener::bind(config.kafka.listen_addr)
-                .await
-                .map_err(startup("binding the Kafka address"))?,
-        )
+    let tls = tls_server(&config)?;
+    let kafka_listeners = if serves_clients {
+        bind_kafka_listeners(&config, tls.as_ref()).await?
     } else {
-        None
+        Vec::new()
     };
-    let kafka_local = match &kafka_listener {
-        Some(listener) => listener
-            .local_addr()
-            .map_err(startup("reading the Kafka address"))?,
-        None => config.kafka.listen_addr,
+    // the PLAINTEXT endpoint (else the first) is the node's Kafka address
+    // for what knows only one
+    let primary = kafka_listeners
+        .iter()
+        .find(|l| l.listener.protocol == SecurityProtocol::Plaintext)
+        .or(kafka_listeners.first());
+    let (advertised_host, advertised_port) = match primary {
+        Some(bound) => bound.advertised.clone(),
+        None => kafka::advertised(
+            config.kafka.listen_addr,
+            config.kafka.advertised_addr.as_deref(),
+        ),
     };
-    let (advertised_host, advertised_port) =
-        kafka::advertised(kafka_local, config.kafka.advertised_addr.as_deref());
+    if let Some(tls) = &tls {
+        reload_tls_on_sighup(tls.clone());
+    }
     // register on a lease: Metadata lists the live nodes, group
     // coordinatorships live and die with this node
     let node_info = NodeInfo {
@@ -148,6 +252,16 @@ pub async fn run(
         http_url: format!("http://{local}"),
         roles: config.node.roles.iter().copied().collect(),
         zone: None,
+        listeners: kafka_listeners
+            .iter()
+            .map(|bound| {
+                let (host, port) = bound.advertised.clone();
+                (
+                    bound.listener.protocol.name().to_string(),
+                    Endpoint { host, port },
+                )
+            })
+            .collect(),
     };
     let membership = Membership::join(
         catalog.clone(),
@@ -195,18 +309,33 @@ pub async fn run(
         config.kafka.clone(),
         groups,
     ));
+    let listening: Vec<String> = kafka_listeners
+        .iter()
+        .map(|bound| {
+            format!(
+                "{}://{} (advertised {}:{})",
+                bound.listener.protocol, bound.local, bound.advertised.0, bound.advertised.1
+            )
+        })
+        .collect();
     info!(
         node_id,
         cluster_id,
         http = %local,
-        kafka = %kafka_local,
-        advertised = format!("{}:{}", kafka_context.advertised_host, kafka_context.advertised_port),
+        kafka = listening.join(", "),
         store = store_url,
         "sluice node serving"
     );
     let (stop_tx, stop_rx) = watch::channel(false);
-    let kafka_server =
-        kafka_listener.map(|listener| tokio::spawn(kafka::serve(listener, kafka_context, stop_rx)));
+    let kafka_servers: Vec<_> = kafka_listeners
+        .into_iter()
+        .map(|bound| {
+            let context = Arc::new(
+                kafka_context.for_listener(bound.listener.protocol, bound.advertised.clone()),
+            );
+            tokio::spawn(kafka::serve(bound.listener, context, stop_rx.clone()))
+        })
+        .collect();
     ready.store(true, Ordering::Release);
     let not_ready = ready.clone();
     let router = if serves_clients {
@@ -221,7 +350,7 @@ pub async fn run(
         info!("shutting down: draining requests, flushing the buffer");
     });
     let served = server.await;
-    if let Some(server) = kafka_server {
+    for server in kafka_servers {
         if let Err(error) = server.await {
             tracing::warn!(%error, "kafka listener failed");
         }

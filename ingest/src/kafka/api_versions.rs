@@ -109,6 +109,16 @@ mod tests {
                     kafka_protocol::messages::DescribeClusterRequest::VERSIONS
                 }
                 ApiKey::InitProducerId => kafka_protocol::messages::InitProducerIdRequest::VERSIONS,
+                ApiKey::SaslHandshake => kafka_protocol::messages::SaslHandshakeRequest::VERSIONS,
+                ApiKey::SaslAuthenticate => {
+                    kafka_protocol::messages::SaslAuthenticateRequest::VERSIONS
+                }
+                ApiKey::DescribeUserScramCredentials => {
+                    kafka_protocol::messages::DescribeUserScramCredentialsRequest::VERSIONS
+                }
+                ApiKey::AlterUserScramCredentials => {
+                    kafka_protocol::messages::AlterUserScramCredentialsRequest::VERSIONS
+                }
                 other => panic!("no codec check for {other:?}"),
             };
             assert!(codec.min <= min && max <= codec.max, "{key:?}");

@@ -3,6 +3,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use sluice_auth::Mechanism;
+
+use super::listener::{parse_listeners, ListenerSpec, SecurityProtocol};
+
 /// Settings of the Kafka listener.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -34,6 +38,58 @@ pub struct KafkaConfig {
     /// How long shutdown waits for connections to finish their requests.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Listeners, Kafka's way (`PLAINTEXT://host:9092,SASL_SSL://host:9093`);
+    /// empty = one PLAINTEXT listener at `listen_addr`.
+    pub listeners: Vec<String>,
+    /// What each listener announces in Metadata (`SASL_SSL://public:9093`);
+    /// a listener not named here announces its bound address (127.0.0.1
+    /// when bound to every interface), or `advertised_addr` for PLAINTEXT.
+    pub advertised_listeners: Vec<String>,
+    /// SASL mechanisms offered on SASL listeners.
+    pub sasl_mechanisms: Vec<String>,
+    /// Lifetime of an authenticated SASL session (KIP-368,
+    /// `connections.max.reauth.ms`); clients re-authenticate before it
+    /// ends, or are closed. `None` = sessions last as long as the connection.
+    #[serde(with = "humantime_serde")]
+    pub sasl_session_lifetime: Option<Duration>,
+}
+
+impl KafkaConfig {
+    /// The listeners to open: `listeners`, or the PLAINTEXT shorthand.
+    pub fn listener_specs(&self) -> Result<Vec<ListenerSpec>, String> {
+        let specs = parse_listeners(&self.listeners)?;
+        if !specs.is_empty() {
+            return Ok(specs);
+        }
+        Ok(vec![ListenerSpec {
+            protocol: SecurityProtocol::Plaintext,
+            host: self.listen_addr.ip().to_string(),
+            port: self.listen_addr.port(),
+        }])
+    }
+
+    /// The advertised listeners given (by protocol).
+    pub fn advertised_specs(&self) -> Result<Vec<ListenerSpec>, String> {
+        parse_listeners(&self.advertised_listeners)
+    }
+
+    /// The SASL mechanisms offered.
+    pub fn mechanisms(&self) -> Result<Vec<Mechanism>, String> {
+        let mut mechanisms = Vec::new();
+        for name in self.sasl_mechanisms.iter().flat_map(|n| n.split(',')) {
+            let name = name.trim();
+            if name.is_empty() {
+                continue;
+            }
+            let mechanism = Mechanism::parse(name).ok_or_else(|| {
+                format!("SASL mechanism {name:?} is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
+            })?;
+            if !mechanisms.contains(&mechanism) {
+                mechanisms.push(mechanism);
+            }
+        }
+        Ok(mechanisms)
+    }
 }
 
 impl Default for KafkaConfig {
@@ -48,6 +104,13 @@ impl Default for KafkaConfig {
             in_flight_bytes_max: 256 * 1024 * 1024,
             fetch_wait_max: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
+            listeners: Vec::new(),
+            advertised_listeners: Vec::new(),
+            sasl_mechanisms: Mechanism::ALL
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect(),
+            sasl_session_lifetime: None,
         }
     }
 }

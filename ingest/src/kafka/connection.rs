@@ -3,6 +3,7 @@
 //! order, see [`super::order`]), write the responses in request order,
 //! drain on shutdown.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,30 +17,51 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use super::dispatch::{handle_frame, Handling, Reply};
+use sluice_auth::tls::{principal_of, ClientCerts, TlsServer};
+use sluice_auth::Principal;
+
 use super::framing::{read_budgeted_frame, ConnectionError};
+use super::listener::SecurityProtocol;
 use super::order::Turns;
+use super::session::Session;
 use super::KafkaContext;
+
+/// How long a client has to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A bound Kafka listener: its socket, its security protocol, and the
+/// node's TLS settings when the protocol uses TLS.
+pub struct Listener {
+    /// The bound socket.
+    pub socket: TcpListener,
+    /// The listener's security protocol.
+    pub protocol: SecurityProtocol,
+    /// TLS settings (required for SSL and SASL_SSL).
+    pub tls: Option<Arc<TlsServer>>,
+}
 
 /// Accept connections on `listener` until `shutdown` turns true, then stop
 /// accepting, let every connection finish the requests it has read (up to
 /// `drain_timeout`) and return.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     context: Arc<KafkaContext>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
+    let protocol = listener.protocol;
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listener.socket.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let context = context.clone();
                     let shutdown = shutdown.clone();
+                    let tls = listener.tls.clone();
                     connections.spawn(async move {
-                        debug!(%peer, "kafka connection opened");
-                        if let Err(error) = serve_connection(stream, context, shutdown).await {
-                            warn!(%peer, %error, "kafka connection closed");
+                        debug!(%peer, %protocol, "kafka connection opened");
+                        if let Err(error) = open_connection(stream, peer, protocol, tls, context, shutdown).await {
+                            warn!(%peer, %protocol, %error, "kafka connection closed");
                         }
                     });
                 }
@@ -63,6 +85,53 @@ pub async fn serve(
     }
 }
 
+/// Secure a new connection as its listener says (TLS handshake, the
+/// principal of a client certificate), then serve it.
+async fn open_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    protocol: SecurityProtocol,
+    tls: Option<Arc<TlsServer>>,
+    context: Arc<KafkaContext>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnectionError> {
+    if !protocol.uses_tls() {
+        let principal = (!protocol.uses_sasl()).then(Principal::anonymous);
+        let session = Arc::new(Session::new(protocol, Some(peer), principal));
+        let (read_half, write_half) = stream.into_split();
+        return run_connection(read_half, write_half, context, session, shutdown).await;
+    }
+    let tls = tls.ok_or_else(|| {
+        ConnectionError::BadRequest(format!("{protocol} listener without TLS settings"))
+    })?;
+    let client_certs = match protocol {
+        SecurityProtocol::Ssl if tls.has_client_ca() => ClientCerts::Required,
+        _ => ClientCerts::None,
+    };
+    let stream = tokio::time::timeout(
+        TLS_HANDSHAKE_TIMEOUT,
+        tls.acceptor(client_certs).accept(stream),
+    )
+    .await
+    .map_err(|_| ConnectionError::Tls("handshake timed out".into()))?
+    .map_err(|error| ConnectionError::Tls(error.to_string()))?;
+    let principal = match protocol {
+        SecurityProtocol::Ssl => Some(
+            stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(principal_of)
+                .unwrap_or_else(Principal::anonymous),
+        ),
+        _ => None,
+    };
+    let session = Arc::new(Session::new(protocol, Some(peer), principal));
+    let (read_half, write_half) = tokio::io::split(stream);
+    run_connection(read_half, write_half, context, session, shutdown).await
+}
+
 /// Resolves once `shutdown` is true (or its sender is gone).
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
@@ -76,13 +145,15 @@ pub async fn serve_connection(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
     let (read_half, write_half) = stream.into_split();
-    run_connection(read_half, write_half, context, shutdown).await
+    let session = Arc::new(Session::plaintext());
+    run_connection(read_half, write_half, context, session, shutdown).await
 }
 
 async fn run_connection<R, W>(
     mut read_half: R,
     mut write_half: W,
     context: Arc<KafkaContext>,
+    session: Arc<Session>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectionError>
 where
@@ -99,10 +170,12 @@ where
     // holds budget for the bytes of every frame until it is answered.
     let (frames_tx, mut frames_rx) =
         mpsc::channel::<Result<(Bytes, OwnedSemaphorePermit), ConnectionError>>(1);
+    let reading_session = session.clone();
     let reader = tokio::spawn(async move {
         loop {
-            let frame = match read_budgeted_frame(&mut read_half, request_max_bytes, &budget).await
-            {
+            // before authentication, frames are held to a small bound
+            let max_bytes = reading_session.frame_max_bytes(request_max_bytes);
+            let frame = match read_budgeted_frame(&mut read_half, max_bytes, &budget).await {
                 Ok(Some(frame)) => Ok(frame),
                 Ok(None) => return,
                 Err(error) => Err(error),
@@ -125,9 +198,10 @@ where
             frame = frames_rx.recv(), if reading && in_flight.len() < in_flight_max => match frame {
                 Some(Ok((frame, permit))) => {
                     let context = context.clone();
+                    let session = session.clone();
                     let turn = turns.take();
                     in_flight.push_back(Box::pin(async move {
-                        let reply = handle_frame(context, frame, turn).await;
+                        let reply = handle_frame(context, session, frame, turn).await;
                         drop(permit);
                         reply
                     }));
@@ -140,7 +214,13 @@ where
                 None => reading = false,
             },
             Some(reply) = in_flight.next(), if !in_flight.is_empty() => match reply {
-                Ok(Reply::Send(bytes)) => write_half.write_all(&bytes).await?,
+                Ok(Reply::Send(bytes)) => {
+                    write_half.write_all(&bytes).await?;
+                    // a refused authentication: answered, then closed
+                    if session.closing() {
+                        break;
+                    }
+                }
                 Ok(Reply::Nothing) => {}
                 Err(error) => {
                     outcome = Err(error);
@@ -164,6 +244,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, DuplexStream};
 
     use super::*;
+    use crate::kafka::session::UNAUTHENTICATED_FRAME_MAX_BYTES;
     use crate::kafka::testing::TestNode;
 
     fn string(out: &mut BytesMut, s: &str) {
@@ -275,9 +356,115 @@ mod tests {
         let (_stop, shutdown) = watch::channel(false);
         let task = tokio::spawn(async move {
             let _keep = _stop;
-            let _ = run_connection(read_half, write_half, context, shutdown).await;
+            let session = Arc::new(Session::plaintext());
+            let _ = run_connection(read_half, write_half, context, session, shutdown).await;
         });
         (client, task)
+    }
+
+    fn connect_as(node: &TestNode, session: Session) -> DuplexStream {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (read_half, write_half) = tokio::io::split(server);
+        let context = node.context.clone();
+        let (stop, shutdown) = watch::channel(false);
+        tokio::spawn(async move {
+            let _keep = stop;
+            let _ =
+                run_connection(read_half, write_half, context, Arc::new(session), shutdown).await;
+        });
+        client
+    }
+
+    fn bytes_field(out: &mut BytesMut, bytes: &[u8]) {
+        out.put_i32(bytes.len() as i32);
+        out.put_slice(bytes);
+    }
+
+    /// (error code, auth bytes) of a SaslAuthenticate v0 response.
+    fn authenticate_answer(mut body: Bytes) -> (i16, Bytes) {
+        let _correlation_id = body.get_i32();
+        let error = body.get_i16();
+        let message = body.get_i16();
+        if message > 0 {
+            body.advance(message as usize);
+        }
+        let len = body.get_i32();
+        (error, body.split_to(len.max(0) as usize))
+    }
+
+    async fn closed(client: &mut DuplexStream) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(client.read(&mut byte).await, Ok(0) | Err(_))
+    }
+
+    #[tokio::test]
+    async fn a_sasl_connection_authenticates_before_anything_else() {
+        let node = TestNode::start().await;
+        let credential =
+            sluice_auth::scram::credential(sluice_auth::ScramMechanism::Sha256, b"pw", 4096);
+        node.context
+            .catalog
+            .put_user_credential("alice", sluice_auth::ScramMechanism::Sha256, &credential)
+            .await
+            .unwrap();
+        let sasl = || Session::new(SecurityProtocol::SaslPlaintext, None, None);
+        let mut handshake = BytesMut::new();
+        string(&mut handshake, "PLAIN");
+        let handshake = frame(17, 1, 1, &handshake);
+        let authenticate = |password: &str| {
+            let mut body = BytesMut::new();
+            bytes_field(&mut body, format!("\0alice\0{password}").as_bytes());
+            frame(36, 0, 2, &body)
+        };
+
+        // Metadata before authenticating: closed, unanswered
+        let mut client = connect_as(&node, sasl());
+        client
+            .write_all(&frame(3, 1, 9, &(-1i32).to_be_bytes()))
+            .await
+            .unwrap();
+        assert!(closed(&mut client).await);
+
+        // the right password, then Metadata is answered
+        let mut client = connect_as(&node, sasl());
+        client.write_all(&handshake).await.unwrap();
+        let mut answer = response(&mut client).await;
+        assert_eq!((answer.get_i32(), answer.get_i16()), (1, 0));
+        client.write_all(&authenticate("pw")).await.unwrap();
+        assert_eq!(authenticate_answer(response(&mut client).await).0, 0);
+        client
+            .write_all(&frame(3, 1, 9, &(-1i32).to_be_bytes()))
+            .await
+            .unwrap();
+        assert_eq!(
+            response(&mut client).await.get_i32(),
+            9,
+            "metadata answered"
+        );
+
+        // a wrong password: SASL_AUTHENTICATION_FAILED, then closed
+        let mut client = connect_as(&node, sasl());
+        client.write_all(&handshake).await.unwrap();
+        response(&mut client).await;
+        client.write_all(&authenticate("nope")).await.unwrap();
+        assert_eq!(authenticate_answer(response(&mut client).await).0, 58);
+        assert!(closed(&mut client).await);
+
+        // an unknown mechanism: UNSUPPORTED_SASL_MECHANISM
+        let mut client = connect_as(&node, sasl());
+        let mut gssapi = BytesMut::new();
+        string(&mut gssapi, "GSSAPI");
+        client.write_all(&frame(17, 1, 4, &gssapi)).await.unwrap();
+        let mut answer = response(&mut client).await;
+        assert_eq!((answer.get_i32(), answer.get_i16()), (4, 33));
+        assert_eq!(answer.get_i32(), 3, "the enabled mechanisms are listed");
+
+        // a frame over the unauthenticated bound closes the connection
+        let mut client = connect_as(&node, sasl());
+        let mut big = BytesMut::new();
+        bytes_field(&mut big, &vec![0u8; UNAUTHENTICATED_FRAME_MAX_BYTES]);
+        client.write_all(&frame(36, 0, 5, &big)).await.unwrap();
+        assert!(closed(&mut client).await);
     }
 
     #[tokio::test]

@@ -10,6 +10,9 @@ use sluice_metadata::model::{Catalog, Topic};
 use sluice_metadata::view::ClusterView;
 use tracing::info;
 
+use sluice_auth::Mechanism;
+
+use super::listener::SecurityProtocol;
 use super::KafkaConfig;
 use crate::error::{IngestError, IngestResult};
 use crate::produce::Producer;
@@ -41,7 +44,12 @@ pub struct KafkaContext {
     /// Budget of request bytes in flight (see `KafkaConfig::in_flight_bytes_max`).
     pub request_budget: Arc<tokio::sync::Semaphore>,
     /// Fetch sessions (KIP-227) of the clients fetching from this node.
-    pub fetch_sessions: super::fetch_session::FetchSessions,
+    pub fetch_sessions: Arc<super::fetch_session::FetchSessions>,
+    /// The listener this context serves: Metadata, FindCoordinator and
+    /// DescribeCluster announce every broker's endpoint of this listener.
+    pub listener: SecurityProtocol,
+    /// SASL mechanisms offered (on SASL listeners).
+    pub sasl_mechanisms: Vec<Mechanism>,
 }
 
 /// Client host reported for group members (the listener does not pass
@@ -76,9 +84,32 @@ impl KafkaContext {
             request_budget: Arc::new(tokio::sync::Semaphore::new(
                 config.in_flight_bytes_max.max(1),
             )),
+            sasl_mechanisms: config.mechanisms().unwrap_or_default(),
             config,
             groups,
             fetch_sessions: Default::default(),
+            listener: SecurityProtocol::Plaintext,
+        }
+    }
+
+    /// The same node serving the `listener` listener, announced at
+    /// `advertised`: everything but the listener is shared.
+    pub fn for_listener(&self, listener: SecurityProtocol, advertised: (String, i32)) -> Self {
+        Self {
+            node_id: self.node_id,
+            cluster_id: self.cluster_id.clone(),
+            advertised_host: advertised.0,
+            advertised_port: advertised.1,
+            view: self.view.clone(),
+            producer: self.producer.clone(),
+            reader: self.reader.clone(),
+            catalog: self.catalog.clone(),
+            config: self.config.clone(),
+            groups: self.groups.clone(),
+            request_budget: self.request_budget.clone(),
+            fetch_sessions: self.fetch_sessions.clone(),
+            listener,
+            sasl_mechanisms: self.sasl_mechanisms.clone(),
         }
     }
 
@@ -91,13 +122,27 @@ impl KafkaContext {
             http_url: String::new(),
             roles: vec![sluice_metadata::membership::Role::Ingest],
             zone: None,
+            listeners: Default::default(),
         }
     }
 
     /// Every live broker (a node registered in the metadata store with a
-    /// client role), this node always among them.
+    /// client role) that has this context's listener, with that
+    /// listener's endpoint as its Kafka host and port; this node always
+    /// among them.
     pub fn brokers(&self) -> Vec<sluice_metadata::membership::NodeInfo> {
-        let mut nodes = self.view.brokers();
+        let listener = self.listener.name();
+        let mut nodes: Vec<_> = self
+            .view
+            .brokers()
+            .into_iter()
+            .filter_map(|mut node| {
+                let endpoint = node.endpoint(listener)?;
+                node.kafka_host = endpoint.host;
+                node.kafka_port = endpoint.port;
+                Some(node)
+            })
+            .collect();
         if !nodes.iter().any(|n| n.node_id == self.node_id) {
             nodes.push(self.this_broker());
             nodes.sort_by_key(|n| n.node_id);

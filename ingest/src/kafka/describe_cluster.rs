@@ -76,6 +76,7 @@ mod tests {
             http_url: format!("http://node-{node_id}:8080"),
             roles,
             zone: zone.map(str::to_string),
+            listeners: Default::default(),
         }
     }
 

@@ -10,17 +10,20 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
-    HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
-    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, SyncGroupRequest,
+    AlterConfigsRequest, AlterUserScramCredentialsRequest, ApiKey, ApiVersionsRequest,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    DescribeUserScramCredentialsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, SaslAuthenticateRequest,
+    SaslHandshakeRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::Encodable;
 
 use super::framing::{decode_body, encode_response, parse_frame, ConnectionError, Framed, Parsed};
 use super::order::Turn;
+use super::session::{Admission, Session};
 use super::*;
 
 /// What handling one request produced.
@@ -34,7 +37,7 @@ pub enum Reply {
 /// A request being handled.
 pub type Handling = Pin<Box<dyn Future<Output = Result<Reply, ConnectionError>> + Send>>;
 
-type Handler = fn(Arc<KafkaContext>, Framed, Turn) -> Handling;
+type Handler = fn(Arc<KafkaContext>, Arc<Session>, Framed, Turn) -> Handling;
 
 /// One API served: its key, its version range and its handler.
 pub struct Api {
@@ -48,30 +51,37 @@ pub struct Api {
 }
 
 /// A handler: decode `$request` from the frame, evaluate `$answer` (with
-/// `$context`, `$version`, `$header`, `$request` bound), encode it. The
+/// `$context`, `$session`, `$version`, `$header`, `$request` bound),
+/// encode it. The
 /// answer is evaluated in the request's turn (see [`super::order`]), held
 /// until it is computed unless `$answer` takes `$turn` to release it sooner.
 macro_rules! api {
     ($key:ident, $min:literal, $max:literal,
-     |$context:ident, $version:ident, $header:ident, $request:ident: $ty:ty| $answer:expr) => {
+     |$context:ident, $session:ident, $version:ident, $header:ident, $request:ident: $ty:ty| $answer:expr) => {
         api!($key, $min, $max, |$context,
+                                $session,
                                 $version,
                                 $header,
                                 $request: $ty,
                                 turn| $answer)
     };
     ($key:ident, $min:literal, $max:literal,
-     |$context:ident, $version:ident, $header:ident, $request:ident: $ty:ty, $turn:ident| $answer:expr) => {
+     |$context:ident, $session:ident, $version:ident, $header:ident, $request:ident: $ty:ty, $turn:ident| $answer:expr) => {
         Api {
             key: ApiKey::$key,
             min: $min,
             max: $max,
-            handler: |context: Arc<KafkaContext>, mut framed: Framed, turn: Turn| -> Handling {
+            handler: |context: Arc<KafkaContext>,
+                      session: Arc<Session>,
+                      mut framed: Framed,
+                      turn: Turn|
+             -> Handling {
                 Box::pin(async move {
                     #[allow(unused_variables)]
                     let $request: $ty = decode_body(&mut framed)?;
                     #[allow(unused_variables)]
-                    let ($context, $version, $header) = (&context, framed.version, &framed.header);
+                    let ($context, $session, $version, $header) =
+                        (&context, &session, framed.version, &framed.header);
                     #[allow(unused_mut, unused_variables)]
                     let mut $turn = turn;
                     $turn.wait().await;
@@ -104,101 +114,119 @@ fn encode<T: Encodable>(framed: &Framed, body: &T) -> Result<Bytes, ConnectionEr
 /// differs from v4 only for transactions. The ranges cover what librdkafka
 /// 2.x (kcat, confluent-kafka) and the Java client negotiate.
 pub const APIS: &[Api] = &[
-    api!(Produce, 3, 9, |c, v, _h, r: ProduceRequest, turn| {
+    api!(Produce, 3, 9, |c, _s, v, _h, r: ProduceRequest, turn| {
         produce::handle_in_turn(c, v, r, turn).await
     }),
     // a fetch changes nothing: its long poll does not hold the turn
-    api!(Fetch, 4, 12, |c, _v, _h, r: FetchRequest, turn| {
+    api!(Fetch, 4, 12, |c, _s, _v, _h, r: FetchRequest, turn| {
         drop(turn);
         Some(fetch::handle(c, r).await)
     }),
-    api!(ListOffsets, 1, 6, |c, v, _h, r: ListOffsetsRequest| Some(
-        list_offsets::handle(c, v, r).await
-    )),
-    api!(Metadata, 0, 12, |c, v, _h, r: MetadataRequest| Some(
+    api!(ListOffsets, 1, 6, |c, _s, v, _h, r: ListOffsetsRequest| {
+        Some(list_offsets::handle(c, v, r).await)
+    }),
+    api!(Metadata, 0, 12, |c, _s, v, _h, r: MetadataRequest| Some(
         metadata::handle(c, v, r).await
     )),
-    api!(ApiVersions, 0, 4, |_c, v, _h, _r: ApiVersionsRequest| Some(
-        api_versions::handle(v)
-    )),
+    api!(
+        ApiVersions,
+        0,
+        4,
+        |_c, _s, v, _h, _r: ApiVersionsRequest| Some(api_versions::handle(v))
+    ),
     api!(
         FindCoordinator,
         0,
         4,
-        |c, v, _h, r: FindCoordinatorRequest| Some(find_coordinator::handle(c, v, r).await)
+        |c, _s, v, _h, r: FindCoordinatorRequest| Some(find_coordinator::handle(c, v, r).await)
     ),
-    api!(JoinGroup, 0, 9, |c, v, h, r: JoinGroupRequest| {
+    api!(JoinGroup, 0, 9, |c, _s, v, h, r: JoinGroupRequest| {
         let client_id = h.client_id.as_deref().unwrap_or_default().to_string();
         Some(join_group::handle(c, v, &client_id, r).await)
     }),
-    api!(SyncGroup, 0, 5, |c, _v, _h, r: SyncGroupRequest| Some(
+    api!(SyncGroup, 0, 5, |c, _s, _v, _h, r: SyncGroupRequest| Some(
         sync_group::handle(c, r).await
     )),
-    api!(Heartbeat, 0, 4, |c, _v, _h, r: HeartbeatRequest| Some(
+    api!(Heartbeat, 0, 4, |c, _s, _v, _h, r: HeartbeatRequest| Some(
         heartbeat::handle(c, r).await
     )),
-    api!(LeaveGroup, 0, 5, |c, v, _h, r: LeaveGroupRequest| Some(
+    api!(LeaveGroup, 0, 5, |c, _s, v, _h, r: LeaveGroupRequest| Some(
         leave_group::handle(c, v, r).await
     )),
-    api!(OffsetCommit, 2, 9, |c, v, _h, r: OffsetCommitRequest| Some(
-        offset_commit::handle(c, v, r).await
-    )),
-    api!(OffsetFetch, 1, 9, |c, v, _h, r: OffsetFetchRequest| Some(
-        offset_fetch::handle(c, v, r).await
-    )),
-    api!(ListGroups, 0, 4, |c, _v, _h, r: ListGroupsRequest| Some(
-        list_groups::handle(c, r).await
-    )),
+    api!(
+        OffsetCommit,
+        2,
+        9,
+        |c, _s, v, _h, r: OffsetCommitRequest| Some(offset_commit::handle(c, v, r).await)
+    ),
+    api!(OffsetFetch, 1, 9, |c, _s, v, _h, r: OffsetFetchRequest| {
+        Some(offset_fetch::handle(c, v, r).await)
+    }),
+    api!(
+        ListGroups,
+        0,
+        4,
+        |c, _s, _v, _h, r: ListGroupsRequest| Some(list_groups::handle(c, r).await)
+    ),
     api!(
         DescribeGroups,
         0,
         5,
-        |c, _v, _h, r: DescribeGroupsRequest| Some(describe_groups::handle(c, r).await)
+        |c, _s, _v, _h, r: DescribeGroupsRequest| Some(describe_groups::handle(c, r).await)
     ),
     api!(
         DeleteGroups,
         0,
         2,
-        |c, _v, _h, r: DeleteGroupsRequest| Some(delete_groups::handle(c, r).await)
+        |c, _s, _v, _h, r: DeleteGroupsRequest| Some(delete_groups::handle(c, r).await)
     ),
     api!(
         OffsetDelete,
         0,
         0,
-        |c, _v, _h, r: OffsetDeleteRequest| Some(offset_delete::handle(c, r).await)
+        |c, _s, _v, _h, r: OffsetDeleteRequest| Some(offset_delete::handle(c, r).await)
     ),
-    api!(CreateTopics, 2, 7, |c, v, _h, r: CreateTopicsRequest| Some(
-        create_topics::handle(c, v, r).await
-    )),
-    api!(DeleteTopics, 1, 6, |c, v, _h, r: DeleteTopicsRequest| Some(
-        delete_topics::handle(c, v, r).await
-    )),
-    api!(DeleteRecords, 0, 2, |c, _v, _h, r: DeleteRecordsRequest| {
-        Some(delete_records::handle(c, r).await)
-    }),
+    api!(
+        CreateTopics,
+        2,
+        7,
+        |c, _s, v, _h, r: CreateTopicsRequest| Some(create_topics::handle(c, v, r).await)
+    ),
+    api!(
+        DeleteTopics,
+        1,
+        6,
+        |c, _s, v, _h, r: DeleteTopicsRequest| Some(delete_topics::handle(c, v, r).await)
+    ),
+    api!(
+        DeleteRecords,
+        0,
+        2,
+        |c, _s, _v, _h, r: DeleteRecordsRequest| { Some(delete_records::handle(c, r).await) }
+    ),
     api!(
         CreatePartitions,
         0,
         3,
-        |c, _v, _h, r: CreatePartitionsRequest| Some(create_partitions::handle(c, r).await)
+        |c, _s, _v, _h, r: CreatePartitionsRequest| Some(create_partitions::handle(c, r).await)
     ),
     api!(
         DescribeConfigs,
         1,
         4,
-        |c, v, _h, r: DescribeConfigsRequest| Some(describe_configs::handle(c, v, r).await)
+        |c, _s, v, _h, r: DescribeConfigsRequest| Some(describe_configs::handle(c, v, r).await)
     ),
     api!(
         AlterConfigs,
         0,
         2,
-        |c, _v, _h, r: AlterConfigsRequest| Some(alter_configs::handle(c, r).await)
+        |c, _s, _v, _h, r: AlterConfigsRequest| Some(alter_configs::handle(c, r).await)
     ),
     api!(
         IncrementalAlterConfigs,
         0,
         1,
-        |c, _v, _h, r: IncrementalAlterConfigsRequest| Some(
+        |c, _s, _v, _h, r: IncrementalAlterConfigsRequest| Some(
             incremental_alter_configs::handle(c, r).await
         )
     ),
@@ -206,13 +234,43 @@ pub const APIS: &[Api] = &[
         DescribeCluster,
         0,
         2,
-        |c, _v, _h, r: DescribeClusterRequest| Some(describe_cluster::handle(c, r))
+        |c, _s, _v, _h, r: DescribeClusterRequest| Some(describe_cluster::handle(c, r))
     ),
     api!(
         InitProducerId,
         0,
         5,
-        |c, _v, _h, r: InitProducerIdRequest| Some(init_producer_id::handle(c, r).await)
+        |c, _s, _v, _h, r: InitProducerIdRequest| Some(init_producer_id::handle(c, r).await)
+    ),
+    // SASL: v0 is advertised (librdkafka looks for it) but refused when
+    // used, see sasl::handshake
+    api!(
+        SaslHandshake,
+        0,
+        1,
+        |c, s, v, _h, r: SaslHandshakeRequest| { Some(sasl::handshake(c, s, v, r)) }
+    ),
+    api!(
+        SaslAuthenticate,
+        0,
+        2,
+        |c, s, v, _h, r: SaslAuthenticateRequest| Some(sasl::authenticate(c, s, v, r).await)
+    ),
+    api!(
+        DescribeUserScramCredentials,
+        0,
+        0,
+        |c, _s, _v, _h, r: DescribeUserScramCredentialsRequest| Some(
+            scram_credentials::describe(c, r).await
+        )
+    ),
+    api!(
+        AlterUserScramCredentials,
+        0,
+        0,
+        |c, _s, _v, _h, r: AlterUserScramCredentialsRequest| Some(
+            scram_credentials::alter(c, r).await
+        )
     ),
 ];
 
@@ -226,10 +284,13 @@ pub fn is_supported(key: ApiKey, version: i16) -> bool {
     api(key).is_some_and(|api| (api.min..=api.max).contains(&version))
 }
 
-/// Handle one request frame in its `turn` on the connection: the response
-/// to send, if any.
+/// Handle one request frame of `session` in its `turn` on the
+/// connection: the response to send, if any. A connection that has not
+/// authenticated (or whose SASL session is over) gets nothing but
+/// ApiVersions and the SASL APIs: anything else closes it.
 pub async fn handle_frame(
     context: Arc<KafkaContext>,
+    session: Arc<Session>,
     frame: Bytes,
     turn: Turn,
 ) -> Result<Reply, ConnectionError> {
@@ -237,8 +298,23 @@ pub async fn handle_frame(
         Parsed::Answer(bytes) => return Ok(Reply::Send(bytes)),
         Parsed::Request(framed) => framed,
     };
+    match session.admits(framed.api_key) {
+        Admission::Admit => {}
+        Admission::Unauthenticated => {
+            return Err(ConnectionError::Unauthenticated(format!(
+                "{:?} before SASL authentication",
+                framed.api_key
+            )))
+        }
+        Admission::Expired => {
+            return Err(ConnectionError::Unauthenticated(format!(
+                "{:?} after the SASL session expired",
+                framed.api_key
+            )))
+        }
+    }
     match api(framed.api_key) {
-        Some(api) => (api.handler)(context, framed, turn).await,
+        Some(api) => (api.handler)(context, session, framed, turn).await,
         // parse_frame admits only served APIs; anything else is answered
         // with UNSUPPORTED_VERSION where the response can be encoded
         None => unsupported::answer_body(
@@ -278,10 +354,14 @@ mod tests {
     async fn a_request_reaches_its_handler_and_the_answer_echoes_its_correlation_id() {
         let node = TestNode::start().await;
         let frame = request(ApiKey::ApiVersions, 0, 41, &[]);
-        let Reply::Send(mut answer) = handle_frame(node.context.clone(), frame, Turn::free())
-            .await
-            .unwrap()
-        else {
+        let Reply::Send(mut answer) = handle_frame(
+            node.context.clone(),
+            Arc::new(Session::plaintext()),
+            frame,
+            Turn::free(),
+        )
+        .await
+        .unwrap() else {
             panic!("no answer")
         };
         let size = answer.get_i32() as usize;
@@ -301,9 +381,14 @@ mod tests {
         body.put_i32(0); // no topics
         let frame = request(ApiKey::Produce, 3, 5, &body);
         assert!(matches!(
-            handle_frame(node.context.clone(), frame, Turn::free())
-                .await
-                .unwrap(),
+            handle_frame(
+                node.context.clone(),
+                Arc::new(Session::plaintext()),
+                frame,
+                Turn::free()
+            )
+            .await
+            .unwrap(),
             Reply::Nothing
         ));
     }
@@ -313,7 +398,13 @@ mod tests {
         let node = TestNode::start().await;
         // Metadata v1: a topics array of 5 entries, then nothing
         let frame = request(ApiKey::Metadata, 1, 1, &5i32.to_be_bytes());
-        let outcome = handle_frame(node.context.clone(), frame, Turn::free()).await;
+        let outcome = handle_frame(
+            node.context.clone(),
+            Arc::new(Session::plaintext()),
+            frame,
+            Turn::free(),
+        )
+        .await;
         assert!(
             matches!(outcome, Err(ConnectionError::BadRequest(_))),
             "{:?}",

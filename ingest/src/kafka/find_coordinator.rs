@@ -143,6 +143,7 @@ mod tests {
             http_url: "http://10.0.0.2:8080".into(),
             roles: vec![Role::Ingest, Role::Fetch],
             zone: None,
+            listeners: Default::default(),
         });
         let response = handle(&node.context, 4, batch(&["elsewhere", "here"])).await;
         let [elsewhere, here] = &response.coordinators[..] else {

@@ -29,6 +29,12 @@ pub enum ConnectionError {
     /// The request could not be understood well enough to answer it.
     #[error("{0}")]
     BadRequest(String),
+    /// The TLS handshake failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// A request the connection may not make before it authenticates.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
 }
 
 /// Read a frame's 4-byte size prefix; `None` at a clean end of stream.

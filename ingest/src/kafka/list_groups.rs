@@ -155,6 +155,7 @@ mod tests {
             http_url: "http://10.0.0.1:8080".into(),
             roles: vec![Role::Ingest, Role::Fetch],
             zone: None,
+            listeners: Default::default(),
         });
         let response = handle(ctx, ListGroupsRequest::default()).await;
         assert_eq!(

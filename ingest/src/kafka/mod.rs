@@ -27,7 +27,9 @@ pub mod connection;
 pub mod context;
 pub mod dispatch;
 pub mod framing;
+pub mod listener;
 pub mod order;
+pub mod session;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -50,6 +52,10 @@ pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
 
+// security: SASL and the users it authenticates
+pub mod sasl;
+pub mod scram_credentials;
+
 // idempotent producers
 pub mod init_producer_id;
 
@@ -66,7 +72,9 @@ pub mod topic_configs;
 pub mod unsupported;
 
 pub use config::KafkaConfig;
-pub use connection::{serve, serve_connection};
+pub use connection::{serve, serve_connection, Listener};
 pub use context::{advertised, KafkaContext, CLIENT_HOST};
 pub use dispatch::{handle_frame, Reply};
 pub use framing::{encode_response, parse_frame, read_frame, ConnectionError, Framed, Parsed};
+pub use listener::{ListenerSpec, SecurityProtocol};
+pub use session::Session;

@@ -68,6 +68,7 @@ impl TestNode {
             http_url: "http://127.0.0.1:8080".into(),
             roles: vec![Role::Ingest, Role::Fetch],
             zone: None,
+            listeners: Default::default(),
         });
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let writer_config = WriterConfig {
