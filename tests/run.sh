@@ -168,7 +168,7 @@ end
 # toolchain (the only one this machine has) accept them. No sanitizer: the
 # targets check for panics and aborts; --dev keeps the build short.
 begin "fuzz: every decoder of network and stored bytes, ${FUZZ_SECONDS:=10} s each"
-for target in kafka_request segment_object produced_batches http_records consumer_protocol archive_row_group; do
+for target in kafka_request segment_object produced_batches http_records consumer_protocol archive_row_group sasl_messages; do
     log="$ROOT/fuzz/fuzz-$target.log"
     status=0
     (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none --dev "$target" -- \

@@ -30,19 +30,33 @@ class Sluice:
                  s3_endpoint: str | None = None, cluster: str | None = None,
                  flush_interval: str | None = "50ms", extra_args: Iterable[str] = (),
                  name: str | None = None, port: int | None = None,
-                 kafka_port: int | None = None):
+                 kafka_port: int | None = None, listeners: dict[str, int | None] | None = None):
         self.binary = Path(binary)
         self.data_dir = Path(data_dir)
         self.node_id = node_id
         self.port = port or free_port()
         self.url = f"http://{HOST}:{self.port}"
-        # always a free Kafka port: nodes of one test must not share :9092
-        self.kafka_port = kafka_port or free_port()
+        if listeners:
+            # `--listeners` (security protocol -> port; None picks a free port)
+            # replaces `--kafka-addr`; the bootstrap is the PLAINTEXT listener
+            # when there is one, else the first listener
+            assert kafka_port is None, "give the Kafka port in listeners"
+            self.listener_ports = {proto.upper(): p or free_port()
+                                   for proto, p in listeners.items()}
+            first = "PLAINTEXT" if "PLAINTEXT" in self.listener_ports \
+                else next(iter(self.listener_ports))
+            self.kafka_port = self.listener_ports[first]
+            kafka_args = ["--listeners", ",".join(
+                f"{proto}://{HOST}:{p}" for proto, p in self.listener_ports.items())]
+        else:
+            # always a free Kafka port: nodes of one test must not share :9092
+            self.kafka_port = kafka_port or free_port()
+            self.listener_ports = {"PLAINTEXT": self.kafka_port}
+            kafka_args = ["--kafka-addr", f"{HOST}:{self.kafka_port}"]
         self.bootstrap = f"{HOST}:{self.kafka_port}"
         self.name = name or f"node{node_id}"
         self.log = self.data_dir.parent / f"{self.name}.log"
-        self.args = ["serve", "--http-addr", f"{HOST}:{self.port}",
-                     "--kafka-addr", self.bootstrap,
+        self.args = ["serve", "--http-addr", f"{HOST}:{self.port}", *kafka_args,
                      "--data-dir", str(self.data_dir), "--node-id", str(node_id)]
         if etcd:
             self.args += ["--etcd", etcd]

@@ -26,6 +26,10 @@ use super::order::Turns;
 use super::session::Session;
 use super::KafkaContext;
 
+/// How long a connection stays open after the answer that refused its
+/// authentication (Kafka's `connection.failed.authentication.delay.ms`).
+const FAILED_AUTHENTICATION_CLOSE_DELAY: Duration = Duration::from_millis(100);
+
 /// How long a client has to finish its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -216,8 +220,12 @@ where
             Some(reply) = in_flight.next(), if !in_flight.is_empty() => match reply {
                 Ok(Reply::Send(bytes)) => {
                     write_half.write_all(&bytes).await?;
-                    // a refused authentication: answered, then closed
+                    // a refused authentication: answered, then closed a
+                    // moment later, so that clients that stop reading at
+                    // the close still read the answer
                     if session.closing() {
+                        let _ = write_half.flush().await;
+                        tokio::time::sleep(FAILED_AUTHENTICATION_CLOSE_DELAY).await;
                         break;
                     }
                 }

@@ -49,7 +49,8 @@ pub async fn describe(
             })
             .collect()
     };
-    let results = match request.users {
+    // none named (null, or the empty list librdkafka sends): every user
+    let results = match request.users.filter(|asked| !asked.is_empty()) {
         None => users
             .iter()
             .map(|(name, credentials)| {

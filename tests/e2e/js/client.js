@@ -5,8 +5,14 @@
 //
 // Reads one command (JSON on stdin), runs it with kafkajs against
 // cmd.brokers and prints one JSON result on stdout; exits 1 with
-// {"error": ...} on stdout on failure. Binary data crosses as base64; a null
-// key/value stays null. Commands:
+// {"error": ..., "name": e.name, "type": e.type, "code": e.code, "cause": ...}
+// on stdout on failure (an authentication failure is name
+// KafkaJSSASLAuthenticationError). Binary data crosses as base64; a null
+// key/value stays null.
+//
+// Every command may carry cmd.ssl (true, or {ca, cert?, key?} as PEM text)
+// and cmd.sasl ({mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512',
+// username, password}), given to kafkajs as they are. Commands:
 //
 //   produce  {topic, codec, acks, partition?, records: [{key, value, headers: [[name, b64]], timestamp?}]}
 //            -> {results: [{topicName, partition, errorCode, baseOffset}], codec}
@@ -57,7 +63,23 @@ function client(cmd) {
     connectionTimeout: 5000,
     requestTimeout: 20000,
     retry: { retries: 5, initialRetryTime: 100 },
+    ...security(cmd),
   })
+}
+
+// TLS and SASL options, only those the command gives
+function security(cmd) {
+  const out = {}
+  if (cmd.ssl === true) {
+    out.ssl = true
+  } else if (cmd.ssl) {
+    out.ssl = {}
+    for (const name of ['ca', 'cert', 'key']) if (cmd.ssl[name]) out.ssl[name] = cmd.ssl[name]
+  }
+  if (cmd.sasl) {
+    out.sasl = { mechanism: cmd.sasl.mechanism, username: cmd.sasl.username, password: cmd.sasl.password }
+  }
+  return out
 }
 
 async function produce(cmd) {
@@ -203,6 +225,10 @@ async function main() {
 main().then(
   (result) => finish(result, 0),
   (e) => finish({
-    error: String(e && e.stack ? e.stack : e), name: e && e.name, type: e && e.type, code: e && e.code,
+    error: String(e && e.stack ? e.stack : e),
+    name: e && e.name,
+    type: e && e.type,
+    code: e && e.code,
+    cause: e && e.cause ? { name: e.cause.name, type: e.cause.type, message: String(e.cause.message) } : null,
   }, 1),
 )
