@@ -8,18 +8,22 @@
 //!   SCRAM credentials (no password is ever stored).
 //! - [`sasl`]: one SASL exchange on one connection: mechanism chosen,
 //!   messages in, a principal (or a refusal) out.
+//! - [`authorizer`]: Kafka's ACL decision (deny wins, implied DESCRIBE,
+//!   super users).
 //! - [`tls`]: rustls server settings from PEM files, reloadable, with
 //!   optional client certificates whose subject becomes the principal.
 //!
 //! The hashing (PBKDF2, HMAC, SHA-2), the randomness and TLS come from
 //! `ring` and `rustls`; this crate parses messages and composes them.
 
+pub mod authorizer;
 pub mod plain;
 pub mod principal;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
 
+pub use authorizer::Authorizer;
 pub use principal::Principal;
 pub use sasl::{Credentials, Exchange, Mechanism, Step};
 pub use sluice_metadata::users::{ScramCredential, ScramMechanism};

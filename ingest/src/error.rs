@@ -44,6 +44,12 @@ pub enum ErrorKind {
     InvalidRecord,
     /// A record's timestamp is outside its topic's bounds.
     InvalidTimestamp,
+    /// The principal may not do this to this topic.
+    TopicDenied,
+    /// The principal may not do this to this group.
+    GroupDenied,
+    /// The principal may not do this to the cluster.
+    ClusterDenied,
 }
 
 impl ErrorKind {
@@ -62,6 +68,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => 503,
             ErrorKind::Corrupt => 500,
             ErrorKind::OutOfOrderSequence | ErrorKind::ProducerFenced => 409,
+            ErrorKind::TopicDenied | ErrorKind::GroupDenied | ErrorKind::ClusterDenied => 403,
         }
     }
 
@@ -88,6 +95,9 @@ impl ErrorKind {
             ErrorKind::ProducerFenced => ResponseError::InvalidProducerEpoch,
             ErrorKind::InvalidRecord => ResponseError::InvalidRecord,
             ErrorKind::InvalidTimestamp => ResponseError::InvalidTimestamp,
+            ErrorKind::TopicDenied => ResponseError::TopicAuthorizationFailed,
+            ErrorKind::GroupDenied => ResponseError::GroupAuthorizationFailed,
+            ErrorKind::ClusterDenied => ResponseError::ClusterAuthorizationFailed,
         }
     }
 
@@ -187,6 +197,18 @@ pub enum IngestError {
     /// node stored it); it was not stored and a retry gets a precise answer.
     #[error("{0}; retry")]
     SequenceRecheck(String),
+    /// Refused by the authorizer.
+    #[error("{principal} may not {operation} {resource}")]
+    Denied {
+        /// Who asked.
+        principal: String,
+        /// What for.
+        operation: sluice_metadata::acls::Operation,
+        /// On what (`topic "orders"`, `group "g"`, `the cluster`).
+        resource: String,
+        /// The kind: which Kafka error it is.
+        kind: ErrorKind,
+    },
 }
 
 /// Result alias of the write path.
@@ -224,6 +246,7 @@ impl IngestError {
                 }
             },
             IngestError::SequenceRecheck(_) => ErrorKind::Unavailable,
+            IngestError::Denied { kind, .. } => *kind,
         }
     }
 }

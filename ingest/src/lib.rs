@@ -1,5 +1,6 @@
 //! sluice's front doors and write path.
 //!
+//! - [`access`]: a request's principal and what the ACLs let it do.
 //! - [`writer`]: the node's segment buffer, upload and commit pipeline.
 //! - [`produce`]: value records (HTTP) into RecordBatch v2, partitioning.
 //! - [`kafka`]: the Kafka wire-protocol listener (one module per API).
@@ -8,6 +9,7 @@
 //! A produce is acknowledged only after its segment object is stored and its
 //! offsets are committed in the metadata store.
 
+pub mod access;
 pub mod error;
 pub mod group;
 pub mod http;

@@ -17,6 +17,7 @@
 //! compaction/claims/<topic-id>/<p>         a worker's claim of that job (on its lease)
 //! gc/<object path>                         an object GC found unreferenced, and when
 //! users/<name>/<mechanism>                 a user's salted SCRAM credential
+//! acls/<binding, hex>                      an ACL binding
 //! ```
 //!
 //! Index keys carry the base offset zero-padded to 20 digits so that key
@@ -122,6 +123,11 @@ pub enum Key<'k> {
     GcMark {
         /// The object's path in the store.
         object: &'k str,
+    },
+    /// `acls/<binding>`.
+    Acl {
+        /// The binding's name (its fields, hex-encoded).
+        name: &'k str,
     },
     /// `users/<name>/<mechanism>`.
     UserCredential {
@@ -310,6 +316,16 @@ impl Keys {
         self.key(format_args!("users/{name}/{mechanism}"))
     }
 
+    /// Prefix of every ACL binding.
+    pub fn acls(&self) -> String {
+        self.key(format_args!("acls/"))
+    }
+
+    /// One ACL binding.
+    pub fn acl(&self, name: &str) -> String {
+        self.key(format_args!("acls/{name}"))
+    }
+
     /// Parse a key of this cluster; `None` for keys of other clusters and
     /// for anything sluice does not write.
     pub fn parse<'k>(&self, key: &'k str) -> Option<Key<'k>> {
@@ -382,6 +398,7 @@ impl Keys {
                 }
             }
             "gc" if !rest.is_empty() => Some(Key::GcMark { object: rest }),
+            "acls" if !rest.is_empty() && !rest.contains('/') => Some(Key::Acl { name: rest }),
             "users" => {
                 let (name, mechanism) = rest.split_once('/')?;
                 (!name.is_empty() && !mechanism.is_empty() && !mechanism.contains('/'))
@@ -480,6 +497,7 @@ mod tests {
                     object: "archive/orders/partition=0/0-9.parquet",
                 },
             ),
+            (k.acl("0a0b"), Key::Acl { name: "0a0b" }),
             (
                 k.user_credential("alice", "SCRAM-SHA-512"),
                 Key::UserCredential {

@@ -7,6 +7,7 @@
 //! by one prefix watch (and by the node's own writes, so a producer reads
 //! its writes at once).
 
+pub mod acls;
 pub mod clock;
 pub mod compaction;
 pub mod conformance;

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use crate::acls::AclBinding;
 use crate::keys::Key;
 use crate::membership::NodeInfo;
 use crate::model::{
@@ -64,6 +65,9 @@ struct State {
     topics: HashMap<String, Topic>,
     partitions: HashMap<(String, i32), Partition>,
     nodes: BTreeMap<i32, NodeInfo>,
+    acls: BTreeMap<String, AclBinding>,
+    /// `acls`' values, shared with readers (rebuilt on each change).
+    acl_set: Arc<Vec<AclBinding>>,
 }
 
 impl State {
@@ -120,6 +124,8 @@ impl ClusterView {
         let old = std::mem::take(&mut state.partitions);
         state.topics.clear();
         state.nodes.clear();
+        state.acls.clear();
+        state.acl_set = Arc::default();
         state.revision = range.revision;
         for kv in &range.kvs {
             self.apply_put(&mut state, kv);
@@ -175,6 +181,13 @@ impl ClusterView {
                 ),
                 Err(error) => warn!(key = kv.key, %error, "ignoring undecodable index entry"),
             },
+            Some(Key::Acl { name }) => match crate::acls::decode_acl(&kv.value) {
+                Ok(binding) => {
+                    state.acls.insert(name.to_string(), binding);
+                    state.acl_set = Arc::new(state.acls.values().cloned().collect());
+                }
+                Err(error) => warn!(key = kv.key, %error, "ignoring undecodable ACL"),
+            },
             _ => {}
         }
     }
@@ -189,6 +202,9 @@ impl ClusterView {
             }
             Some(Key::Node { node_id }) => {
                 state.nodes.remove(&node_id);
+            }
+            Some(Key::Acl { name }) if state.acls.remove(name).is_some() => {
+                state.acl_set = Arc::new(state.acls.values().cloned().collect());
             }
             Some(Key::Head {
                 topic_id,
@@ -512,6 +528,11 @@ impl ClusterView {
     /// Record this node's own registration ahead of the watch.
     pub fn upsert_node(&self, node: NodeInfo) {
         self.write().nodes.insert(node.node_id, node);
+    }
+
+    /// Every ACL binding, as of the newest change applied.
+    pub fn acls(&self) -> Arc<Vec<AclBinding>> {
+        self.read().acl_set.clone()
     }
 
     /// Revision of the newest change applied.

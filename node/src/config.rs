@@ -39,6 +39,8 @@ pub struct Config {
     /// TLS certificate and key (SSL and SASL_SSL listeners) and the CA of
     /// client certificates.
     pub tls: TlsSection,
+    /// Who may do what: the authorizer and its super users.
+    pub security: SecuritySection,
     /// The write path.
     pub writer: WriterConfig,
     /// The consumer group coordinator.
@@ -174,6 +176,17 @@ pub struct TlsSection {
     pub client_ca_file: Option<PathBuf>,
 }
 
+/// `[security]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecuritySection {
+    /// Enforce ACLs on every Kafka and HTTP request (off: everything is
+    /// allowed, the default of a local node).
+    pub authorizer: bool,
+    /// Principals that may do everything (`User:admin`).
+    pub super_users: Vec<String>,
+}
+
 impl Config {
     /// Fill in what defaults to a place under the data directory.
     pub fn resolved(mut self) -> Self {
@@ -215,6 +228,11 @@ impl Config {
         }
         if self.tls.client_ca_file.is_some() && self.tls.cert_file.is_none() {
             bail!("tls.client_ca_file needs tls.cert_file and tls.key_file");
+        }
+        for user in &self.security.super_users {
+            if sluice_auth::Principal::parse(user).is_none() {
+                bail!("security.super_users: {user:?} is not Type:name (e.g. User:admin)");
+            }
         }
         if listeners.iter().any(|l| l.protocol.uses_sasl()) && mechanisms.is_empty() {
             bail!("a SASL listener needs at least one of kafka.sasl_mechanisms");
@@ -276,6 +294,8 @@ pub const FLAGS: &[Flag] = &[
     flag!("tls-client-ca-file", "SLUICE_TLS_CLIENT_CA_FILE", Text, ["tls.client_ca_file"], "PEM CA of client certificates: SSL listeners require one and act as its subject (mTLS)"),
     flag!("sasl-mechanisms", "SLUICE_SASL_MECHANISMS", List, ["kafka.sasl_mechanisms"], "SASL mechanisms of SASL listeners, comma separated: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
     flag!("sasl-session-lifetime", "SLUICE_SASL_SESSION_LIFETIME", Duration, ["kafka.sasl_session_lifetime"], "Lifetime of an authenticated SASL session; clients re-authenticate before it ends (KIP-368; default: the connection's)"),
+    flag!("authorizer", "SLUICE_AUTHORIZER", Boolean, ["security.authorizer"], "Enforce ACLs on every Kafka and HTTP request (without it everything is allowed)"),
+    flag!("super-users", "SLUICE_SUPER_USERS", List, ["security.super_users"], "Principals that may do everything, comma separated (User:admin)"),
     flag!("default-partitions", "SLUICE_DEFAULT_PARTITIONS", Integer, ["kafka.default_partitions"], "Partitions of a topic auto-created by a Kafka client"),
     flag!("auto-create-topics", "SLUICE_AUTO_CREATE_TOPICS", Boolean, ["kafka.auto_create_topics"], "Create topics that Kafka clients ask for (auto.create.topics.enable)"),
     flag!("kafka-request-max-bytes", "SLUICE_KAFKA_REQUEST_MAX_BYTES", Size, ["kafka.request_max_bytes"], "Largest Kafka request; a larger one closes the connection"),
@@ -366,7 +386,11 @@ fn arg(flag: &'static Flag, defaults: &toml::Value) -> Arg {
                 .map(|_| text.to_string())
                 .map_err(|_| format!("{text:?} is not an integer"))
         }),
-        Kind::Boolean => arg.value_parser(["true", "false"]),
+        // `--authorizer` alone means true
+        Kind::Boolean => arg
+            .value_parser(["true", "false"])
+            .num_args(0..=1)
+            .default_missing_value("true"),
         Kind::Size => arg.value_parser(|text: &str| {
             sluice_metadata::units::bytes::parse(text).map(|_| text.to_string())
         }),
@@ -592,6 +616,16 @@ mod tests {
         assert!(parse(&["--listeners", "SSL://127.0.0.1:9093"]).is_err());
         assert!(parse(&["--listeners", "TLS://127.0.0.1:9093"]).is_err());
         assert!(parse(&["--sasl-mechanisms", "GSSAPI"]).is_err());
+        let secured = parse(&["--authorizer", "--super-users", "User:admin,User:ops"]).unwrap();
+        assert!(secured.security.authorizer);
+        assert_eq!(secured.security.super_users.len(), 2);
+        assert!(
+            !parse(&["--authorizer", "false"])
+                .unwrap()
+                .security
+                .authorizer
+        );
+        assert!(parse(&["--super-users", "admin"]).is_err());
         // the default: one PLAINTEXT listener at --kafka-addr
         let plain = parse(&["--kafka-addr", "127.0.0.1:19092"]).unwrap();
         let specs = plain.kafka.listener_specs().unwrap();

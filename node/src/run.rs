@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use sluice_auth::tls::{TlsFiles, TlsServer};
+use sluice_auth::{Authorizer, Principal};
 use sluice_compactor::{Duties, NodeParts};
 use sluice_fetch::{BlockCache, Peers, Reader};
 use sluice_ingest::kafka::SecurityProtocol;
@@ -292,6 +293,18 @@ pub async fn run(
         membership.lease_receiver(),
         config.groups.clone(),
     );
+    let authorizer = Arc::new(if config.security.authorizer {
+        Authorizer::enforcing(
+            config
+                .security
+                .super_users
+                .iter()
+                .filter_map(|user| Principal::parse(user))
+                .collect(),
+        )
+    } else {
+        Authorizer::allow_all()
+    });
     let state = HttpState {
         producer: producer.clone(),
         reader: reader.clone(),
@@ -299,16 +312,20 @@ pub async fn run(
         cluster_id: cluster_id.clone(),
         ready: ready.clone(),
         groups: groups.clone(),
+        authorizer: authorizer.clone(),
     };
-    let kafka_context = Arc::new(KafkaContext::new(
-        node_id,
-        cluster_id.clone(),
-        (advertised_host, advertised_port),
-        producer,
-        reader,
-        config.kafka.clone(),
-        groups,
-    ));
+    let kafka_context = Arc::new(
+        KafkaContext::new(
+            node_id,
+            cluster_id.clone(),
+            (advertised_host, advertised_port),
+            producer,
+            reader,
+            config.kafka.clone(),
+            groups,
+        )
+        .with_authorizer(authorizer.clone()),
+    );
     let listening: Vec<String> = kafka_listeners
         .iter()
         .map(|bound| {

@@ -5,6 +5,7 @@
 //! `{"error_code": <http status>, "message": "..."}`.
 
 mod archive;
+mod authz;
 mod groups;
 mod internal;
 mod read;
@@ -44,6 +45,8 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
     /// Consumer groups (the operator's view and offset resets).
     pub groups: Arc<crate::group::GroupCoordinator>,
+    /// Who may do what (everything unless enforcing).
+    pub authorizer: Arc<sluice_auth::Authorizer>,
 }
 
 /// An error answered as JSON with its HTTP status.
@@ -144,6 +147,11 @@ pub fn router(state: HttpState) -> Router {
             "/v3/clusters/{cluster_id}/consumer-groups/{group}/offsets:reset",
             post(groups::reset_offsets),
         )
+        // every client route: its principal's access, its ACL check
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authz::authorize,
+        ))
         .merge(operations_routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::disable())

@@ -1,5 +1,8 @@
 //! v3 cluster and topic administration.
 
+use sluice_metadata::acls::{Operation, ResourceType};
+
+use crate::access;
 use std::collections::BTreeMap;
 
 use axum::body::Body;
@@ -80,8 +83,10 @@ pub(crate) async fn list_topics(
         .list_topics()
         .await
         .map_err(IngestError::from)?;
+    // topics the principal may not DESCRIBE are not listed
     let data: Vec<Value> = topics
         .iter()
+        .filter(|t| access::allowed(Operation::Describe, ResourceType::Topic, &t.record.name))
         .map(|t| topic_json(&state, &base, t))
         .collect();
     Ok(Json(json!({
@@ -149,6 +154,9 @@ pub(crate) async fn create_topic(
 ) -> Result<Response, ApiError> {
     check_cluster(&state, &cluster_id)?;
     let (name, partitions, configs) = parse_create(&read_body(body).await?)?;
+    if !access::may_create_topic(&name) {
+        access::topic(Operation::Create, &name)?;
+    }
     let topic = state
         .producer
         .view()

@@ -1,6 +1,9 @@
 //! AlterConfigs: replace a topic's whole config set (configs left out go
 //! back to their defaults, as in Kafka). Broker configs are not alterable.
 
+use sluice_metadata::acls::Operation;
+
+use crate::access;
 use std::collections::BTreeMap;
 
 use kafka_protocol::error::ResponseError;
@@ -28,6 +31,11 @@ pub async fn handle(context: &KafkaContext, request: AlterConfigsRequest) -> Alt
         let name = resource.resource_name.as_str();
         let outcome = if twice.contains(&(resource.resource_type, name.to_string())) {
             Err(duplicate_resource(name))
+        } else if let (RESOURCE_TOPIC, Err(denied)) = (
+            resource.resource_type,
+            access::topic(Operation::AlterConfigs, name),
+        ) {
+            Err(denied.into())
         } else if resource.resource_type == RESOURCE_TOPIC {
             let mut configs = BTreeMap::new();
             let mut repeated = None;

@@ -110,6 +110,9 @@ mod tests {
                 }
                 ApiKey::InitProducerId => kafka_protocol::messages::InitProducerIdRequest::VERSIONS,
                 ApiKey::SaslHandshake => kafka_protocol::messages::SaslHandshakeRequest::VERSIONS,
+                ApiKey::CreateAcls => kafka_protocol::messages::CreateAclsRequest::VERSIONS,
+                ApiKey::DescribeAcls => kafka_protocol::messages::DescribeAclsRequest::VERSIONS,
+                ApiKey::DeleteAcls => kafka_protocol::messages::DeleteAclsRequest::VERSIONS,
                 ApiKey::SaslAuthenticate => {
                     kafka_protocol::messages::SaslAuthenticateRequest::VERSIONS
                 }

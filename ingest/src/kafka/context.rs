@@ -10,9 +10,12 @@ use sluice_metadata::model::{Catalog, Topic};
 use sluice_metadata::view::ClusterView;
 use tracing::info;
 
-use sluice_auth::Mechanism;
+use sluice_auth::{Authorizer, Mechanism, Principal};
+
+use crate::access::{self, Access};
 
 use super::listener::SecurityProtocol;
+use super::session::Session;
 use super::KafkaConfig;
 use crate::error::{IngestError, IngestResult};
 use crate::produce::Producer;
@@ -50,6 +53,8 @@ pub struct KafkaContext {
     pub listener: SecurityProtocol,
     /// SASL mechanisms offered (on SASL listeners).
     pub sasl_mechanisms: Vec<Mechanism>,
+    /// The node's authorizer (everything allowed unless enforcing).
+    pub authorizer: Arc<Authorizer>,
 }
 
 /// Client host reported for group members (the listener does not pass
@@ -89,7 +94,27 @@ impl KafkaContext {
             groups,
             fetch_sessions: Default::default(),
             listener: SecurityProtocol::Plaintext,
+            authorizer: Arc::new(Authorizer::allow_all()),
         }
+    }
+
+    /// This node with `authorizer` deciding what principals may do.
+    pub fn with_authorizer(mut self, authorizer: Arc<Authorizer>) -> Self {
+        self.authorizer = authorizer;
+        self
+    }
+
+    /// What a request of `session` may do: its principal (anonymous
+    /// until it authenticates), its host, the ACLs as of now.
+    pub fn access(&self, session: &Session) -> Access {
+        Access::new(
+            self.authorizer.clone(),
+            self.view.acls(),
+            session.principal().unwrap_or_else(Principal::anonymous),
+            session
+                .peer
+                .map_or_else(|| "unknown".to_string(), |peer| peer.ip().to_string()),
+        )
     }
 
     /// The same node serving the `listener` listener, announced at
@@ -110,6 +135,7 @@ impl KafkaContext {
             fetch_sessions: self.fetch_sessions.clone(),
             listener,
             sasl_mechanisms: self.sasl_mechanisms.clone(),
+            authorizer: self.authorizer.clone(),
         }
     }
 
@@ -166,7 +192,8 @@ impl KafkaContext {
         }
         sluice_metadata::model::validate_topic_name(name)
             .map_err(|error| IngestError::InvalidTopic(error.to_string()))?;
-        if !create {
+        // auto-creation needs CREATE, on the cluster or on the topic
+        if !create || !access::may_create_topic(name) {
             return Err(IngestError::UnknownTopic(name.to_string()));
         }
         let topic = match self

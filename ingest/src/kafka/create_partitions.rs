@@ -4,6 +4,9 @@
 //! assignments are accepted and ignored: every node can serve every
 //! partition.
 
+use sluice_metadata::acls::Operation;
+
+use crate::access;
 use std::collections::HashMap;
 
 use kafka_protocol::error::ResponseError;
@@ -56,6 +59,7 @@ async fn grow(
     count: i32,
     validate_only: bool,
 ) -> Result<(), AdminError> {
+    access::topic(Operation::Alter, name)?;
     let mut attempt = 0;
     loop {
         attempt += 1;

@@ -6,6 +6,9 @@
 //! assignments only give the partition count. `validate_only` runs every
 //! check, including the existence check, and creates nothing.
 
+use sluice_metadata::acls::Operation;
+
+use crate::access;
 use std::collections::{BTreeMap, HashMap};
 
 use kafka_protocol::error::ResponseError;
@@ -88,6 +91,10 @@ async fn create_one(
     validate_only: bool,
 ) -> Result<Created, AdminError> {
     let name = topic.name.0.as_str();
+    // CREATE on the cluster, or on the topic
+    if !access::may_create_topic(name) {
+        access::topic(Operation::Create, name)?;
+    }
     validate_topic_name(name)
         .map_err(|e| AdminError::new(ResponseError::InvalidTopicException, e.to_string()))?;
     let partitions = match (topic.num_partitions, topic.assignments.len()) {

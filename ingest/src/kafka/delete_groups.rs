@@ -1,5 +1,8 @@
 //! DeleteGroups: remove empty groups with their committed offsets.
 
+use sluice_metadata::acls::Operation;
+
+use crate::access;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
@@ -9,11 +12,19 @@ use super::KafkaContext;
 pub async fn handle(context: &KafkaContext, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(request.groups_names.len());
     for group_id in request.groups_names {
-        let error = context.groups.delete(&group_id.0).await.err();
+        let code = match access::group(Operation::Delete, &group_id.0) {
+            Err(denied) => denied.kind().kafka_error_code(),
+            Ok(()) => context
+                .groups
+                .delete(&group_id.0)
+                .await
+                .err()
+                .map_or(0, |e| e.code()),
+        };
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(group_id)
-                .with_error_code(error.map_or(0, |e| e.code())),
+                .with_error_code(code),
         );
     }
     DeleteGroupsResponse::default().with_results(results)

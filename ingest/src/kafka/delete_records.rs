@@ -5,6 +5,9 @@
 //! it (POLICY_VIOLATION), an offset past the high watermark is
 //! OFFSET_OUT_OF_RANGE, and each partition answers its new low watermark.
 
+use sluice_metadata::acls::Operation;
+
+use crate::access;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
@@ -29,6 +32,9 @@ pub async fn handle(
             let index = partition.partition_index;
             let answer = DeleteRecordsPartitionResult::default().with_partition_index(index);
             let outcome = match &topic {
+                _ if access::topic(Operation::Delete, &name).is_err() => {
+                    Err(ResponseError::TopicAuthorizationFailed)
+                }
                 None => Err(ResponseError::UnknownTopicOrPartition),
                 Some(t) if !(0..t.record.partitions).contains(&index) => {
                     Err(ResponseError::UnknownTopicOrPartition)

@@ -3,6 +3,9 @@
 //! The topic key, its heads and its index entries go in one metadata
 //! transaction; the segment objects become garbage for the collector.
 
+use sluice_metadata::acls::Operation;
+
+use crate::access;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
@@ -76,6 +79,7 @@ pub async fn handle(
 }
 
 async fn delete_one(context: &KafkaContext, name: &str) -> Result<(), AdminError> {
+    access::topic(Operation::Delete, name)?;
     let mut attempt = 0;
     loop {
         attempt += 1;

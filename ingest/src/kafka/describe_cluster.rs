@@ -2,6 +2,9 @@
 //! lowest live node id as controller (this node alone while no node is
 //! registered yet).
 
+use sluice_metadata::acls::Operation;
+
+use crate::access;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
@@ -37,6 +40,12 @@ pub fn handle(context: &KafkaContext, request: DescribeClusterRequest) -> Descri
                 "only the brokers endpoint type (1) is served",
             )));
     }
+    if let Err(denied) = access::cluster(Operation::Describe) {
+        return DescribeClusterResponse::default()
+            .with_endpoint_type(request.endpoint_type)
+            .with_error_code(denied.kind().kafka_error_code())
+            .with_error_message(Some(StrBytes::from_string(denied.to_string())));
+    }
     let brokers = brokers(context);
     let controller = brokers.first().map_or(context.node_id, |broker| broker.0);
     let brokers = brokers
@@ -56,7 +65,7 @@ pub fn handle(context: &KafkaContext, request: DescribeClusterRequest) -> Descri
         .with_brokers(brokers)
         .with_cluster_authorized_operations(authorized::when_asked(
             request.include_cluster_authorized_operations,
-            authorized::cluster(),
+            authorized::cluster,
         ))
 }
 

@@ -3,6 +3,9 @@
 //! does in sluice; a broker's settings as this node runs them; a group's
 //! configs with Kafka's defaults.
 
+use sluice_metadata::acls::Operation;
+
+use crate::access;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
@@ -35,8 +38,14 @@ pub async fn handle(
             .map(|keys| keys.iter().map(|k| k.to_string()).collect());
         let name = resource.resource_name.as_str();
         let described = match resource.resource_type {
-            RESOURCE_TOPIC => describe_topic(context, name).await,
-            RESOURCE_BROKER => describe_broker(context, name),
+            RESOURCE_TOPIC => match access::topic(Operation::DescribeConfigs, name) {
+                Ok(()) => describe_topic(context, name).await,
+                Err(denied) => Err(denied.into()),
+            },
+            RESOURCE_BROKER => match access::cluster(Operation::DescribeConfigs) {
+                Ok(()) => describe_broker(context, name),
+                Err(denied) => Err(denied.into()),
+            },
             // no loggers to describe: an empty list, no error
             RESOURCE_BROKER_LOGGER => Ok(Vec::new()),
             RESOURCE_GROUP if name.is_empty() => Err(AdminError::new(

@@ -5,7 +5,10 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use sluice_metadata::acls::Operation;
+
 use super::{authorized, KafkaContext};
+use crate::access;
 
 /// Answer a DescribeGroups request.
 pub async fn handle(
@@ -13,12 +16,21 @@ pub async fn handle(
     request: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
     let mut groups = Vec::with_capacity(request.groups.len());
-    let operations =
-        authorized::when_asked(request.include_authorized_operations, authorized::group());
     for group_id in request.groups {
+        let operations = authorized::when_asked(request.include_authorized_operations, || {
+            authorized::group(&group_id.0)
+        });
         let described = DescribedGroup::default()
             .with_group_id(group_id.clone())
             .with_authorized_operations(operations);
+        if let Err(denied) = access::group(Operation::Describe, &group_id.0) {
+            groups.push(
+                described
+                    .with_error_code(denied.kind().kafka_error_code())
+                    .with_authorized_operations(authorized::NOT_REQUESTED),
+            );
+            continue;
+        }
         groups.push(match context.groups.describe(&group_id.0).await {
             Ok(d) => described
                 .with_group_state(StrBytes::from_static_str(d.state))

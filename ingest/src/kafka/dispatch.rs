@@ -11,8 +11,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterUserScramCredentialsRequest, ApiKey, ApiVersionsRequest,
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest,
-    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    CreateAclsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteAclsRequest,
+    DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeAclsRequest,
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
     DescribeUserScramCredentialsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
     IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
     ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
@@ -76,7 +77,10 @@ macro_rules! api {
                       mut framed: Framed,
                       turn: Turn|
              -> Handling {
-                Box::pin(async move {
+                // the request's principal and ACLs, for the checks of the
+                // API's module (see crate::access)
+                let access = Arc::new(context.access(&session));
+                Box::pin(crate::access::scoped(access, async move {
                     #[allow(unused_variables)]
                     let $request: $ty = decode_body(&mut framed)?;
                     #[allow(unused_variables)]
@@ -90,7 +94,7 @@ macro_rules! api {
                         Some(body) => encode(&framed, &body).map(Reply::Send),
                         None => Ok(Reply::Nothing),
                     }
-                })
+                }))
             },
         }
     };
@@ -255,6 +259,24 @@ pub const APIS: &[Api] = &[
         0,
         2,
         |c, s, v, _h, r: SaslAuthenticateRequest| Some(sasl::authenticate(c, s, v, r).await)
+    ),
+    api!(
+        CreateAcls,
+        1,
+        3,
+        |c, _s, _v, _h, r: CreateAclsRequest| Some(acls::create(c, r).await)
+    ),
+    api!(
+        DescribeAcls,
+        1,
+        3,
+        |c, _s, _v, _h, r: DescribeAclsRequest| Some(acls::describe(c, r))
+    ),
+    api!(
+        DeleteAcls,
+        1,
+        3,
+        |c, _s, _v, _h, r: DeleteAclsRequest| Some(acls::delete(c, r).await)
     ),
     api!(
         DescribeUserScramCredentials,

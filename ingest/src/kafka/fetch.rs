@@ -6,6 +6,9 @@
 //! Fetch sessions (KIP-227, [`super::fetch_session`]) let a client send
 //! only what changed and get only partitions with news.
 
+use sluice_metadata::acls::Operation;
+
+use crate::access;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -143,15 +146,16 @@ fn layout_of(context: &KafkaContext, wanted: Vec<Asked>) -> Vec<(TopicName, Vec<
             .entry(name.clone())
             .or_insert_with(|| view.topic(&name))
             .clone();
-        let known = match &topic {
-            None => Err(IngestError::UnknownTopic(name.clone())),
-            Some(t) if !(0..t.record.partitions).contains(&partition) => {
+        let known = match (access::topic(Operation::Read, &name), &topic) {
+            (Err(denied), _) => Err(denied),
+            (Ok(()), None) => Err(IngestError::UnknownTopic(name.clone())),
+            (Ok(()), Some(t)) if !(0..t.record.partitions).contains(&partition) => {
                 Err(IngestError::UnknownPartition {
                     topic: name.clone(),
                     partition,
                 })
             }
-            Some(_) => Ok(()),
+            (Ok(()), Some(_)) => Ok(()),
         };
         let w = Wanted {
             topic_id: topic.as_ref().map(|t| t.record.id.clone()),

@@ -1,6 +1,9 @@
 //! FindCoordinator: the node coordinating a consumer group, claimed for
 //! this node through the metadata store when no live node holds it.
 
+use sluice_metadata::acls::Operation;
+
+use crate::access;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -19,6 +22,11 @@ async fn find(context: &KafkaContext, key: &str, key_type: i8) -> Coordinator {
             .with_error_message(Some(StrBytes::from_static_str(
                 "transactions are not supported",
             )))
+            .with_node_id(BrokerId(-1));
+    }
+    if let Err(denied) = access::group(Operation::Describe, key) {
+        return coordinator
+            .with_error_code(denied.kind().kafka_error_code())
             .with_node_id(BrokerId(-1));
     }
     let error = match context.groups.find_coordinator(key).await {

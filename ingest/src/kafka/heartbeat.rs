@@ -1,12 +1,18 @@
 //! Heartbeat: keeps a member's session alive and tells it to rejoin when a
 //! rebalance started.
 
+use sluice_metadata::acls::Operation;
+
+use crate::access;
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use super::KafkaContext;
 
 /// Answer a Heartbeat request.
 pub async fn handle(context: &KafkaContext, request: HeartbeatRequest) -> HeartbeatResponse {
+    if let Err(denied) = access::group(Operation::Read, &request.group_id.0) {
+        return HeartbeatResponse::default().with_error_code(denied.kind().kafka_error_code());
+    }
     let instance_id = request.group_instance_id.as_ref().map(|id| id.to_string());
     let result = context
         .groups

@@ -3,6 +3,9 @@
 //! the topic's current configs inside the catalog's compare-and-swap loop,
 //! so concurrent changes of other configs are not lost.
 
+use sluice_metadata::acls::Operation;
+
+use crate::access;
 use std::collections::{BTreeMap, HashSet};
 
 use kafka_protocol::error::ResponseError;
@@ -52,6 +55,11 @@ pub async fn handle(
         let name = resource.resource_name.to_string();
         let outcome = if twice.contains(&(resource.resource_type, name.clone())) {
             Err(topic_configs::duplicate_resource(&name))
+        } else if let (RESOURCE_TOPIC, Err(denied)) = (
+            resource.resource_type,
+            access::topic(Operation::AlterConfigs, &name),
+        ) {
+            Err(denied.into())
         } else if resource.resource_type == RESOURCE_TOPIC {
             match parse_changes(&resource.configs) {
                 Ok(changes) => {

@@ -11,6 +11,9 @@
 //! TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which Kafka clients report as a
 //! fatal error instead of retrying.
 
+use sluice_metadata::acls::{Operation, ResourceType};
+
+use crate::access;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use sluice_metadata::model::Catalog;
@@ -24,6 +27,17 @@ pub async fn handle(
     context: &KafkaContext,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
+    // IDEMPOTENT_WRITE on the cluster, or WRITE on some topic (KIP-679)
+    let may_write = access::current()
+        .is_none_or(|access| access.allows_any(Operation::Write, ResourceType::Topic));
+    if !may_write {
+        if let Err(denied) = access::cluster(Operation::IdempotentWrite) {
+            return InitProducerIdResponse::default()
+                .with_error_code(denied.kind().kafka_error_code())
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1);
+        }
+    }
     answer(&context.catalog, request).await
 }
 

@@ -1,5 +1,8 @@
 //! JoinGroup: enter (or re-enter) a consumer group's rebalance.
 
+use sluice_metadata::acls::Operation;
+
+use crate::access;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -14,6 +17,11 @@ pub async fn handle(
     client_id: &str,
     request: JoinGroupRequest,
 ) -> JoinGroupResponse {
+    if let Err(denied) = access::group(Operation::Read, &request.group_id.0) {
+        return JoinGroupResponse::default()
+            .with_error_code(denied.kind().kafka_error_code())
+            .with_generation_id(-1);
+    }
     let join = JoinRequest {
         group_id: request.group_id.0.to_string(),
         member_id: request.member_id.to_string(),

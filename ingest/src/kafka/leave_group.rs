@@ -1,6 +1,9 @@
 //! LeaveGroup: members leave at once instead of waiting for their session
 //! to time out (one member before v3, a batch by id or instance id from v3).
 
+use sluice_metadata::acls::Operation;
+
+use crate::access;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
@@ -12,6 +15,9 @@ pub async fn handle(
     version: i16,
     request: LeaveGroupRequest,
 ) -> LeaveGroupResponse {
+    if let Err(denied) = access::group(Operation::Read, &request.group_id.0) {
+        return LeaveGroupResponse::default().with_error_code(denied.kind().kafka_error_code());
+    }
     let members: Vec<(String, Option<String>)> = if version < 3 {
         vec![(request.member_id.to_string(), None)]
     } else {

@@ -2,6 +2,9 @@
 //! and merge), plus, on the lowest-numbered live node, groups that no node
 //! coordinates right now.
 
+use sluice_metadata::acls::Operation;
+
+use crate::access;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -25,9 +28,13 @@ pub async fn handle(context: &KafkaContext, request: ListGroupsRequest) -> ListG
         .iter()
         .map(|s| s.to_lowercase())
         .collect();
+    // DESCRIBE on the cluster lists every group; else those the principal
+    // may DESCRIBE
+    let every_group = access::cluster(Operation::Describe).is_ok();
     let listed = groups
         .into_iter()
         .filter(|(_, _, state)| filter.is_empty() || filter.contains(&state.to_lowercase()))
+        .filter(|(group, _, _)| every_group || access::group(Operation::Describe, group).is_ok())
         .map(|(group, protocol_type, state)| {
             ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(group)))

@@ -3,6 +3,9 @@
 //! is at least it (found through the index entries' max timestamps, then
 //! the batches of that entry).
 
+use sluice_metadata::acls::Operation;
+
+use crate::access;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -58,6 +61,7 @@ async fn lookup(
     partition: i32,
     timestamp: i64,
 ) -> IngestResult<(i64, i64)> {
+    access::topic(Operation::Describe, name)?;
     let topic = context.producer.topic(name)?;
     if !(0..topic.record.partitions).contains(&partition) {
         return Err(IngestError::UnknownPartition {

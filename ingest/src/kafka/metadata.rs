@@ -12,7 +12,10 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_metadata::membership::partition_leader;
 use sluice_metadata::model::Topic;
 
+use sluice_metadata::acls::{Operation, ResourceType};
+
 use super::{authorized, KafkaContext};
+use crate::access;
 
 /// Answer a Metadata request.
 pub async fn handle(
@@ -35,7 +38,14 @@ pub async fn handle(
     let mut topics = Vec::new();
     match requested {
         None => {
-            let mut all = view.topics();
+            // topics the principal may not DESCRIBE are not listed
+            let mut all: Vec<_> = view
+                .topics()
+                .into_iter()
+                .filter(|t| {
+                    access::allowed(Operation::Describe, ResourceType::Topic, &t.record.name)
+                })
+                .collect();
             all.sort_by(|a, b| a.record.name.cmp(&b.record.name));
             topics.extend(all.iter().map(|topic| describe(&live_ids, topic)));
         }
@@ -58,6 +68,14 @@ pub async fn handle(
                         }
                     }
                 };
+                if let Err(denied) = access::topic(Operation::Describe, &name) {
+                    topics.push(
+                        MetadataResponseTopic::default()
+                            .with_error_code(denied.kind().kafka_error_code())
+                            .with_name(Some(TopicName(StrBytes::from_string(name)))),
+                    );
+                    continue;
+                }
                 match context.topic(&name, create).await {
                     Ok(topic) => topics.push(describe(&live_ids, &topic)),
                     Err(error) => topics.push(
@@ -85,13 +103,16 @@ pub async fn handle(
         .min()
         .unwrap_or(context.node_id);
     // asked for from v8 (the cluster's only up to v10)
-    let topic_operations = authorized::when_asked(
-        version >= 8 && request.include_topic_authorized_operations,
-        authorized::topic(),
-    );
+    let asked_topic_operations = version >= 8 && request.include_topic_authorized_operations;
     for topic in &mut topics {
         if topic.error_code == 0 {
-            topic.topic_authorized_operations = topic_operations;
+            let name = topic
+                .name
+                .as_ref()
+                .map(|n| n.0.to_string())
+                .unwrap_or_default();
+            topic.topic_authorized_operations =
+                authorized::when_asked(asked_topic_operations, || authorized::topic(&name));
         }
     }
     MetadataResponse::default()
@@ -101,7 +122,7 @@ pub async fn handle(
         .with_topics(topics)
         .with_cluster_authorized_operations(authorized::when_asked(
             (8..=10).contains(&version) && request.include_cluster_authorized_operations,
-            authorized::cluster(),
+            authorized::cluster,
         ))
 }
 
@@ -172,7 +193,7 @@ mod tests {
         let response = handle(&node.context, 10, asked.clone()).await;
         assert_eq!(
             response.topics[0].topic_authorized_operations,
-            authorized::topic()
+            authorized::topic("orders")
         );
         assert_eq!(
             response.cluster_authorized_operations,
@@ -187,7 +208,7 @@ mod tests {
         let response = handle(&node.context, 12, asked).await;
         assert_eq!(
             response.topics[0].topic_authorized_operations,
-            authorized::topic()
+            authorized::topic("orders")
         );
         assert_eq!(response.cluster_authorized_operations, i32::MIN);
         let response = handle(&node.context, 12, asking_for(&["orders"], false)).await;

@@ -52,7 +52,8 @@ pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
 
-// security: SASL and the users it authenticates
+// security: SASL and the users it authenticates, ACLs
+pub mod acls;
 pub mod sasl;
 pub mod scram_credentials;
 

@@ -1,5 +1,8 @@
 //! OffsetCommit: a group's consumed positions, stored in the metadata store.
 
+use sluice_metadata::acls::Operation;
+
+use crate::access;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
@@ -24,6 +27,11 @@ pub async fn handle(
     for topic in &request.topics {
         let known = view.topic(&topic.name.0);
         let mut topic_errors = Vec::with_capacity(topic.partitions.len());
+        if let Err(denied) = access::topic(Operation::Read, &topic.name.0) {
+            let code = denied.kind().kafka_error_code();
+            errors.push(vec![code; topic.partitions.len()]);
+            continue;
+        }
         for partition in &topic.partitions {
             let in_range = known
                 .as_ref()
@@ -51,18 +59,21 @@ pub async fn handle(
         errors.push(topic_errors);
     }
     let instance_id = request.group_instance_id.as_ref().map(|id| id.to_string());
-    let group_error = context
-        .groups
-        .commit_offsets(
-            &request.group_id.0,
-            request.generation_id_or_member_epoch,
-            &request.member_id,
-            instance_id.as_deref(),
-            offsets,
-        )
-        .await
-        .err()
-        .map_or(0, |e| e.code());
+    let group_error = match access::group(Operation::Read, &request.group_id.0) {
+        Err(denied) => denied.kind().kafka_error_code(),
+        Ok(()) => context
+            .groups
+            .commit_offsets(
+                &request.group_id.0,
+                request.generation_id_or_member_epoch,
+                &request.member_id,
+                instance_id.as_deref(),
+                offsets,
+            )
+            .await
+            .err()
+            .map_or(0, |e| e.code()),
+    };
     let topics = request
         .topics
         .into_iter()

@@ -1,6 +1,9 @@
 //! OffsetDelete: remove a group's committed offsets, except those of topics
 //! its members subscribe to (see `GroupCoordinator::delete_offsets`).
 
+use sluice_metadata::acls::Operation;
+
+use crate::access;
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
@@ -10,9 +13,15 @@ use super::KafkaContext;
 
 /// Answer an OffsetDelete request.
 pub async fn handle(context: &KafkaContext, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    if let Err(denied) = access::group(Operation::Delete, &request.group_id.0) {
+        return OffsetDeleteResponse::default().with_error_code(denied.kind().kafka_error_code());
+    }
+    // topics the principal may not READ keep their offsets
+    let denied = |topic: &str| access::topic(Operation::Read, topic).is_err();
     let partitions: Vec<(String, i32)> = request
         .topics
         .iter()
+        .filter(|t| !denied(&t.name.0))
         .flat_map(|t| {
             t.partitions
                 .iter()
@@ -32,13 +41,18 @@ pub async fn handle(context: &KafkaContext, request: OffsetDeleteRequest) -> Off
         .topics
         .into_iter()
         .map(|t| {
+            let topic_denied = denied(&t.name.0);
             OffsetDeleteResponseTopic::default()
                 .with_name(t.name)
                 .with_partitions(
                     t.partitions
                         .iter()
                         .map(|p| {
-                            let code = results.next().and_then(Result::err).map_or(0, |e| e.code());
+                            let code = if topic_denied {
+                                kafka_protocol::ResponseError::TopicAuthorizationFailed.code()
+                            } else {
+                                results.next().and_then(Result::err).map_or(0, |e| e.code())
+                            };
                             OffsetDeleteResponsePartition::default()
                                 .with_partition_index(p.partition_index)
                                 .with_error_code(code)

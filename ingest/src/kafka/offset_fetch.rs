@@ -1,6 +1,9 @@
 //! OffsetFetch: a group's committed positions (one group before v8, a batch
 //! of groups from v8). Unknown positions answer offset -1.
 
+use sluice_metadata::acls::Operation;
+
+use crate::access;
 use std::collections::BTreeMap;
 
 use kafka_protocol::messages::offset_fetch_response::{
@@ -22,6 +25,9 @@ async fn positions(
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<Positions, i16> {
+    access::group(Operation::Describe, group).map_err(|denied| denied.kind().kafka_error_code())?;
+    // a topic the principal may not DESCRIBE: none of its offsets
+    let visible = |topic: &str| access::topic(Operation::Describe, topic).is_ok();
     let committed = context
         .groups
         .fetch_offsets(group)
@@ -30,6 +36,7 @@ async fn positions(
     Ok(match wanted {
         None => committed
             .into_iter()
+            .filter(|(topic, _)| visible(topic))
             .map(|(topic, partitions)| {
                 let list = partitions.into_iter().map(|(p, r)| (p, Some(r))).collect();
                 (topic, list)
@@ -38,8 +45,10 @@ async fn positions(
         Some(wanted) => wanted
             .into_iter()
             .map(|(topic, partitions)| {
-                let known: BTreeMap<i32, OffsetRecord> =
-                    committed.get(&topic).cloned().unwrap_or_default();
+                let known: BTreeMap<i32, OffsetRecord> = match visible(&topic) {
+                    true => committed.get(&topic).cloned().unwrap_or_default(),
+                    false => BTreeMap::new(),
+                };
                 let list = partitions
                     .into_iter()
                     .map(|p| (p, known.get(&p).cloned()))

@@ -16,8 +16,11 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use sluice_metadata::producers::ProducerBatch;
 use sluice_segment::batch;
 
+use sluice_metadata::acls::Operation;
+
 use super::order::Turn;
 use super::KafkaContext;
+use crate::access;
 use crate::error::{IngestError, IngestResult};
 use crate::rules::TopicRules;
 use crate::writer::Pending;
@@ -50,9 +53,15 @@ pub async fn handle_in_turn(
         let name = topic_data.name.0.to_string();
         // like Kafka's auto.create.topics.enable, a produce to an unknown
         // topic creates it (with the default partition count)
-        let topic = context
-            .topic(&name, context.config.auto_create_topics)
-            .await;
+        // refused before the topic is looked up (or created): WRITE on it
+        let topic = match access::topic(Operation::Write, &name) {
+            Ok(()) => {
+                context
+                    .topic(&name, context.config.auto_create_topics)
+                    .await
+            }
+            Err(denied) => Err(denied),
+        };
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         let mut pending = Vec::with_capacity(topic_data.partition_data.len());
         for data in topic_data.partition_data {

@@ -19,7 +19,10 @@ use kafka_protocol::ResponseError;
 use sluice_auth::scram;
 use sluice_metadata::users::{validate_user_name, ScramMechanism, ITERATIONS_MAX, ITERATIONS_MIN};
 
+use sluice_metadata::acls::Operation;
+
 use super::KafkaContext;
+use crate::access;
 
 fn error_message(error: ResponseError, message: String) -> (i16, Option<StrBytes>) {
     (error.code(), Some(StrBytes::from_string(message)))
@@ -31,6 +34,11 @@ pub async fn describe(
     context: &KafkaContext,
     request: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
+    if let Err(denied) = access::cluster(Operation::Describe) {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(denied.kind().kafka_error_code())
+            .with_error_message(Some(StrBytes::from_string(denied.to_string())));
+    }
     let users = match context.catalog.users().await {
         Ok(users) => users,
         Err(error) => {
@@ -107,6 +115,26 @@ pub async fn alter(
     context: &KafkaContext,
     request: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
+    if let Err(denied) = access::cluster(Operation::Alter) {
+        let (code, message) = error_message(denied.kind().kafka_error(), denied.to_string());
+        let users: BTreeSet<String> = request
+            .deletions
+            .iter()
+            .map(|d| d.name.to_string())
+            .chain(request.upsertions.iter().map(|u| u.name.to_string()))
+            .collect();
+        return AlterUserScramCredentialsResponse::default().with_results(
+            users
+                .into_iter()
+                .map(|user| {
+                    AlterUserScramCredentialsResult::default()
+                        .with_user(StrBytes::from_string(user))
+                        .with_error_code(code)
+                        .with_error_message(message.clone())
+                })
+                .collect(),
+        );
+    }
     let mut users: BTreeMap<String, Changes> = BTreeMap::new();
     let mut mentioned = BTreeSet::new();
     let fail = |changes: &mut Changes, error: ResponseError, message: String| {

@@ -1,5 +1,8 @@
 //! SyncGroup: the leader hands out assignments; every member gets its own.
 
+use sluice_metadata::acls::Operation;
+
+use crate::access;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
@@ -7,6 +10,9 @@ use super::KafkaContext;
 
 /// Answer a SyncGroup request (followers wait for the leader's assignment).
 pub async fn handle(context: &KafkaContext, request: SyncGroupRequest) -> SyncGroupResponse {
+    if let Err(denied) = access::group(Operation::Read, &request.group_id.0) {
+        return SyncGroupResponse::default().with_error_code(denied.kind().kafka_error_code());
+    }
     let assignments = request
         .assignments
         .iter()

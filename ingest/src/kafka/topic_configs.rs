@@ -342,6 +342,12 @@ impl AdminError {
     }
 }
 
+impl From<IngestError> for AdminError {
+    fn from(error: IngestError) -> Self {
+        AdminError::new(error.kind().kafka_error(), error.to_string())
+    }
+}
+
 /// Map a model error of a config change: invalid input is INVALID_CONFIG.
 pub fn config_error(error: ModelError) -> AdminError {
     match error {
