@@ -45,11 +45,21 @@ pub struct Peers {
     self_id: i32,
     client: reqwest::Client,
     timeout: Duration,
+    /// The cluster's node credential, sent with every block request.
+    node_secret: Arc<str>,
 }
+
+/// The header a node presents its credential in to another node.
+pub const NODE_CREDENTIAL_HEADER: &str = "x-sluice-node-credential";
 
 impl Peers {
     /// Peers of node `self_id`, as listed by `view`.
-    pub fn new(view: Arc<ClusterView>, self_id: i32, config: PeerConfig) -> Self {
+    pub fn new(
+        view: Arc<ClusterView>,
+        self_id: i32,
+        config: PeerConfig,
+        node_secret: Arc<str>,
+    ) -> Self {
         let client = reqwest::Client::builder()
             .connect_timeout(config.timeout)
             .timeout(config.timeout)
@@ -62,6 +72,7 @@ impl Peers {
             self_id,
             client,
             timeout: config.timeout,
+            node_secret,
         }
     }
 
@@ -100,6 +111,7 @@ impl Peers {
             let response = self
                 .client
                 .get(&url)
+                .header(NODE_CREDENTIAL_HEADER, &*self.node_secret)
                 .send()
                 .await
                 .map_err(|e| e.to_string())?;

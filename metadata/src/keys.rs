@@ -5,6 +5,7 @@
 //! cluster                                  cluster id (created once)
 //! node-id-counter                          last allocated node id
 //! producer-ids                             last allocated producer id
+//! node-secret                              the credential nodes present to each other
 //! controller                               the elected controller (on its lease)
 //! topics/<name>                            topic record: id, partitions, configs
 //! heads/<topic-id>/<p>                     partition head: next offset, log start, producers
@@ -63,6 +64,8 @@ pub enum Key<'k> {
     ProducerIdCounter,
     /// `controller`.
     Controller,
+    /// `node-secret`.
+    NodeSecret,
     /// `topics/<name>`.
     Topic {
         /// Topic name.
@@ -182,6 +185,11 @@ impl Keys {
     /// `producer-ids`: the last producer id allocated.
     pub fn producer_id_counter(&self) -> String {
         self.key(format_args!("producer-ids"))
+    }
+
+    /// `node-secret`: the credential nodes present to each other.
+    pub fn node_secret(&self) -> String {
+        self.key(format_args!("node-secret"))
     }
 
     /// `controller`: the controller election.
@@ -335,6 +343,7 @@ impl Keys {
             "node-id-counter" => return Some(Key::NodeIdCounter),
             "producer-ids" => return Some(Key::ProducerIdCounter),
             "controller" => return Some(Key::Controller),
+            "node-secret" => return Some(Key::NodeSecret),
             _ => {}
         }
         let (kind, rest) = rest.split_once('/')?;
@@ -425,6 +434,7 @@ mod tests {
             (k.node_id_counter(), Key::NodeIdCounter),
             (k.producer_id_counter(), Key::ProducerIdCounter),
             (k.controller(), Key::Controller),
+            (k.node_secret(), Key::NodeSecret),
             (
                 k.topic("orders.v1_x-y"),
                 Key::Topic {

@@ -196,6 +196,11 @@ pub async fn run(
         .await
         .map_err(startup("reading the cluster id"))?;
     let node_id = node_id(&config, &catalog).await?;
+    let node_secret: Arc<str> = catalog
+        .ensure_node_secret()
+        .await
+        .map_err(startup("reading the node credential"))?
+        .into();
     let view = ClusterView::start(catalog.clone())
         .await
         .map_err(startup("loading the cluster view"))?;
@@ -203,7 +208,12 @@ pub async fn run(
         .await
         .map_err(startup("opening the read cache"))?;
     if config.peer.enabled {
-        cache.set_peers(Peers::new(view.clone(), node_id, config.peer));
+        cache.set_peers(Peers::new(
+            view.clone(),
+            node_id,
+            config.peer,
+            node_secret.clone(),
+        ));
     }
     let (writer, writer_tasks) = Writer::start_with_cache(
         config.writer.clone(),
@@ -313,6 +323,7 @@ pub async fn run(
         ready: ready.clone(),
         groups: groups.clone(),
         authorizer: authorizer.clone(),
+        node_secret: node_secret.clone(),
     };
     let kafka_context = Arc::new(
         KafkaContext::new(

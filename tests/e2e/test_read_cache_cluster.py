@@ -17,11 +17,13 @@ with the nodes' own `sluice_object_gets_total` (real object-store GETs):
 * killing the owner of blocks mid-read: the reader on a surviving node
   goes on (each request for a dead owner's block falls back to the object
   store) and reads byte-equal data.
-* the internal endpoint validates its inputs.
+* the internal endpoint validates its inputs, and answers only requests that
+  carry the cluster's node credential (401 otherwise).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import random
@@ -168,9 +170,35 @@ def test_a_dead_owner_costs_a_fallback_never_an_error(sluice):
     assert read_digest(producer.api, TOPIC, 0, records).hexdigest() == expected
 
 
+def node_credential(node) -> str:
+    """The cluster's node credential, read from etcd over its JSON gateway."""
+    key = f"/sluice/{node.cluster.name}/node-secret"
+    r = requests.post(f"{node.cluster.etcd}/v3/kv/range",
+                      json={"key": base64.b64encode(key.encode()).decode()}, timeout=10)
+    r.raise_for_status()
+    kvs = r.json().get("kvs", [])
+    assert kvs, f"no {key} in etcd"
+    return base64.b64decode(kvs[0]["value"]).decode()
+
+
+def test_the_internal_block_endpoint_refuses_requests_without_the_node_credential(sluice):
+    node = sluice.distributed(extra_args=NODE_ARGS)
+    url = f"{node.url}/internal/v1/blocks/01J00000000000000000000000/0?object_bytes=10"
+    for headers in ({}, {"x-sluice-node-credential": "guess"},
+                    {"x-sluice-node-credential": node_credential(node)[:-1]}):
+        r = requests.get(url, headers=headers, timeout=10)
+        assert r.status_code == 401, (headers, r.status_code, r.text[:200])
+        assert "node credential" in r.json()["message"]
+    # with it: past the check (a well-formed request of a missing object)
+    r = requests.get(url, headers={"x-sluice-node-credential": node_credential(node)}, timeout=10)
+    assert r.status_code == 404, r.text[:200]
+    assert node.running
+
+
 def test_the_internal_block_endpoint_validates_its_input(sluice):
     node = sluice.distributed(extra_args=NODE_ARGS)
     base = node.url + "/internal/v1/blocks"
+    credential = {"x-sluice-node-credential": node_credential(node)}
     segment = "01J00000000000000000000000"
     cases = [
         (f"{base}/not-a-ulid/0?object_bytes=10", 400),
@@ -185,7 +213,7 @@ def test_the_internal_block_endpoint_validates_its_input(sluice):
         (f"{base}/{segment}/0?object_bytes=10", 404),
     ]
     for url, status in cases:
-        r = requests.get(url, timeout=10)
+        r = requests.get(url, headers=credential, timeout=10)
         assert r.status_code == status, f"{url}: {r.status_code} {r.text[:200]}"
         body = r.json()
         assert body["error_code"] == status and body["message"], body

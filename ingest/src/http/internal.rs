@@ -1,15 +1,20 @@
 //! `GET /internal/v1/blocks/{segment}/{block}?object_bytes=N`: one block of
 //! a segment object for another node of the cluster (peer-owned blocks,
 //! see `sluice_fetch::peer`). Answered from this node's block cache or one
-//! object-store GET of its own, never forwarded to another node.
+//! object-store GET of its own, never forwarded to another node. Only
+//! nodes of the cluster may ask: a request without the cluster's node
+//! credential (`x-sluice-node-credential`, from the metadata store) is a
+//! 401.
 
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use sluice_fetch::peer::NODE_CREDENTIAL_HEADER;
 use sluice_fetch::FetchError;
 use sluice_segment::SegmentId;
+use subtle::ConstantTimeEq;
 
 use super::{ApiError, HttpState};
 
@@ -20,7 +25,18 @@ pub(super) async fn block(
     State(state): State<HttpState>,
     Path((segment, block)): Path<(String, String)>,
     Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let presented = headers
+        .get(NODE_CREDENTIAL_HEADER)
+        .map(|value| value.as_bytes())
+        .unwrap_or_default();
+    if !bool::from(presented.ct_eq(state.node_secret.as_bytes())) {
+        return Err(ApiError::new(
+            401,
+            "the internal endpoint answers only nodes of the cluster (no or wrong node credential)",
+        ));
+    }
     let segment = SegmentId::parse(&segment).ok_or_else(|| {
         ApiError::bad_request(format!(
             "segment must be a segment id (ULID), got {segment:?}"

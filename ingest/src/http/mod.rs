@@ -47,6 +47,8 @@ pub struct HttpState {
     pub groups: Arc<crate::group::GroupCoordinator>,
     /// Who may do what (everything unless enforcing).
     pub authorizer: Arc<sluice_auth::Authorizer>,
+    /// The credential other nodes present on the internal endpoint.
+    pub node_secret: Arc<str>,
 }
 
 /// An error answered as JSON with its HTTP status.

@@ -396,10 +396,26 @@ impl Catalog {
     /// The cluster id, created on first use.
     pub async fn ensure_cluster_id(&self) -> ModelResult<String> {
         let key = self.keys.cluster_id();
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        self.ensure_value(key, id).await
+    }
+
+    /// The credential every node of the cluster presents to the others
+    /// (the internal block endpoint), created on first use: 256 random
+    /// bits, hex.
+    pub async fn ensure_node_secret(&self) -> ModelResult<String> {
+        let bytes: [u8; 32] = rand::random();
+        let secret = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        self.ensure_value(self.keys.node_secret(), secret).await
+    }
+
+    /// The value at `key`, or `value` written there if there is none yet
+    /// (whoever writes first wins).
+    async fn ensure_value(&self, key: String, value: String) -> ModelResult<String> {
         if let Some(kv) = self.store.get(&key).await? {
             return Ok(String::from_utf8_lossy(&kv.value).into_owned());
         }
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        let id = value;
         let response = self
             .store
             .txn(
@@ -416,7 +432,7 @@ impl Catalog {
             Some(TxnOpResponse::Get(kvs)) if !kvs.is_empty() => {
                 Ok(String::from_utf8_lossy(&kvs[0].value).into_owned())
             }
-            _ => Err(ModelError::Concurrent("cluster".to_string())),
+            _ => Err(ModelError::Concurrent(key)),
         }
     }
 
