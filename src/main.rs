@@ -1,9 +1,10 @@
 //! The `sluice` command: `serve` runs a node (`sluice-node`), `config show`
 //! prints its effective settings; `topic`, `group`, `produce` and
 //! `consume` talk to a running node over HTTP; `archive` lists and queries
-//! a topic's Parquet archive; `bench` measures a node; `user` manages the
-//! SCRAM users SASL listeners authenticate.
+//! a topic's Parquet archive; `bench` measures a node; `user`, `acl` and
+//! `token` manage the users, ACLs and HTTP tokens in the metadata store.
 
+mod acl;
 mod archive;
 mod bench;
 mod client;
@@ -61,6 +62,16 @@ enum Command {
     User {
         #[command(subcommand)]
         command: user::UserCommand,
+    },
+    /// ACLs in the metadata store: add, list, remove (Kafka's model).
+    Acl {
+        #[command(subcommand)]
+        command: acl::AclCommand,
+    },
+    /// Bearer tokens of the HTTP API: create, list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: acl::TokenCommand,
     },
     /// Benchmarks against a running node.
     Bench {
@@ -121,6 +132,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Archive { command } => archive::run(command).await?,
         Command::Bench { command } => bench::run(command).await?,
         Command::User { command } => user::run(command).await?,
+        Command::Acl { command } => acl::run(command).await?,
+        Command::Token { command } => acl::run_token(command).await?,
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use sluice_metadata::users::{ScramMechanism, ITERATIONS_MIN};
 
 /// Where the metadata store is (the flags of `serve`).
 #[derive(Debug, Clone, clap::Args)]
-pub struct MetadataTarget {
+pub(crate) struct MetadataTarget {
     /// etcd endpoints, comma separated (default: the embedded store).
     #[arg(long, env = "SLUICE_ETCD", value_delimiter = ',')]
     etcd: Vec<String>,
@@ -28,7 +28,7 @@ pub struct MetadataTarget {
 }
 
 impl MetadataTarget {
-    async fn catalog(&self) -> anyhow::Result<Catalog> {
+    pub(crate) async fn catalog(&self) -> anyhow::Result<Catalog> {
         let store = sluice_node::open_metadata(&self.etcd, &self.data_dir).await?;
         Ok(Catalog::new(store, &self.cluster))
     }

@@ -10,6 +10,7 @@
 //!   messages in, a principal (or a refusal) out.
 //! - [`authorizer`]: Kafka's ACL decision (deny wins, implied DESCRIBE,
 //!   super users).
+//! - [`token`]: bearer tokens of the HTTP API (stored by digest).
 //! - [`tls`]: rustls server settings from PEM files, reloadable, with
 //!   optional client certificates whose subject becomes the principal.
 //!
@@ -22,6 +23,7 @@ pub mod principal;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
+pub mod token;
 
 pub use authorizer::Authorizer;
 pub use principal::Principal;

@@ -14,6 +14,8 @@ pub struct Principal {
 
 /// The name of the principal of a connection that did not authenticate.
 pub const ANONYMOUS: &str = "ANONYMOUS";
+/// That principal, written out.
+pub const ANONYMOUS_USER: &str = "User:ANONYMOUS";
 
 impl Principal {
     /// `User:<name>`.
@@ -54,7 +56,7 @@ mod tests {
     #[test]
     fn principals_print_and_parse_the_kafka_way() {
         assert_eq!(Principal::user("alice").to_string(), "User:alice");
-        assert_eq!(Principal::anonymous().to_string(), "User:ANONYMOUS");
+        assert_eq!(Principal::anonymous().to_string(), ANONYMOUS_USER);
         let dn = Principal::parse("User:CN=a,O=b:c").unwrap();
         assert_eq!(dn.name, "CN=a,O=b:c");
         assert_eq!(Principal::parse("alice"), None);

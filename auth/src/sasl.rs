@@ -169,28 +169,36 @@ async fn plain_step(message: &[u8], credentials: &dyn Credentials) -> Step {
         Ok(parsed) => parsed,
         Err(error) => return Step::Failed(format!("Authentication failed: {error}")),
     };
-    for m in ScramMechanism::ALL {
-        let credential = match credentials.scram(&parsed.user, m).await {
-            Ok(Some(credential)) => credential,
-            Ok(None) => continue,
-            Err(error) => return Step::Failed(unavailable(&error)),
-        };
-        // PBKDF2 of thousands of rounds: off the connection's thread
-        let password = parsed.password.clone();
-        let checked =
-            tokio::task::spawn_blocking(move || scram::verify_password(m, &credential, &password))
-                .await
-                .unwrap_or(false);
-        return if checked {
-            Step::Done {
-                principal: Principal::user(parsed.user),
-                reply: Vec::new(),
-            }
-        } else {
-            Step::Failed(INVALID.into())
-        };
+    match check_password(credentials, &parsed.user, &parsed.password).await {
+        Ok(true) => Step::Done {
+            principal: Principal::user(parsed.user),
+            reply: Vec::new(),
+        },
+        Ok(false) => Step::Failed(INVALID.into()),
+        Err(error) => Step::Failed(unavailable(&error)),
     }
-    Step::Failed(INVALID.into())
+}
+
+/// Whether `password` is `user`'s, checked against the user's stored SCRAM
+/// credential (the strongest there is): one PBKDF2 of the stored
+/// iterations, off the async threads. `Err` when the store could not be read.
+pub async fn check_password(
+    credentials: &dyn Credentials,
+    user: &str,
+    password: &[u8],
+) -> Result<bool, String> {
+    for m in ScramMechanism::ALL {
+        let Some(credential) = credentials.scram(user, m).await? else {
+            continue;
+        };
+        let password = password.to_vec();
+        return Ok(tokio::task::spawn_blocking(move || {
+            scram::verify_password(m, &credential, &password)
+        })
+        .await
+        .unwrap_or(false));
+    }
+    Ok(false)
 }
 
 #[cfg(test)]

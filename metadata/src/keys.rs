@@ -19,6 +19,7 @@
 //! gc/<object path>                         an object GC found unreferenced, and when
 //! users/<name>/<mechanism>                 a user's salted SCRAM credential
 //! acls/<binding, hex>                      an ACL binding
+//! tokens/<sha-256, hex>                    an HTTP bearer token's principal
 //! ```
 //!
 //! Index keys carry the base offset zero-padded to 20 digits so that key
@@ -131,6 +132,11 @@ pub enum Key<'k> {
     Acl {
         /// The binding's name (its fields, hex-encoded).
         name: &'k str,
+    },
+    /// `tokens/<digest>`.
+    Token {
+        /// The SHA-256 of the token, hex.
+        digest: &'k str,
     },
     /// `users/<name>/<mechanism>`.
     UserCredential {
@@ -334,6 +340,16 @@ impl Keys {
         self.key(format_args!("acls/{name}"))
     }
 
+    /// Prefix of every bearer token.
+    pub fn tokens(&self) -> String {
+        self.key(format_args!("tokens/"))
+    }
+
+    /// One bearer token, by the digest of its secret.
+    pub fn token(&self, digest: &str) -> String {
+        self.key(format_args!("tokens/{digest}"))
+    }
+
     /// Parse a key of this cluster; `None` for keys of other clusters and
     /// for anything sluice does not write.
     pub fn parse<'k>(&self, key: &'k str) -> Option<Key<'k>> {
@@ -408,6 +424,9 @@ impl Keys {
             }
             "gc" if !rest.is_empty() => Some(Key::GcMark { object: rest }),
             "acls" if !rest.is_empty() && !rest.contains('/') => Some(Key::Acl { name: rest }),
+            "tokens" if !rest.is_empty() && !rest.contains('/') => {
+                Some(Key::Token { digest: rest })
+            }
             "users" => {
                 let (name, mechanism) = rest.split_once('/')?;
                 (!name.is_empty() && !mechanism.is_empty() && !mechanism.contains('/'))
@@ -508,6 +527,7 @@ mod tests {
                 },
             ),
             (k.acl("0a0b"), Key::Acl { name: "0a0b" }),
+            (k.token("ff00"), Key::Token { digest: "ff00" }),
             (
                 k.user_credential("alice", "SCRAM-SHA-512"),
                 Key::UserCredential {

@@ -121,7 +121,75 @@ pub fn validate_user_name(name: &str) -> ModelResult<()> {
     Ok(())
 }
 
+/// An HTTP bearer token as stored (under the digest of its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// The principal the token acts as (`User:alice`).
+    pub principal: String,
+    /// When it was created, ms since the epoch.
+    pub created_ms: i64,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+}
+
 impl Catalog {
+    /// Store a token by the digest of its secret.
+    pub async fn put_token(&self, digest: &str, token: &TokenRecord) -> ModelResult<()> {
+        let value = serde_json::to_vec(token)
+            .map_err(|e| ModelError::Invalid(format!("encoding a token: {e}")))?;
+        self.store()
+            .put(&self.keys().token(digest), value.into(), None)
+            .await?;
+        Ok(())
+    }
+
+    /// The token stored under `digest`, if any.
+    pub async fn token(&self, digest: &str) -> ModelResult<Option<TokenRecord>> {
+        if digest.is_empty() || digest.contains('/') {
+            return Ok(None);
+        }
+        let Some(kv) = self.store().get(&self.keys().token(digest)).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&kv.value)
+            .map(Some)
+            .map_err(|e| ModelError::Invalid(format!("{}: {e}", kv.key)))
+    }
+
+    /// Every token: (digest, record).
+    pub async fn tokens(&self) -> ModelResult<Vec<(String, TokenRecord)>> {
+        let keys = self.keys();
+        let mut out = Vec::new();
+        for kv in self.store().range(&keys.tokens()).await?.kvs {
+            if let Some(Key::Token { digest }) = keys.parse(&kv.key) {
+                let record = serde_json::from_slice(&kv.value)
+                    .map_err(|e| ModelError::Invalid(format!("{}: {e}", kv.key)))?;
+                out.push((digest.to_string(), record));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Revoke every token whose digest starts with `prefix` (at least 8
+    /// hex digits); how many were.
+    pub async fn revoke_tokens(&self, prefix: &str) -> ModelResult<usize> {
+        if prefix.len() < 8 {
+            return Err(ModelError::Invalid(
+                "name a token by at least 8 digits of its digest".into(),
+            ));
+        }
+        let mut revoked = 0;
+        for (digest, _) in self.tokens().await? {
+            if digest.starts_with(prefix)
+                && self.store().delete(&self.keys().token(&digest)).await?
+            {
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
+    }
+
     /// `user`'s credential for `mechanism`, if there is one.
     pub async fn user_credential(
         &self,

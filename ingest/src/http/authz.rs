@@ -1,18 +1,30 @@
 //! Who an HTTP request acts as and what it may do. Every request of the
-//! client router runs with an [`Access`] (see [`crate::access`]): for now
-//! the anonymous principal, `User:ANONYMOUS`, which the ACLs may grant
-//! rights like any other. Each route names the operation it needs on the
-//! resource its path names, checked here before the handler runs; a
-//! refusal is a 403 with a JSON reason. Listing endpoints filter what they
-//! list by the same rules, and topic creation checks CREATE in its
-//! handler (the name is in the body).
+//! client router runs with an [`Access`] (see [`crate::access`]) whose
+//! principal comes from its `Authorization` header:
+//!
+//! - `Basic` (RFC 7617): a user and password, checked against the user's
+//!   stored SCRAM credential (the users of SASL), acting as `User:<name>`;
+//! - `Bearer` (RFC 6750): a token made by `sluice token create`, acting as
+//!   the principal it was made for;
+//! - none: `User:ANONYMOUS`, which the ACLs may grant rights like any other.
+//!
+//! Credentials that do not check out are a 401. Each route names the
+//! operation it needs on the resource its path names, checked here before
+//! the handler runs: a refusal is a 401 asking for credentials when the
+//! request had none, else a 403, each with a JSON reason. Listing
+//! endpoints filter what they list by the same rules, and topic creation
+//! checks CREATE in its handler (the name is in the body).
 
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
-use axum::http::Method;
+use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use sluice_auth::sasl::check_password;
+use sluice_auth::token;
 use sluice_auth::Principal;
 use sluice_metadata::acls::{Operation, ResourceType, CLUSTER_RESOURCE};
 
@@ -74,6 +86,58 @@ fn need(method: &Method, route: &str) -> Option<Need> {
     })
 }
 
+/// The principal of a request's `Authorization` header.
+async fn authenticate(state: &HttpState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(Principal::anonymous());
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
+    let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
+    let credentials = credentials.trim();
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = STANDARD
+            .decode(credentials)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(|| {
+                ApiError::unauthorized("Basic credentials are not base64 user:password")
+            })?;
+        let (user, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| ApiError::unauthorized("Basic credentials are not user:password"))?;
+        match check_password(&state.catalog, user, password.as_bytes()).await {
+            Ok(true) => Ok(Principal::user(user)),
+            Ok(false) => {
+                crate::metrics::AUTHENTICATION_FAILURES.inc();
+                Err(ApiError::unauthorized("invalid user or password"))
+            }
+            Err(error) => Err(ApiError::new(
+                503,
+                format!("credentials could not be read: {error}"),
+            )),
+        }
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        let record = state
+            .catalog
+            .token(&token::digest(credentials))
+            .await
+            .map_err(|error| ApiError::new(503, format!("tokens could not be read: {error}")))?;
+        match record.and_then(|record| Principal::parse(&record.principal)) {
+            Some(principal) => Ok(principal),
+            None => {
+                crate::metrics::AUTHENTICATION_FAILURES.inc();
+                Err(ApiError::unauthorized("unknown or revoked token"))
+            }
+        }
+    } else {
+        Err(ApiError::unauthorized(format!(
+            "authorization scheme {scheme:?} is not Basic or Bearer"
+        )))
+    }
+}
+
 /// Middleware: the request's access, its route's check, then the handler
 /// with that access in scope.
 pub(crate) async fn authorize(
@@ -81,13 +145,17 @@ pub(crate) async fn authorize(
     request: Request,
     next: Next,
 ) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let principal = match authenticate(&state, &parts.headers).await {
+        Ok(principal) => principal,
+        Err(refused) => return refused.into_response(),
+    };
     let access = Arc::new(Access::new(
         state.authorizer.clone(),
         state.producer.view().acls(),
-        Principal::anonymous(),
+        principal,
         "unknown".to_string(),
     ));
-    let (mut parts, body) = request.into_parts();
     let route = parts
         .extensions
         .get::<MatchedPath>()

@@ -56,6 +56,8 @@ pub struct HttpState {
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Ask for credentials (`WWW-Authenticate`): a 401 of the client API.
+    challenge: bool,
 }
 
 impl ApiError {
@@ -64,6 +66,15 @@ impl ApiError {
         Self {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             message: message.into(),
+            challenge: false,
+        }
+    }
+
+    /// A 401 asking for Basic or Bearer credentials.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self {
+            challenge: true,
+            ..Self::new(401, message)
         }
     }
 
@@ -85,13 +96,29 @@ impl ApiError {
 
 impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
-        ApiError::new(error.kind().http_status(), error.to_string())
+        match &error {
+            // refused to nobody in particular: credentials might help
+            IngestError::Denied { principal, .. }
+                if principal.as_str() == sluice_auth::principal::ANONYMOUS_USER =>
+            {
+                ApiError::unauthorized(error.to_string())
+            }
+            _ => ApiError::new(error.kind().http_status(), error.to_string()),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let challenge = self.challenge;
+        let mut response = (self.status, Json(self.body())).into_response();
+        if challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(r#"Basic realm="sluice", Bearer realm="sluice""#),
+            );
+        }
+        response
     }
 }
 
