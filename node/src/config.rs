@@ -153,12 +153,15 @@ impl MetadataSection {
 pub struct HttpSection {
     /// Listen address.
     pub addr: SocketAddr,
+    /// Serve HTTPS with the node's TLS certificate (`[tls]`).
+    pub tls: bool,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            tls: false,
         }
     }
 }
@@ -226,6 +229,11 @@ impl Config {
         {
             bail!("an SSL or SASL_SSL listener needs tls.cert_file and tls.key_file (--tls-cert-file, --tls-key-file)");
         }
+        if self.http.tls && (self.tls.cert_file.is_none() || self.tls.key_file.is_none()) {
+            bail!(
+                "http.tls needs tls.cert_file and tls.key_file (--tls-cert-file, --tls-key-file)"
+            );
+        }
         if self.tls.client_ca_file.is_some() && self.tls.cert_file.is_none() {
             bail!("tls.client_ca_file needs tls.cert_file and tls.key_file");
         }
@@ -285,6 +293,7 @@ pub const FLAGS: &[Flag] = &[
     flag!("node-lease-ttl", "SLUICE_NODE_LEASE_TTL", Duration, ["metadata.node_lease_ttl"], "How long a dead node stays listed; its partitions and groups then move"),
     flag!("txn-ops-max", "SLUICE_TXN_OPS_MAX", Integer, ["writer.txn_ops_max", "groups.txn_ops_max", "compactor.txn_ops_max"], "Operations one metadata transaction may hold (etcd --max-txn-ops)"),
     flag!("http-addr", "SLUICE_HTTP_ADDR", Text, ["http.addr"], "HTTP listen address"),
+    flag!("http-tls", "SLUICE_HTTP_TLS", Boolean, ["http.tls"], "Serve HTTPS on --http-addr with the certificate of --tls-cert-file (reloaded on SIGHUP)"),
     flag!("kafka-addr", "SLUICE_KAFKA_ADDR", Text, ["kafka.listen_addr"], "Kafka listen address"),
     flag!("advertised-kafka-addr", "SLUICE_ADVERTISED_KAFKA_ADDR", Text, ["kafka.advertised_addr"], "host:port announced to Kafka clients (default: the bound address, 127.0.0.1 when bound to 0.0.0.0)"),
     flag!("listeners", "SLUICE_LISTENERS", List, ["kafka.listeners"], "Kafka listeners, comma separated PROTOCOL://host:port with PROTOCOL one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL (replaces --kafka-addr)"),

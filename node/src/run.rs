@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use sluice_ingest::group::GroupCoordinator;
+use sluice_ingest::http::tls::TlsListener;
 use sluice_ingest::http::{self, HttpState};
 use sluice_ingest::kafka::{self, KafkaContext};
 use sluice_ingest::produce::Producer;
@@ -371,13 +372,24 @@ pub async fn run(
     } else {
         http::operations_router(state)
     };
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let draining = async move {
         shutdown.await;
         not_ready.store(false, Ordering::Release);
         let _ = stop_tx.send(true);
         info!("shutting down: draining requests, flushing the buffer");
-    });
-    let served = server.await;
+    };
+    let served = match (&tls, config.http.tls) {
+        (Some(tls), true) => {
+            axum::serve(TlsListener::new(listener, tls.clone()), router)
+                .with_graceful_shutdown(draining)
+                .await
+        }
+        _ => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(draining)
+                .await
+        }
+    };
     for server in kafka_servers {
         if let Err(error) = server.await {
             tracing::warn!(%error, "kafka listener failed");

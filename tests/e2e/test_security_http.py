@@ -15,7 +15,8 @@ node runs). Covered:
   and topic listing (DESCRIBE) follow the ACLs;
 * `sluice acl list/remove` and `sluice token list/revoke` round-trip, and a
   removed grant or revoked token stops working at once;
-* the super user needs no ACL.
+* the super user needs no ACL;
+* `--http-tls`: HTTPS with the node's certificate, plain HTTP refused.
 """
 
 from __future__ import annotations
@@ -194,3 +195,38 @@ def test_a_deny_wins_and_the_super_user_needs_no_acl(secured):
     assert admin.produce_raw(topic, record()).status_code == 200
     assert len(admin.read_lines(topic, 0, offset=0, max_wait_ms=0)) == 2
     assert secured.running
+
+
+def test_https_with_the_nodes_certificate(sluice, tmp_path):
+    """`--http-tls`: the HTTP API over TLS with the node's certificate; plain
+    HTTP to that port is refused and the node keeps serving."""
+    from processes import spawn, wait_until
+    from tls_certs import make_certs
+
+    certs = make_certs(tmp_path / "pki")
+    node = sluice.distributed(start=False, extra_args=[
+        "--http-tls", "--tls-cert-file", str(certs.server_cert),
+        "--tls-key-file", str(certs.server_key)])
+    node.data_dir.mkdir(parents=True, exist_ok=True)
+    node.proc = spawn([str(node.binary), *node.args], node.log, env=node.env)
+    https = f"https://127.0.0.1:{node.port}"
+
+    def ready() -> bool:
+        return requests.get(f"{https}/health/ready", verify=str(certs.ca_cert),
+                            timeout=2).status_code == 200
+
+    wait_until(ready, 30, "sluice over https", proc=node.proc, log=node.log)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"http://127.0.0.1:{node.port}/health/ready", timeout=5)
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"{https}/health/ready", timeout=5)  # not the test CA: untrusted
+    cid = requests.get(f"{https}/v3/clusters", verify=str(certs.ca_cert),
+                       timeout=10).json()["data"][0]["cluster_id"]
+    r = requests.post(f"{https}/v3/clusters/{cid}/topics", verify=str(certs.ca_cert),
+                      json={"topic_name": "over-tls", "partitions_count": 1}, timeout=10)
+    assert r.status_code == 201, r.text
+    r = requests.post(f"{https}/v3/clusters/{cid}/topics/over-tls/records", data=record(),
+                      headers={"Content-Type": "application/json"},
+                      verify=str(certs.ca_cert), timeout=10)
+    assert r.status_code == 200 and r.json()["offset"] == 0, r.text
+    assert node.running

@@ -86,6 +86,18 @@ fn need(method: &Method, route: &str) -> Option<Need> {
     })
 }
 
+/// A refusal answered before the request's body was read: the connection
+/// cannot carry another request (the unread body is in the way), so the
+/// client is told it closes.
+fn closing(refused: ApiError) -> Response {
+    let mut response = refused.into_response();
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 /// The principal of a request's `Authorization` header.
 async fn authenticate(state: &HttpState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
@@ -148,7 +160,7 @@ pub(crate) async fn authorize(
     let (mut parts, body) = request.into_parts();
     let principal = match authenticate(&state, &parts.headers).await {
         Ok(principal) => principal,
-        Err(refused) => return refused.into_response(),
+        Err(refused) => return closing(refused),
     };
     let access = Arc::new(Access::new(
         state.authorizer.clone(),
@@ -181,7 +193,7 @@ pub(crate) async fn authorize(
         })
         .await;
         if let Err(denied) = checked {
-            return ApiError::from(denied).into_response();
+            return closing(ApiError::from(denied));
         }
     }
     access::scoped(access, next.run(Request::from_parts(parts, body))).await

@@ -10,6 +10,7 @@ mod groups;
 mod internal;
 mod read;
 pub mod records;
+pub mod tls;
 mod topics;
 
 use std::sync::atomic::{AtomicBool, Ordering};

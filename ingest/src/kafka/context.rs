@@ -192,8 +192,13 @@ impl KafkaContext {
         }
         sluice_metadata::model::validate_topic_name(name)
             .map_err(|error| IngestError::InvalidTopic(error.to_string()))?;
-        // auto-creation needs CREATE, on the cluster or on the topic
-        if !create || !access::may_create_topic(name) {
+        // auto-creation needs CREATE, on the cluster or on the topic; a
+        // client that may not create is told so (as Kafka's Metadata
+        // does), not left waiting for a topic that will never exist
+        if create && !access::may_create_topic(name) {
+            access::topic(sluice_metadata::acls::Operation::Create, name)?;
+        }
+        if !create {
             return Err(IngestError::UnknownTopic(name.to_string()));
         }
         let topic = match self

@@ -23,6 +23,15 @@
 //                committed: [{partition, offset}]}  (admin.fetchOffsets after the run)
 //   offsetsByTimestamp {topic, timestamp} -> {offsets: [{partition, offset}]}
 //   topicOffsets {topic} -> {offsets: [{partition, offset, low, high}]}
+//   listTopics {} -> {topics: [name, ...]}  (sorted; Metadata for all topics,
+//            so a topic the principal may not DESCRIBE is left out)
+//
+// consume also takes timeoutMs (default 30000): it returns what it read by
+// then. A failed command (a produce refused with TOPIC_AUTHORIZATION_FAILED,
+// a consumer crashed by GROUP_AUTHORIZATION_FAILED) reports the error's
+// name and type and its cause's, and `types`: the `type` of every error
+// down its `cause` (or `originalError`) chain, so a protocol error is found
+// also when a KafkaJSNumberOfRetriesExceeded or another wrapper carries it.
 
 'use strict'
 
@@ -205,7 +214,23 @@ async function topicOffsets(cmd) {
   })
 }
 
-const COMMANDS = { produce, consume, offsetsByTimestamp, topicOffsets }
+async function listTopics(cmd) {
+  return withAdmin(cmd, async (admin) => ({ topics: (await admin.listTopics()).sort() }))
+}
+
+const COMMANDS = { produce, consume, offsetsByTimestamp, topicOffsets, listTopics }
+
+// the type of e and of every error it wraps (cause, originalError)
+function errorTypes(e) {
+  const out = []
+  const seen = new Set()
+  for (let cur = e; cur && typeof cur === 'object' && !seen.has(cur);
+    cur = cur.cause || cur.originalError) {
+    seen.add(cur)
+    if (cur.type) out.push(cur.type)
+  }
+  return out
+}
 
 // stdout is a pipe: exit only once the result is flushed (process.exit right
 // after write() truncates large results)
@@ -230,5 +255,6 @@ main().then(
     type: e && e.type,
     code: e && e.code,
     cause: e && e.cause ? { name: e.cause.name, type: e.cause.type, message: String(e.cause.message) } : null,
+    types: errorTypes(e),
   }, 1),
 )
