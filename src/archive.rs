@@ -57,7 +57,7 @@ pub enum ArchiveCommand {
 pub async fn run(command: ArchiveCommand) -> anyhow::Result<()> {
     match command {
         ArchiveCommand::Ls { topic, target } => {
-            let listing = listing(&target.url, &topic).await?;
+            let listing = listing(&target, &topic).await?;
             println!(
                 "{:>9}  {:>12}  {:>12}  {:>10}  {:>12}  path",
                 "partition", "first", "last", "records", "bytes"
@@ -93,7 +93,7 @@ pub async fn run(command: ArchiveCommand) -> anyhow::Result<()> {
             s3_endpoint,
             target,
         } => {
-            let listing = listing(&target.url, &topic).await?;
+            let listing = listing(&target, &topic).await?;
             let options = StoreOptions {
                 s3_endpoint,
                 ..StoreOptions::default()
@@ -103,8 +103,9 @@ pub async fn run(command: ArchiveCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn listing(url: &str, topic: &str) -> anyhow::Result<Value> {
-    let http = reqwest::Client::new();
+async fn listing(target: &Target, topic: &str) -> anyhow::Result<Value> {
+    let url = &target.url;
+    let http = target.client()?;
     Ok(check(
         http.get(format!("{url}/v1/topics/{topic}/archive"))
             .send()

@@ -10,12 +10,69 @@ use serde_json::{json, Value};
 /// Lines sent per produce request.
 const PRODUCE_LINES_PER_REQUEST: usize = 500;
 
-/// Where the node is.
+/// Where the node is, and who asks.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Target {
-    /// Base URL of a node's HTTP API.
+    /// Base URL of a node's HTTP API (`https://…` with --http-tls nodes).
     #[arg(long, env = "SLUICE_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// User to authenticate as (HTTP Basic; the password from --password-file).
+    #[arg(long, env = "SLUICE_USER", requires = "password_file")]
+    pub user: Option<String>,
+    /// File whose first line is the user's password.
+    #[arg(long, env = "SLUICE_PASSWORD_FILE", requires = "user")]
+    pub password_file: Option<std::path::PathBuf>,
+    /// File whose first line is a bearer token (`sluice token create`).
+    #[arg(long, env = "SLUICE_TOKEN_FILE", conflicts_with = "user")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// PEM CA to trust for an https:// node (besides the system's).
+    #[arg(long, env = "SLUICE_CA")]
+    pub ca: Option<std::path::PathBuf>,
+}
+
+fn first_line(path: &std::path::Path, what: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the {what} file {}", path.display()))?;
+    let line = text.lines().next().unwrap_or_default().to_string();
+    if line.is_empty() {
+        bail!("the {what} file {} is empty", path.display());
+    }
+    Ok(line)
+}
+
+impl Target {
+    /// An HTTP client that authenticates as the flags say and trusts --ca.
+    pub fn client(&self) -> anyhow::Result<reqwest::Client> {
+        use base64::Engine;
+        use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+        let mut headers = HeaderMap::new();
+        let credentials = match (&self.user, &self.password_file, &self.token_file) {
+            (Some(user), Some(file), _) => {
+                let password = first_line(file, "password")?;
+                let pair =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                Some(format!("Basic {pair}"))
+            }
+            (_, _, Some(file)) => Some(format!("Bearer {}", first_line(file, "token")?)),
+            _ => None,
+        };
+        if let Some(credentials) = credentials {
+            let mut value = HeaderValue::from_str(&credentials)
+                .context("credentials that fit in an HTTP header")?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let mut builder = reqwest::Client::builder().default_headers(headers);
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            for certificate in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} holds no PEM certificate", ca.display()))?
+            {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        builder.build().context("building the HTTP client")
+    }
 }
 
 /// `sluice topic …`
@@ -117,9 +174,20 @@ pub(crate) async fn cluster_id(http: &reqwest::Client, url: &str) -> anyhow::Res
         .context("the node reported no cluster id")
 }
 
+impl TopicCommand {
+    fn target(&self) -> &Target {
+        match self {
+            TopicCommand::Create { target, .. }
+            | TopicCommand::List { target }
+            | TopicCommand::Describe { target, .. }
+            | TopicCommand::Delete { target, .. } => target,
+        }
+    }
+}
+
 /// Run a `sluice topic …` command.
 pub async fn topic(command: TopicCommand) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+    let http = command.target().client()?;
     match command {
         TopicCommand::Create {
             name,
@@ -267,7 +335,7 @@ async fn send_lines(
 
 /// Run `sluice produce`.
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+    let http = args.target.client()?;
     let id = cluster_id(&http, &args.target.url).await?;
     let url = format!(
         "{}/v3/clusters/{id}/topics/{}/records-batch",
@@ -292,7 +360,7 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
 
 /// Run `sluice consume`.
 pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+    let http = args.target.client()?;
     let mut offset = args.offset;
     let mut printed = 0usize;
     let stdout = std::io::stdout();

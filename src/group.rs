@@ -102,9 +102,20 @@ fn cell(value: &Value) -> String {
     }
 }
 
+impl GroupCommand {
+    fn target(&self) -> &Target {
+        match self {
+            GroupCommand::List { target }
+            | GroupCommand::Describe { target, .. }
+            | GroupCommand::Delete { target, .. } => target,
+            GroupCommand::ResetOffsets(args) => &args.target,
+        }
+    }
+}
+
 /// Run a `sluice group …` command.
 pub async fn run(command: GroupCommand) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+    let http = command.target().client()?;
     match command {
         GroupCommand::List { target } => {
             let id = cluster_id(&http, &target.url).await?;

@@ -119,6 +119,8 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    // rustls' provider for the CLI's https:// clients (ring, as the node's)
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => sluice_node::run(args.config()?, shutdown_signal()).await?,

@@ -70,8 +70,10 @@ def test_config_show_prints_the_defaults(sluice_bin):
     assert config["writer"]["segment_max_bytes"] == "8MiB"
     assert config["node"]["roles"] == ["ingest", "fetch", "compactor"]
     assert config["cache"]["dir"] == "./sluice-data/cache"
-    assert set(config) == {"node", "store", "metadata", "http", "kafka", "writer", "groups",
-                           "cache", "peer", "compactor"}
+    assert set(config) == {"node", "store", "metadata", "http", "kafka", "tls", "security",
+                           "writer", "groups", "cache", "peer", "compactor"}
+    assert config["security"] == {"authorizer": False, "super_users": []}
+    assert config["kafka"]["sasl_mechanisms"] == ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 def test_a_file_sets_every_section_and_variables_and_flags_override_it(sluice_bin, tmp_path):

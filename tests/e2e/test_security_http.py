@@ -230,3 +230,62 @@ def test_https_with_the_nodes_certificate(sluice, tmp_path):
                       verify=str(certs.ca_cert), timeout=10)
     assert r.status_code == 200 and r.json()["offset"] == 0, r.text
     assert node.running
+
+
+def test_the_cli_authenticates_and_trusts_the_ca_it_is_given(secured, tmp_path):
+    """`--user`/`--password-file`, `--token-file` and `--ca` on the CLI's
+    commands that talk to a node."""
+    topic = fresh_topic(secured, "cli-")
+    hidden = fresh_topic(secured, "cli-hidden-")
+    cli(secured, "acl", "add", "--principal", "User:alice", "--operation", "ALL",
+        "--topic", topic)
+    password = tmp_path / "alice.pw"
+    password.write_text(PASSWORD + "\n")
+    url = ["--url", secured.url]
+
+    def run(*args: str, stdin: str | None = None):
+        return secured.cli(*args, input=stdin)
+
+    # anonymous: refused, with the node's reason
+    done = run("produce", topic, *url, stdin="one\n")
+    assert done.returncode != 0 and "User:ANONYMOUS may not WRITE" in done.stderr.decode()
+    # as alice by password: produce and consume
+    alice = [*url, "--user", "alice", "--password-file", str(password)]
+    done = run("produce", topic, *alice, stdin="one\ntwo\n")
+    assert done.returncode == 0, done.stderr.decode()
+    done = run("consume", topic, "--partition", "0", "--offset", "0", "--max", "2", *alice)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().split() == ["one", "two"]
+    # a --user without its password file is a usage error
+    assert run("topic", "list", *url, "--user", "alice").returncode != 0
+    # by token: alice's topic is listed, the hidden one is not
+    token = cli(secured, "token", "create", "--principal", "User:alice").strip()
+    token_file = tmp_path / "alice.token"
+    token_file.write_text(token + "\n")
+    done = run("topic", "list", *url, "--token-file", str(token_file))
+    assert done.returncode == 0, done.stderr.decode()
+    listed = done.stdout.decode().split()
+    assert topic in listed and hidden not in listed, listed
+
+
+def test_the_cli_talks_https_with_its_ca(sluice, tmp_path):
+    from processes import spawn, wait_until
+    from tls_certs import make_certs
+
+    certs = make_certs(tmp_path / "pki")
+    node = sluice.distributed(start=False, extra_args=[
+        "--http-tls", "--tls-cert-file", str(certs.server_cert),
+        "--tls-key-file", str(certs.server_key)])
+    node.data_dir.mkdir(parents=True, exist_ok=True)
+    node.proc = spawn([str(node.binary), *node.args], node.log, env=node.env)
+    https = f"https://127.0.0.1:{node.port}"
+    wait_until(lambda: requests.get(f"{https}/health/ready", verify=str(certs.ca_cert),
+                                    timeout=2).status_code == 200,
+               30, "sluice over https", proc=node.proc, log=node.log)
+    done = node.cli("topic", "create", "tls-cli", "--url", https, "--ca", str(certs.ca_cert))
+    assert done.returncode == 0, done.stderr.decode()
+    done = node.cli("topic", "list", "--url", https, "--ca", str(certs.ca_cert))
+    assert done.stdout.decode().split() == ["tls-cli"], done.stderr.decode()
+    # without the CA the certificate is not trusted
+    done = node.cli("topic", "list", "--url", https)
+    assert done.returncode != 0
