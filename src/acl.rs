@@ -1,7 +1,8 @@
-//! `sluice acl` and `sluice token`: ACLs and HTTP bearer tokens in the
-//! metadata store, written directly (named by the flags of `serve`, as for
-//! `sluice user`). Kafka's admin clients manage the same ACLs through
-//! CreateAcls, DescribeAcls and DeleteAcls.
+//! `sluice acl`, `sluice token` and `sluice quota`: ACLs, HTTP bearer
+//! tokens and client quotas in the metadata store, written directly (named by the flags of `serve`, as for
+//! `sluice user`). Kafka's admin clients manage the same ACLs and quotas
+//! through CreateAcls, DescribeAcls, DeleteAcls and
+//! Describe/AlterClientQuotas.
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
@@ -9,6 +10,7 @@ use sluice_auth::{token, Principal};
 use sluice_metadata::acls::{
     AclBinding, AclFilter, Operation, PatternType, Permission, ResourceType, CLUSTER_RESOURCE,
 };
+use sluice_metadata::quotas::{EntityName, QuotaEntity, QUOTA_KEYS};
 use sluice_metadata::users::TokenRecord;
 
 use crate::user::MetadataTarget;
@@ -236,6 +238,132 @@ pub async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
                 bail!("no token's digest starts with {digest}");
             }
             println!("revoked {revoked} token(s)");
+        }
+    }
+    Ok(())
+}
+
+/// Whose quota: a user and/or a client id, each named or the default.
+#[derive(Debug, clap::Args)]
+pub struct QuotaEntityArgs {
+    /// This user.
+    #[arg(long, conflicts_with = "user_default")]
+    user: Option<String>,
+    /// Every user without a quota of its own.
+    #[arg(long)]
+    user_default: bool,
+    /// This client id.
+    #[arg(long, conflicts_with = "client_id_default")]
+    client_id: Option<String>,
+    /// Every client id without a quota of its own.
+    #[arg(long)]
+    client_id_default: bool,
+}
+
+impl QuotaEntityArgs {
+    fn entity(&self) -> anyhow::Result<QuotaEntity> {
+        let part = |name: &Option<String>, default: bool| match (name, default) {
+            (Some(name), _) => Some(EntityName::Named(name.clone())),
+            (None, true) => Some(EntityName::Default),
+            (None, false) => None,
+        };
+        let entity = QuotaEntity {
+            user: part(&self.user, self.user_default),
+            client_id: part(&self.client_id, self.client_id_default),
+        };
+        if entity.is_empty() {
+            bail!("name a user (--user, --user-default) and/or a client id (--client-id, --client-id-default)");
+        }
+        Ok(entity)
+    }
+}
+
+/// `sluice quota …`
+#[derive(Debug, Subcommand)]
+pub enum QuotaCommand {
+    /// Set quotas of a user, client id, or both (cluster-wide; each node
+    /// enforces its share).
+    Set {
+        #[command(flatten)]
+        entity: QuotaEntityArgs,
+        /// Bytes per second produced.
+        #[arg(long)]
+        producer_byte_rate: Option<f64>,
+        /// Bytes per second fetched.
+        #[arg(long)]
+        consumer_byte_rate: Option<f64>,
+        #[command(flatten)]
+        target: MetadataTarget,
+    },
+    /// List every quota.
+    List {
+        #[command(flatten)]
+        target: MetadataTarget,
+    },
+    /// Remove quotas of an entity (every key, or the ones named).
+    Remove {
+        #[command(flatten)]
+        entity: QuotaEntityArgs,
+        /// Only this key (producer_byte_rate, consumer_byte_rate,
+        /// request_percentage); repeatable.
+        #[arg(long = "key")]
+        keys: Vec<String>,
+        #[command(flatten)]
+        target: MetadataTarget,
+    },
+}
+
+/// Run a `sluice quota` command.
+pub async fn run_quota(command: QuotaCommand) -> anyhow::Result<()> {
+    match command {
+        QuotaCommand::Set {
+            entity,
+            producer_byte_rate,
+            consumer_byte_rate,
+            target,
+        } => {
+            let entity = entity.entity()?;
+            let values = [
+                ("producer_byte_rate", producer_byte_rate),
+                ("consumer_byte_rate", consumer_byte_rate),
+            ];
+            if values.iter().all(|(_, v)| v.is_none()) {
+                bail!("set --producer-byte-rate and/or --consumer-byte-rate");
+            }
+            let catalog = target.catalog().await?;
+            for (key, value) in values {
+                if let Some(value) = value {
+                    catalog.alter_quota(&entity, key, Some(value)).await?;
+                    println!("{entity} {key}={value}");
+                }
+            }
+        }
+        QuotaCommand::List { target } => {
+            for record in target.catalog().await?.quotas().await? {
+                let values: Vec<String> = record
+                    .values
+                    .iter()
+                    .map(|(key, value)| format!("{key}={value}"))
+                    .collect();
+                println!("{} {}", record.entity, values.join(" "));
+            }
+        }
+        QuotaCommand::Remove {
+            entity,
+            keys,
+            target,
+        } => {
+            let entity = entity.entity()?;
+            let keys: Vec<String> = if keys.is_empty() {
+                QUOTA_KEYS.iter().map(|k| k.to_string()).collect()
+            } else {
+                keys
+            };
+            let catalog = target.catalog().await?;
+            for key in &keys {
+                catalog.alter_quota(&entity, key, None).await?;
+            }
+            println!("removed {entity} {}", keys.join(","));
         }
     }
     Ok(())

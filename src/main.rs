@@ -2,7 +2,8 @@
 //! prints its effective settings; `topic`, `group`, `produce` and
 //! `consume` talk to a running node over HTTP; `archive` lists and queries
 //! a topic's Parquet archive; `bench` measures a node; `user`, `acl` and
-//! `token` manage the users, ACLs and HTTP tokens in the metadata store.
+//! `token` and `quota` manage the users, ACLs, HTTP tokens and quotas in
+//! the metadata store.
 
 mod acl;
 mod archive;
@@ -73,6 +74,11 @@ enum Command {
         #[command(subcommand)]
         command: acl::TokenCommand,
     },
+    /// Client quotas in the metadata store: set, list, remove.
+    Quota {
+        #[command(subcommand)]
+        command: acl::QuotaCommand,
+    },
     /// Benchmarks against a running node.
     Bench {
         #[command(subcommand)]
@@ -136,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
         Command::User { command } => user::run(command).await?,
         Command::Acl { command } => acl::run(command).await?,
         Command::Token { command } => acl::run_token(command).await?,
+        Command::Quota { command } => acl::run_quota(command).await?,
     }
     Ok(())
 }

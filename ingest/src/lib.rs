@@ -16,6 +16,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod produce;
+pub mod quota;
 pub mod rules;
 pub mod writer;
 

@@ -20,6 +20,7 @@
 //! users/<name>/<mechanism>                 a user's salted SCRAM credential
 //! acls/<binding, hex>                      an ACL binding
 //! tokens/<sha-256, hex>                    an HTTP bearer token's principal
+//! quotas/<entity, hex>                     a user's or client id's quotas
 //! ```
 //!
 //! Index keys carry the base offset zero-padded to 20 digits so that key
@@ -132,6 +133,11 @@ pub enum Key<'k> {
     Acl {
         /// The binding's name (its fields, hex-encoded).
         name: &'k str,
+    },
+    /// `quotas/<entity>`.
+    Quota {
+        /// The entity, hex-encoded.
+        entity: &'k str,
     },
     /// `tokens/<digest>`.
     Token {
@@ -340,6 +346,16 @@ impl Keys {
         self.key(format_args!("acls/{name}"))
     }
 
+    /// Prefix of every quota.
+    pub fn quotas(&self) -> String {
+        self.key(format_args!("quotas/"))
+    }
+
+    /// One entity's quotas.
+    pub fn quota(&self, entity: &str) -> String {
+        self.key(format_args!("quotas/{entity}"))
+    }
+
     /// Prefix of every bearer token.
     pub fn tokens(&self) -> String {
         self.key(format_args!("tokens/"))
@@ -424,6 +440,9 @@ impl Keys {
             }
             "gc" if !rest.is_empty() => Some(Key::GcMark { object: rest }),
             "acls" if !rest.is_empty() && !rest.contains('/') => Some(Key::Acl { name: rest }),
+            "quotas" if !rest.is_empty() && !rest.contains('/') => {
+                Some(Key::Quota { entity: rest })
+            }
             "tokens" if !rest.is_empty() && !rest.contains('/') => {
                 Some(Key::Token { digest: rest })
             }
@@ -528,6 +547,7 @@ mod tests {
             ),
             (k.acl("0a0b"), Key::Acl { name: "0a0b" }),
             (k.token("ff00"), Key::Token { digest: "ff00" }),
+            (k.quota("2d00"), Key::Quota { entity: "2d00" }),
             (
                 k.user_credential("alice", "SCRAM-SHA-512"),
                 Key::UserCredential {

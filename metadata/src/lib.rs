@@ -19,6 +19,7 @@ pub mod membership;
 pub mod metrics;
 pub mod model;
 pub mod producers;
+pub mod quotas;
 pub mod store;
 pub mod testing;
 pub mod units;

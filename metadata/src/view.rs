@@ -12,6 +12,7 @@ use crate::model::{
     Catalog, ChunkCommit, CommitOutcome, Head, HeadState, IndexEntry, ModelError, ModelResult,
     Topic,
 };
+use crate::quotas::QuotaRecord;
 use crate::{KeyValue, MetaResult, Revision, WatchEvent};
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -68,6 +69,9 @@ struct State {
     acls: BTreeMap<String, AclBinding>,
     /// `acls`' values, shared with readers (rebuilt on each change).
     acl_set: Arc<Vec<AclBinding>>,
+    quotas: BTreeMap<String, QuotaRecord>,
+    /// `quotas`' values, shared with readers (rebuilt on each change).
+    quota_set: Arc<Vec<QuotaRecord>>,
 }
 
 impl State {
@@ -126,6 +130,8 @@ impl ClusterView {
         state.nodes.clear();
         state.acls.clear();
         state.acl_set = Arc::default();
+        state.quotas.clear();
+        state.quota_set = Arc::default();
         state.revision = range.revision;
         for kv in &range.kvs {
             self.apply_put(&mut state, kv);
@@ -188,6 +194,13 @@ impl ClusterView {
                 }
                 Err(error) => warn!(key = kv.key, %error, "ignoring undecodable ACL"),
             },
+            Some(Key::Quota { entity }) => match crate::quotas::decode_quota(&kv.value) {
+                Ok(record) => {
+                    state.quotas.insert(entity.to_string(), record);
+                    state.quota_set = Arc::new(state.quotas.values().cloned().collect());
+                }
+                Err(error) => warn!(key = kv.key, %error, "ignoring undecodable quota"),
+            },
             _ => {}
         }
     }
@@ -205,6 +218,9 @@ impl ClusterView {
             }
             Some(Key::Acl { name }) if state.acls.remove(name).is_some() => {
                 state.acl_set = Arc::new(state.acls.values().cloned().collect());
+            }
+            Some(Key::Quota { entity }) if state.quotas.remove(entity).is_some() => {
+                state.quota_set = Arc::new(state.quotas.values().cloned().collect());
             }
             Some(Key::Head {
                 topic_id,
@@ -533,6 +549,11 @@ impl ClusterView {
     /// Every ACL binding, as of the newest change applied.
     pub fn acls(&self) -> Arc<Vec<AclBinding>> {
         self.read().acl_set.clone()
+    }
+
+    /// Every quota, as of the newest change applied.
+    pub fn quotas(&self) -> Arc<Vec<QuotaRecord>> {
+        self.read().quota_set.clone()
     }
 
     /// Revision of the newest change applied.

@@ -316,6 +316,7 @@ pub async fn run(
     } else {
         Authorizer::allow_all()
     });
+    let quotas = sluice_ingest::quota::Quotas::new(view.clone());
     let state = HttpState {
         producer: producer.clone(),
         reader: reader.clone(),
@@ -325,6 +326,7 @@ pub async fn run(
         groups: groups.clone(),
         authorizer: authorizer.clone(),
         node_secret: node_secret.clone(),
+        quotas: quotas.clone(),
     };
     let kafka_context = Arc::new(
         KafkaContext::new(
@@ -336,7 +338,8 @@ pub async fn run(
             config.kafka.clone(),
             groups,
         )
-        .with_authorizer(authorizer.clone()),
+        .with_authorizer(authorizer.clone())
+        .with_quotas(quotas),
     );
     let listening: Vec<String> = kafka_listeners
         .iter()

@@ -30,6 +30,7 @@ use sluice_metadata::acls::{Operation, ResourceType, CLUSTER_RESOURCE};
 
 use super::{ApiError, HttpState};
 use crate::access::{self, Access};
+use crate::quota::QuotaKind;
 
 /// What a route needs: an operation on the resource named by one of its
 /// path parameters (or on the cluster).
@@ -172,7 +173,16 @@ pub(crate) async fn authorize(
         .extensions
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_string());
-    if let Some(need) = route.and_then(|route| need(&parts.method, &route)) {
+    let mut metered = None;
+    if let Some((need, route)) = route.and_then(|route| Some((need(&parts.method, &route)?, route)))
+    {
+        metered = match (need.operation, need.resource_type) {
+            (Operation::Write, ResourceType::Topic) => Some(QuotaKind::Produce),
+            (Operation::Read, ResourceType::Topic) if route.ends_with("/records") => {
+                Some(QuotaKind::Fetch)
+            }
+            _ => None,
+        };
         let name = match need.param {
             None => Some(CLUSTER_RESOURCE.to_string()),
             Some(param) => RawPathParams::from_request_parts(&mut parts, &state)
@@ -196,5 +206,44 @@ pub(crate) async fn authorize(
             return closing(ApiError::from(denied));
         }
     }
-    access::scoped(access, next.run(Request::from_parts(parts, body))).await
+    let Some(kind) = metered else {
+        return access::scoped(access, next.run(Request::from_parts(parts, body))).await;
+    };
+    // over a quota: 429 until the client's rate is back within it
+    let user = access.principal().name.clone();
+    let wait = state.quotas.throttle(kind, &user, "");
+    if !wait.is_zero() {
+        let mut response = closing(ApiError::new(
+            429,
+            format!(
+                "{} is over its {} quota; retry in {} ms",
+                access.principal(),
+                kind.key(),
+                wait.as_millis()
+            ),
+        ));
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        if let Ok(value) = header::HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+    let request_bytes = content_length(&parts.headers);
+    let response = access::scoped(access, next.run(Request::from_parts(parts, body))).await;
+    let bytes = match kind {
+        QuotaKind::Produce => request_bytes,
+        QuotaKind::Fetch => content_length(response.headers()),
+    };
+    state.quotas.record(kind, &user, "", bytes);
+    response
+}
+
+/// A message's `Content-Length` (0 when absent: a streamed body is not
+/// counted).
+fn content_length(headers: &HeaderMap) -> u64 {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }

@@ -50,6 +50,8 @@ pub struct HttpState {
     pub authorizer: Arc<sluice_auth::Authorizer>,
     /// The credential other nodes present on the internal endpoint.
     pub node_secret: Arc<str>,
+    /// The node's quota meters (shared with the Kafka listener).
+    pub quotas: Arc<crate::quota::Quotas>,
 }
 
 /// An error answered as JSON with its HTTP status.

@@ -111,6 +111,12 @@ mod tests {
                 ApiKey::InitProducerId => kafka_protocol::messages::InitProducerIdRequest::VERSIONS,
                 ApiKey::SaslHandshake => kafka_protocol::messages::SaslHandshakeRequest::VERSIONS,
                 ApiKey::CreateAcls => kafka_protocol::messages::CreateAclsRequest::VERSIONS,
+                ApiKey::DescribeClientQuotas => {
+                    kafka_protocol::messages::DescribeClientQuotasRequest::VERSIONS
+                }
+                ApiKey::AlterClientQuotas => {
+                    kafka_protocol::messages::AlterClientQuotasRequest::VERSIONS
+                }
                 ApiKey::DescribeAcls => kafka_protocol::messages::DescribeAclsRequest::VERSIONS,
                 ApiKey::DeleteAcls => kafka_protocol::messages::DeleteAclsRequest::VERSIONS,
                 ApiKey::SaslAuthenticate => {

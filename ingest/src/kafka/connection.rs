@@ -178,7 +178,7 @@ where
     let reader = tokio::spawn(async move {
         loop {
             // before authentication, frames are held to a small bound
-            let max_bytes = reading_session.frame_max_bytes(request_max_bytes);
+            let max_bytes = || reading_session.frame_max_bytes(request_max_bytes);
             let frame = match read_budgeted_frame(&mut read_half, max_bytes, &budget).await {
                 Ok(Some(frame)) => Ok(frame),
                 Ok(None) => return,
@@ -227,6 +227,11 @@ where
                         let _ = write_half.flush().await;
                         tokio::time::sleep(FAILED_AUTHENTICATION_CLOSE_DELAY).await;
                         break;
+                    }
+                    // over a quota: answered, then muted (KIP-219)
+                    if let Some(wait) = session.take_mute() {
+                        let _ = write_half.flush().await;
+                        tokio::time::sleep(wait).await;
                     }
                 }
                 Ok(Reply::Nothing) => {}
@@ -449,6 +454,13 @@ mod tests {
             9,
             "metadata answered"
         );
+        // authenticated: a frame over the unauthenticated bound is read (the
+        // bound is taken when the frame's size arrives; taken when the reader
+        // began waiting, during the SASL exchange, it refused a librdkafka
+        // producer's first 1 MB request in the quota e2e test)
+        let big = "x".repeat(UNAUTHENTICATED_FRAME_MAX_BYTES + 1000);
+        client.write_all(&produce(10, "big", &big)).await.unwrap();
+        assert_eq!(produce_answer(response(&mut client).await), (10, 0, 0));
 
         // a wrong password: SASL_AUTHENTICATION_FAILED, then closed
         let mut client = connect_as(&node, sasl());

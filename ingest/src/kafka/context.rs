@@ -55,6 +55,8 @@ pub struct KafkaContext {
     pub sasl_mechanisms: Vec<Mechanism>,
     /// The node's authorizer (everything allowed unless enforcing).
     pub authorizer: Arc<Authorizer>,
+    /// The node's quota meters (shared with the HTTP listener).
+    pub quotas: Arc<crate::quota::Quotas>,
 }
 
 /// Client host reported for group members (the listener does not pass
@@ -75,6 +77,7 @@ impl KafkaContext {
         groups: Arc<crate::group::GroupCoordinator>,
     ) -> Self {
         let view = producer.view().clone();
+        let quotas = crate::quota::Quotas::new(view.clone());
         let catalog = view.catalog().clone();
         let (advertised_host, advertised_port) = advertised;
         Self {
@@ -95,7 +98,34 @@ impl KafkaContext {
             fetch_sessions: Default::default(),
             listener: SecurityProtocol::Plaintext,
             authorizer: Arc::new(Authorizer::allow_all()),
+            quotas,
         }
+    }
+
+    /// This node with `quotas` as its meters (those the HTTP listener uses too).
+    pub fn with_quotas(mut self, quotas: Arc<crate::quota::Quotas>) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
+    /// Record `bytes` of `kind` for the request of `session` from
+    /// `client_id`: the throttle to answer, the connection muted that long.
+    pub fn throttle(
+        &self,
+        session: &Session,
+        client_id: Option<&str>,
+        kind: crate::quota::QuotaKind,
+        bytes: u64,
+    ) -> i32 {
+        let principal = session.principal().unwrap_or_else(Principal::anonymous);
+        let wait = self
+            .quotas
+            .record(kind, &principal.name, client_id.unwrap_or_default(), bytes);
+        if wait.is_zero() {
+            return 0;
+        }
+        session.mute_for(wait);
+        i32::try_from(wait.as_millis()).unwrap_or(i32::MAX)
     }
 
     /// This node with `authorizer` deciding what principals may do.
@@ -136,6 +166,7 @@ impl KafkaContext {
             listener,
             sasl_mechanisms: self.sasl_mechanisms.clone(),
             authorizer: self.authorizer.clone(),
+            quotas: self.quotas.clone(),
         }
     }
 

@@ -10,15 +10,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    AlterConfigsRequest, AlterUserScramCredentialsRequest, ApiKey, ApiVersionsRequest,
-    CreateAclsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteAclsRequest,
-    DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeAclsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    DescribeUserScramCredentialsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest,
-    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, SaslAuthenticateRequest,
-    SaslHandshakeRequest, SyncGroupRequest,
+    AlterClientQuotasRequest, AlterConfigsRequest, AlterUserScramCredentialsRequest, ApiKey,
+    ApiVersionsRequest, CreateAclsRequest, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteAclsRequest, DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
+    DescribeAclsRequest, DescribeClientQuotasRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, DescribeGroupsRequest, DescribeUserScramCredentialsRequest,
+    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetFetchRequest, ProduceRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::Encodable;
 
@@ -26,6 +27,7 @@ use super::framing::{decode_body, encode_response, parse_frame, ConnectionError,
 use super::order::Turn;
 use super::session::{Admission, Session};
 use super::*;
+use crate::quota::QuotaKind;
 
 /// What handling one request produced.
 pub enum Reply {
@@ -118,13 +120,19 @@ fn encode<T: Encodable>(framed: &Framed, body: &T) -> Result<Bytes, ConnectionEr
 /// differs from v4 only for transactions. The ranges cover what librdkafka
 /// 2.x (kcat, confluent-kafka) and the Java client negotiate.
 pub const APIS: &[Api] = &[
-    api!(Produce, 3, 9, |c, _s, v, _h, r: ProduceRequest, turn| {
-        produce::handle_in_turn(c, v, r, turn).await
+    api!(Produce, 3, 9, |c, s, v, h, r: ProduceRequest, turn| {
+        let bytes = produce::request_bytes(&r);
+        let answer = produce::handle_in_turn(c, v, r, turn).await;
+        let throttle = c.throttle(s, h.client_id.as_deref(), QuotaKind::Produce, bytes);
+        answer.map(|response| response.with_throttle_time_ms(throttle))
     }),
     // a fetch changes nothing: its long poll does not hold the turn
-    api!(Fetch, 4, 12, |c, _s, _v, _h, r: FetchRequest, turn| {
+    api!(Fetch, 4, 12, |c, s, _v, h, r: FetchRequest, turn| {
         drop(turn);
-        Some(fetch::handle(c, r).await)
+        let response = fetch::handle(c, r).await;
+        let bytes = fetch::response_bytes(&response);
+        let throttle = c.throttle(s, h.client_id.as_deref(), QuotaKind::Fetch, bytes);
+        Some(response.with_throttle_time_ms(throttle))
     }),
     api!(ListOffsets, 1, 6, |c, _s, v, _h, r: ListOffsetsRequest| {
         Some(list_offsets::handle(c, v, r).await)
@@ -259,6 +267,18 @@ pub const APIS: &[Api] = &[
         0,
         2,
         |c, s, v, _h, r: SaslAuthenticateRequest| Some(sasl::authenticate(c, s, v, r).await)
+    ),
+    api!(
+        DescribeClientQuotas,
+        0,
+        1,
+        |c, _s, _v, _h, r: DescribeClientQuotasRequest| Some(client_quotas::describe(c, r))
+    ),
+    api!(
+        AlterClientQuotas,
+        0,
+        1,
+        |c, _s, _v, _h, r: AlterClientQuotasRequest| Some(client_quotas::alter(c, r).await)
     ),
     api!(
         CreateAcls,

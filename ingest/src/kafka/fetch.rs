@@ -36,6 +36,16 @@ struct Wanted {
     known: IngestResult<()>,
 }
 
+/// Record bytes a fetch response carries (what a consumer quota counts).
+pub fn response_bytes(response: &FetchResponse) -> u64 {
+    response
+        .responses
+        .iter()
+        .flat_map(|topic| &topic.partitions)
+        .map(|p| p.records.as_ref().map_or(0, |r| r.len() as u64))
+        .sum()
+}
+
 /// Answer a Fetch request: resolve its fetch session, read, and answer
 /// every partition (full fetches) or those with news (incremental ones).
 pub async fn handle(context: &KafkaContext, request: FetchRequest) -> FetchResponse {

@@ -40,7 +40,7 @@ pub enum ConnectionError {
 /// Read a frame's 4-byte size prefix; `None` at a clean end of stream.
 async fn read_frame_size<R: AsyncRead + Unpin>(
     reader: &mut R,
-    max_bytes: usize,
+    max_bytes: impl FnOnce() -> usize,
 ) -> Result<Option<usize>, ConnectionError> {
     let mut size = [0u8; 4];
     match reader.read_exact(&mut size).await {
@@ -48,6 +48,9 @@ async fn read_frame_size<R: AsyncRead + Unpin>(
         Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(error) => return Err(error.into()),
     }
+    // the bound as of the frame's arrival (it grows once a SASL connection
+    // authenticates, which happens while this read waits)
+    let max_bytes = max_bytes();
     let size = i32::from_be_bytes(size);
     if size < 0 || size as usize > max_bytes {
         return Err(ConnectionError::FrameTooLarge {
@@ -72,7 +75,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max_bytes: usize,
 ) -> Result<Option<Bytes>, ConnectionError> {
-    match read_frame_size(reader, max_bytes).await? {
+    match read_frame_size(reader, || max_bytes).await? {
         Some(size) => Ok(Some(read_frame_body(reader, size).await?)),
         None => Ok(None),
     }
@@ -80,10 +83,11 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 
 /// Read one frame like [`read_frame`], first taking budget for its bytes
 /// (the size prefix says how many) so that all connections together hold at
-/// most the node's `in_flight_bytes_max` of unanswered requests.
+/// most the node's `in_flight_bytes_max` of unanswered requests. The frame
+/// bound is asked for when the size prefix has arrived.
 pub(super) async fn read_budgeted_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
-    max_bytes: usize,
+    max_bytes: impl FnOnce() -> usize,
     budget: &Arc<tokio::sync::Semaphore>,
 ) -> Result<Option<(Bytes, OwnedSemaphorePermit)>, ConnectionError> {
     let Some(size) = read_frame_size(reader, max_bytes).await? else {

@@ -52,8 +52,9 @@ pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
 
-// security: SASL and the users it authenticates, ACLs
+// security: SASL and the users it authenticates, ACLs, quotas
 pub mod acls;
+pub mod client_quotas;
 pub mod sasl;
 pub mod scram_credentials;
 

@@ -30,6 +30,16 @@ pub async fn handle(context: &KafkaContext, request: ProduceRequest) -> Option<P
     handle_in_turn(context, 9, request, Turn::free()).await
 }
 
+/// Record bytes a produce request carries (what a producer quota counts).
+pub fn request_bytes(request: &ProduceRequest) -> u64 {
+    request
+        .topic_data
+        .iter()
+        .flat_map(|topic| &topic.partition_data)
+        .map(|data| data.records.as_ref().map_or(0, |r| r.len() as u64))
+        .sum()
+}
+
 /// [`handle`] holding the request's `turn` on its connection until every
 /// batch is appended to the segment buffer: the next request's batches go
 /// after these in the log, while the wait for the commit overlaps it.

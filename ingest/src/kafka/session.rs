@@ -47,6 +47,8 @@ pub struct Session {
     pub peer: Option<SocketAddr>,
     state: Mutex<AuthState>,
     closing: AtomicBool,
+    /// Quota throttle owed: the connection reads nothing more until then.
+    muted_until: Mutex<Option<Instant>>,
 }
 
 impl Session {
@@ -65,6 +67,7 @@ impl Session {
                 ..AuthState::default()
             }),
             closing: AtomicBool::new(false),
+            muted_until: Mutex::new(None),
         }
     }
 
@@ -145,6 +148,24 @@ impl Session {
     /// Whether the connection is to close after its current response.
     pub fn closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
+    }
+
+    /// Mute the connection for `wait` (a quota throttle, KIP-219): the
+    /// response goes out now, the next request is read after.
+    pub fn mute_for(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut muted = self.muted_until.lock().unwrap_or_else(|e| e.into_inner());
+        *muted = Some(muted.map_or(until, |current| current.max(until)));
+    }
+
+    /// The mute owed, if any (taken: the connection serves it once).
+    pub fn take_mute(&self) -> Option<Duration> {
+        let until = self
+            .muted_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        Some(until.saturating_duration_since(Instant::now()))
     }
 
     /// Largest frame the connection may send now.
