@@ -30,7 +30,9 @@ pub struct Target {
     pub ca: Option<std::path::PathBuf>,
 }
 
-fn first_line(path: &std::path::Path, what: &str) -> anyhow::Result<String> {
+/// The first line of the file at `path` (a password or a token), which
+/// must not be empty.
+pub(crate) fn first_line(path: &std::path::Path, what: &str) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the {what} file {}", path.display()))?;
     let line = text.lines().next().unwrap_or_default().to_string();

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Subcommand;
 use sluice_auth::scram;
 use sluice_metadata::model::Catalog;
@@ -76,16 +76,6 @@ pub enum UserCommand {
     },
 }
 
-fn read_password(path: &PathBuf) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the password file {}", path.display()))?;
-    let password = text.lines().next().unwrap_or_default().to_string();
-    if password.is_empty() {
-        bail!("the password file {} is empty", path.display());
-    }
-    Ok(password)
-}
-
 /// Run a `sluice user` command.
 pub async fn run(command: UserCommand) -> anyhow::Result<()> {
     match command {
@@ -96,7 +86,7 @@ pub async fn run(command: UserCommand) -> anyhow::Result<()> {
             iterations,
             target,
         } => {
-            let password = read_password(&password_file)?;
+            let password = crate::client::first_line(&password_file, "password")?;
             let credential = scram::credential(mechanism, password.as_bytes(), iterations);
             target
                 .catalog()

@@ -197,9 +197,9 @@ def test_a_deny_wins_and_the_super_user_needs_no_acl(secured):
     assert secured.running
 
 
-def test_https_with_the_nodes_certificate(sluice, tmp_path):
-    """`--http-tls`: the HTTP API over TLS with the node's certificate; plain
-    HTTP to that port is refused and the node keeps serving."""
+def https_node(sluice, tmp_path):
+    """A node serving HTTPS (`--http-tls`) with a test CA's certificate,
+    ready: (node, its https base URL, the certificates)."""
     from processes import spawn, wait_until
     from tls_certs import make_certs
 
@@ -216,6 +216,13 @@ def test_https_with_the_nodes_certificate(sluice, tmp_path):
                             timeout=2).status_code == 200
 
     wait_until(ready, 30, "sluice over https", proc=node.proc, log=node.log)
+    return node, https, certs
+
+
+def test_https_with_the_nodes_certificate(sluice, tmp_path):
+    """`--http-tls`: the HTTP API over TLS with the node's certificate; plain
+    HTTP to that port is refused and the node keeps serving."""
+    node, https, certs = https_node(sluice, tmp_path)
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(f"http://127.0.0.1:{node.port}/health/ready", timeout=5)
     with pytest.raises(requests.exceptions.SSLError):
@@ -269,19 +276,7 @@ def test_the_cli_authenticates_and_trusts_the_ca_it_is_given(secured, tmp_path):
 
 
 def test_the_cli_talks_https_with_its_ca(sluice, tmp_path):
-    from processes import spawn, wait_until
-    from tls_certs import make_certs
-
-    certs = make_certs(tmp_path / "pki")
-    node = sluice.distributed(start=False, extra_args=[
-        "--http-tls", "--tls-cert-file", str(certs.server_cert),
-        "--tls-key-file", str(certs.server_key)])
-    node.data_dir.mkdir(parents=True, exist_ok=True)
-    node.proc = spawn([str(node.binary), *node.args], node.log, env=node.env)
-    https = f"https://127.0.0.1:{node.port}"
-    wait_until(lambda: requests.get(f"{https}/health/ready", verify=str(certs.ca_cert),
-                                    timeout=2).status_code == 200,
-               30, "sluice over https", proc=node.proc, log=node.log)
+    node, https, certs = https_node(sluice, tmp_path)
     done = node.cli("topic", "create", "tls-cli", "--url", https, "--ca", str(certs.ca_cert))
     assert done.returncode == 0, done.stderr.decode()
     done = node.cli("topic", "list", "--url", https, "--ca", str(certs.ca_cert))

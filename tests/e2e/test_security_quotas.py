@@ -37,19 +37,13 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import kafka_wire as wire
+from test_security_http import cli
 
 QUOTA = 100_000          # bytes per second, cluster-wide
 VALUE = b"q" * 1000      # records of about a kilobyte
 WARMUP = 10.0
 MEASURE = 30.0
 PASSWORD = "quota-password"
-
-
-def cli(node, *args: str) -> str:
-    store = ["--etcd", node.cluster.etcd, "--cluster", node.cluster.name]
-    done = node.cli(*args, *store)
-    assert done.returncode == 0, f"sluice {' '.join(args)}: {done.stderr.decode()[-800:]}"
-    return done.stdout.decode()
 
 
 @pytest.fixture(scope="module")
