@@ -415,18 +415,17 @@ impl Catalog {
         if let Some(kv) = self.store.get(&key).await? {
             return Ok(String::from_utf8_lossy(&kv.value).into_owned());
         }
-        let id = value;
         let response = self
             .store
             .txn(
                 Txn::new()
                     .when([Compare::absent(key.clone())])
-                    .and_then([TxnOp::put(key.clone(), id.clone())])
+                    .and_then([TxnOp::put(key.clone(), value.clone())])
                     .or_else([TxnOp::get(key.clone())]),
             )
             .await?;
         if response.succeeded {
-            return Ok(id);
+            return Ok(value);
         }
         match response.responses.first() {
             Some(TxnOpResponse::Get(kvs)) if !kvs.is_empty() => {
