@@ -32,23 +32,13 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--metrics", required=True)
-    parser.add_argument("--megabytes", type=int, default=200)
-    parser.add_argument("--record-bytes", type=int, default=1024)
-    parser.add_argument("--partitions", type=int, default=6)
-    parser.add_argument("--rate-mbps", type=float, default=0,
-                        help="pace producing at this rate (0 = as fast as possible)")
-    args = parser.parse_args()
-
-    topic = f"bench-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": args.bootstrap})
-    admin.create_topics([NewTopic(topic, args.partitions)])[topic].result(timeout=30)
-    count = args.megabytes * 1_000_000 // args.record_bytes
-    payload = os.urandom(args.record_bytes)
-    producer = Producer({"bootstrap.servers": args.bootstrap, "acks": "all", "linger.ms": 5,
+def produce(conf: dict, topic: str, count: int, record_bytes: int,
+            rate_mbps: float = 0) -> dict:
+    """Produce `count` records of `record_bytes` to `topic` (acks=all,
+    linger.ms=5), paced at `rate_mbps` if given: seconds taken and the
+    delivery latencies (ms, sorted)."""
+    payload = os.urandom(record_bytes)
+    producer = Producer({**conf, "acks": "all", "linger.ms": 5,
                          "batch.size": 1_000_000, "queue.buffering.max.kbytes": 512 * 1024,
                          "compression.type": "none"})
     latencies: list[float] = []
@@ -60,11 +50,10 @@ def main() -> None:
         else:
             latencies.append((time.monotonic() - sent) * 1000)
 
-    before = scrape(args.metrics)
     start = time.monotonic()
     for i in range(count):
-        if args.rate_mbps > 0:
-            due = start + i * args.record_bytes / (args.rate_mbps * 1e6)
+        if rate_mbps > 0:
+            due = start + i * record_bytes / (rate_mbps * 1e6)
             pause = due - time.monotonic()
             if pause > 0:
                 producer.poll(pause)
@@ -78,10 +67,56 @@ def main() -> None:
                 producer.poll(0.01)
         producer.poll(0)
     producer.flush(300)
-    produce_s = time.monotonic() - start
-    after = scrape(args.metrics)
+    seconds = time.monotonic() - start
     assert not errors, errors[:5]
     latencies.sort()
+    return {"seconds": seconds, "latencies": latencies}
+
+
+def consume(conf: dict, topic: str, partitions: int, count: int) -> float:
+    """Read `count` records of `topic` from the earliest offsets: seconds taken."""
+    consumer = Consumer({**conf, "group.id": f"bench-{topic}-{uuid.uuid4().hex[:6]}",
+                         "enable.auto.commit": False, "fetch.max.bytes": 52428800,
+                         "max.partition.fetch.bytes": 10485760})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    got = 0
+    start = time.monotonic()
+    deadline = start + 600
+    while got < count and time.monotonic() < deadline:
+        for msg in consumer.consume(10_000, 1.0):
+            if not msg.error():
+                got += 1
+    seconds = time.monotonic() - start
+    consumer.close()
+    assert got == count, f"consumed {got} of {count}"
+    return seconds
+
+
+def create_topic(conf: dict, partitions: int) -> str:
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient(conf)
+    admin.create_topics([NewTopic(topic, partitions)])[topic].result(timeout=30)
+    return topic
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--metrics", required=True)
+    parser.add_argument("--megabytes", type=int, default=200)
+    parser.add_argument("--record-bytes", type=int, default=1024)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--rate-mbps", type=float, default=0,
+                        help="pace producing at this rate (0 = as fast as possible)")
+    args = parser.parse_args()
+
+    conf = {"bootstrap.servers": args.bootstrap}
+    topic = create_topic(conf, args.partitions)
+    count = args.megabytes * 1_000_000 // args.record_bytes
+    before = scrape(args.metrics)
+    produced = produce(conf, topic, count, args.record_bytes, args.rate_mbps)
+    after = scrape(args.metrics)
+    produce_s, latencies = produced["seconds"], produced["latencies"]
     mb = count * args.record_bytes / 1e6
     flushes = max(1.0, after.get("sluice_flushes_total", 0) - before.get("sluice_flushes_total", 0))
     print(f"kafka produce: {count} records of {args.record_bytes} B to {args.partitions} partitions, "
@@ -94,23 +129,9 @@ def main() -> None:
           f"{(after.get('sluice_object_puts_total', 0) - before.get('sluice_object_puts_total', 0)) / flushes:.2f} PUTs and "
           f"{(after.get('sluice_commit_txns_total', 0) - before.get('sluice_commit_txns_total', 0)) / flushes:.2f} "
           f"commit txns per flush")
-
-    consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": f"bench-{topic}",
-                         "enable.auto.commit": False, "fetch.max.bytes": 52428800,
-                         "max.partition.fetch.bytes": 10485760})
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(args.partitions)])
-    got = 0
-    start = time.monotonic()
-    deadline = start + 600
-    while got < count and time.monotonic() < deadline:
-        for msg in consumer.consume(10_000, 1.0):
-            if not msg.error():
-                got += 1
-    consume_s = time.monotonic() - start
-    consumer.close()
-    assert got == count, f"consumed {got} of {count}"
-    print(f"kafka consume from earliest: {got} records in {consume_s:.1f} s, "
-          f"{mb / consume_s:.1f} MB/s, {got / consume_s:.0f} records/s")
+    consume_s = consume(conf, topic, args.partitions, count)
+    print(f"kafka consume from earliest: {count} records in {consume_s:.1f} s, "
+          f"{mb / consume_s:.1f} MB/s, {count / consume_s:.0f} records/s")
 
 
 if __name__ == "__main__":

@@ -26,10 +26,19 @@ wait_for() {  # wait_for URL: up to 10 s
 }
 
 start_cluster() {
+    start_backends
+    start_node node --http-addr "127.0.0.1:$(free_port)" --kafka-addr "127.0.0.1:$(free_port)"
+    HTTP_URL=$NODE_URL
+    HTTP_PID=$NODE_PID
+    KAFKA_BOOTSTRAP=$(printf '%s\n' "${NODE_ARGS[@]}" | grep -A1 -x -- --kafka-addr | tail -1)
+}
+
+# start_backends: a release build of sluice, etcd and moto (with a bucket);
+# sets $BENCH_ETCD and $BENCH_S3.
+start_backends() {
     cargo build --release --bin sluice
-    local etcd_port peer_port s3_port http_port kafka_port
+    local etcd_port peer_port s3_port
     etcd_port=$(free_port); peer_port=$(free_port); s3_port=$(free_port)
-    http_port=$(free_port); kafka_port=$(free_port)
     etcd --data-dir "$BENCH_WORK/etcd" --listen-client-urls "http://127.0.0.1:$etcd_port" \
         --advertise-client-urls "http://127.0.0.1:$etcd_port" \
         --listen-peer-urls "http://127.0.0.1:$peer_port" \
@@ -44,20 +53,18 @@ start_cluster() {
     wait_for "http://127.0.0.1:$etcd_port/health"
     BENCH_ETCD="http://127.0.0.1:$etcd_port"
     BENCH_S3="http://127.0.0.1:$s3_port"
-    start_node node --http-addr "127.0.0.1:$http_port" --kafka-addr "127.0.0.1:$kafka_port"
-    HTTP_URL=$NODE_URL
-    HTTP_PID=$NODE_PID
-    KAFKA_BOOTSTRAP="127.0.0.1:$kafka_port"
 }
 
 # start_node NAME [serve flags]: one more node of the same cluster (data in
-# $BENCH_WORK/NAME, log in $BENCH_WORK/NAME.log); sets $NODE_URL, $NODE_PID.
+# $BENCH_WORK/NAME, log in $BENCH_WORK/NAME.log); sets $NODE_URL, $NODE_PID
+# and $NODE_ARGS (the flags it was given).
 start_node() {
     local name=$1; shift
     local args=("$@")
     if [[ " ${args[*]} " != *" --http-addr "* ]]; then
         args+=(--http-addr "127.0.0.1:$(free_port)" --kafka-addr "127.0.0.1:$(free_port)")
     fi
+    NODE_ARGS=("${args[@]}")
     ./target/release/sluice serve --data-dir "$BENCH_WORK/$name" --etcd "$BENCH_ETCD" \
         --store s3://bench/sluice --s3-endpoint "$BENCH_S3" "${args[@]}" \
         >"$BENCH_WORK/$name.log" 2>&1 &

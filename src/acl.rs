@@ -292,6 +292,10 @@ pub enum QuotaCommand {
         /// Bytes per second fetched.
         #[arg(long)]
         consumer_byte_rate: Option<f64>,
+        /// Percent of one thread its requests may keep busy (200 = two
+        /// threads).
+        #[arg(long)]
+        request_percentage: Option<f64>,
         #[command(flatten)]
         target: MetadataTarget,
     },
@@ -320,15 +324,17 @@ pub async fn run_quota(command: QuotaCommand) -> anyhow::Result<()> {
             entity,
             producer_byte_rate,
             consumer_byte_rate,
+            request_percentage,
             target,
         } => {
             let entity = entity.entity()?;
             let values = [
                 ("producer_byte_rate", producer_byte_rate),
                 ("consumer_byte_rate", consumer_byte_rate),
+                ("request_percentage", request_percentage),
             ];
             if values.iter().all(|(_, v)| v.is_none()) {
-                bail!("set --producer-byte-rate and/or --consumer-byte-rate");
+                bail!("set --producer-byte-rate, --consumer-byte-rate or --request-percentage");
             }
             let catalog = target.catalog().await?;
             for (key, value) in values {

@@ -2,7 +2,10 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{register_histogram, register_int_counter, Histogram, IntCounter};
+use prometheus::{
+    register_counter, register_histogram, register_int_counter, register_int_counter_vec, Counter,
+    Histogram, IntCounter, IntCounterVec,
+};
 
 fn counter(name: &str, help: &str) -> IntCounter {
     // Fails only on a duplicate or malformed name: a programming error.
@@ -91,6 +94,25 @@ pub static AUTHENTICATION_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
         "SASL authentications refused",
     )
 });
+/// Thread time of the requests timed for request-time quotas (timed only
+/// while the cluster has such a quota).
+pub static REQUEST_BUSY_SECONDS: LazyLock<Counter> = LazyLock::new(|| {
+    register_counter!(
+        "sluice_request_busy_seconds_total",
+        "thread time of requests timed for request_percentage quotas"
+    )
+    .expect("metric names are unique and valid")
+});
+/// Requests that left their client over a quota (its connection muted), or
+/// were refused for one (HTTP 429), by quota.
+pub static QUOTA_THROTTLES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_quota_throttles_total",
+        "requests that left their client over a quota, or were refused for one (HTTP 429)",
+        &["quota"]
+    )
+    .expect("metric names are unique and valid")
+});
 
 /// Register every write-path metric now, so that `/metrics` lists each one
 /// (at zero) before its first event.
@@ -110,5 +132,7 @@ pub fn register() {
         LazyLock::force(counter);
     }
     LazyLock::force(&PRODUCE_LATENCY);
+    LazyLock::force(&REQUEST_BUSY_SECONDS);
+    LazyLock::force(&QUOTA_THROTTLES);
     LazyLock::force(&SEGMENT_BYTES);
 }

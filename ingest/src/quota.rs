@@ -18,9 +18,21 @@
 //! rate is measured as Kafka does: eleven one-second samples, over at
 //! least ten seconds; a client over its share is throttled
 //! `(rate - share) / share × window`, at most the 10 s window.
+//!
+//! **Request time.** `request_percentage` is Kafka's request quota: the
+//! share of one thread a client's requests may keep busy, in percent (200 =
+//! two threads). sluice measures a request's busy time as the time its
+//! handler spends being polled ([`Busy`]): the work done for it on the
+//! node's threads, not the time it waits on the store, etcd or a long poll.
+//! Work a request hands to the node's shared tasks (the segment writer's
+//! upload and commit) is not counted, as Kafka does not count its log
+//! flushes. The share and the throttle are those of the byte rates.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use sluice_metadata::quotas::{EntityName, QuotaEntity, QuotaRecord};
@@ -33,6 +45,9 @@ pub enum QuotaKind {
     Produce,
     /// Bytes fetched (`consumer_byte_rate`).
     Fetch,
+    /// Percent of a thread kept busy (`request_percentage`); recorded in
+    /// percent-seconds.
+    Request,
 }
 
 impl QuotaKind {
@@ -41,7 +56,37 @@ impl QuotaKind {
         match self {
             QuotaKind::Produce => "producer_byte_rate",
             QuotaKind::Fetch => "consumer_byte_rate",
+            QuotaKind::Request => "request_percentage",
         }
+    }
+}
+
+/// A future and the time spent polling it: the thread time its work took,
+/// without the time it waited.
+#[derive(Debug)]
+pub struct Busy<F> {
+    inner: Pin<Box<F>>,
+    spent: Duration,
+}
+
+impl<F: Future> Busy<F> {
+    /// Time `inner`.
+    pub fn new(inner: F) -> Self {
+        Self {
+            inner: Box::pin(inner),
+            spent: Duration::ZERO,
+        }
+    }
+}
+
+impl<F: Future> Future for Busy<F> {
+    type Output = (F::Output, Duration);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let start = Instant::now();
+        let polled = self.inner.as_mut().poll(cx);
+        self.spent += start.elapsed();
+        polled.map(|output| (output, self.spent))
     }
 }
 
@@ -171,6 +216,24 @@ impl Quotas {
         self.measure(kind, user, client_id, Some(bytes as f64))
     }
 
+    /// Whether any quota of the cluster limits request time: without one,
+    /// requests are not timed at all.
+    pub fn limits_request_time(&self) -> bool {
+        let quotas = self.view.quotas();
+        !quotas.is_empty()
+            && quotas
+                .iter()
+                .any(|quota| quota.values.contains_key(QuotaKind::Request.key()))
+    }
+
+    /// Record `busy` thread time of a request of `user` and `client_id`;
+    /// how long the client is to wait.
+    pub fn record_busy(&self, user: &str, client_id: &str, busy: Duration) -> Duration {
+        crate::metrics::REQUEST_BUSY_SECONDS.inc_by(busy.as_secs_f64());
+        let percent_seconds = busy.as_secs_f64() * 100.0;
+        self.measure(QuotaKind::Request, user, client_id, Some(percent_seconds))
+    }
+
     /// How long the client is to wait before its next request of `kind`.
     pub fn throttle(&self, kind: QuotaKind, user: &str, client_id: &str) -> Duration {
         self.measure(kind, user, client_id, None)
@@ -204,6 +267,11 @@ impl Quotas {
         let (rate, window) = meter.rate(now);
         if rate <= share {
             return Duration::ZERO;
+        }
+        if bytes.is_some() {
+            crate::metrics::QUOTA_THROTTLES
+                .with_label_values(&[kind.key()])
+                .inc();
         }
         let over = (rate - share) / share;
         Duration::from_secs_f64(window.as_secs_f64() * over).min(THROTTLE_MAX)
@@ -253,6 +321,22 @@ mod tests {
         );
         assert!(resolve(&quotas, QuotaKind::Fetch, "alice", "app").is_none());
         assert!(resolve(&[], p, "alice", "app").is_none());
+    }
+
+    #[tokio::test]
+    async fn busy_time_is_the_time_polled_not_the_time_waited() {
+        let (output, busy) = Busy::new(async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(20) {
+                std::hint::spin_loop();
+            }
+            7
+        })
+        .await;
+        assert_eq!(output, 7);
+        assert!(busy >= Duration::from_millis(20), "{busy:?}");
+        assert!(busy < Duration::from_millis(200), "{busy:?}");
     }
 
     #[test]

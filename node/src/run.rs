@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use sluice_ingest::group::GroupCoordinator;
-use sluice_ingest::http::tls::TlsListener;
+use sluice_ingest::http::tls::{Peer, TlsListener};
 use sluice_ingest::http::{self, HttpState};
 use sluice_ingest::kafka::{self, KafkaContext};
 use sluice_ingest::produce::Producer;
@@ -383,14 +383,20 @@ pub async fn run(
     };
     let served = match (&tls, config.http.tls) {
         (Some(tls), true) => {
-            axum::serve(TlsListener::new(listener, tls.clone()), router)
-                .with_graceful_shutdown(draining)
-                .await
+            axum::serve(
+                TlsListener::new(listener, tls.clone()),
+                router.into_make_service_with_connect_info::<Peer>(),
+            )
+            .with_graceful_shutdown(draining)
+            .await
         }
         _ => {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(draining)
-                .await
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<Peer>(),
+            )
+            .with_graceful_shutdown(draining)
+            .await
         }
     };
     for server in kafka_servers {

@@ -64,6 +64,8 @@ class Api:
 
     def with_new_session(self) -> "Api":
         api = Api(self.url, requests.Session())
+        api.s.auth = self.s.auth
+        api.s.verify = self.s.verify
         api._cid = self._cid
         return api
 

@@ -117,6 +117,7 @@ USERS = {name: User(name, "SCRAM-SHA-256", f"{name}-secret") for name in (
     "idem",      # IDEMPOTENT_WRITE on the cluster
     "onewriter",  # WRITE on one topic (which also allows InitProducerId)
     "autocreator",  # WRITE on the PREFIXED `auto-`, CREATE on `auto-made.`
+    "hosted",    # WRITE on one topic from one host, then another
 )}
 # Kafka's CLUSTER resource (code 4) is ResourceType.BROKER in confluent-kafka
 CLUSTER_TYPE, CLUSTER = ResourceType.BROKER, "kafka-cluster"
@@ -648,6 +649,45 @@ def test_deny_beats_allow(acls):
     conf = ck_conf(acls.sasl_addr, USERS["mixed"])
     assert_produce_refused(acls, conf, refused)
     assert_produces(conf, allowed)
+
+
+def test_host_bound_acls_apply_to_kafka_and_http(acls):
+    """An ACL's host is the client's address on both paths: a grant from
+    another host grants nothing, one from the client's own does, and a deny
+    from it beats an allow from everywhere."""
+    topic = new_topic(acls, "hosted")
+    user = USERS["hosted"]
+    conf = ck_conf(acls.sasl_addr, user)
+    session = requests.Session()
+    session.auth = (user.name, user.password)
+    api = Api(acls.node.url, session)
+    record = {"partition_id": 0, "value": {"type": "STRING", "data": "from a host"}}
+
+    def write_from(host: str, permission=AclPermissionType.ALLOW) -> AclBinding:
+        return AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL,
+                          f"User:{user.name}", host, AclOperation.WRITE, permission)
+
+    # granted from another host only: refused on both paths
+    grant(acls, write_from("10.99.0.7"))
+    assert_produce_refused(acls, conf, topic)
+    refused = api.with_new_session().produce_one(topic, record)
+    body = assert_error(refused, 403, "HTTP produce with an ACL of another host")
+    assert "WRITE" in body["message"] and topic in body["message"], body
+
+    # granted from this host: allowed on both
+    grant(acls, write_from(HOST))
+    assert_produces(conf, topic)
+    resp = api.produce_one(topic, record)
+    assert resp.status_code == 200 and resp.json()["error_code"] == 200, resp.text
+    assert high_watermark(acls, topic) == 2
+
+    # an allow from every host, a deny from this one: refused on both
+    grant(acls, write_from("*"), write_from(HOST, AclPermissionType.DENY))
+    assert_error(api.with_new_session().produce_one(topic, record), 403,
+                 "HTTP produce denied from this host")
+    err = ck_refused_delivery(conf, topic)
+    assert err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
+    assert high_watermark(acls, topic) == 2
 
 
 def acl_error_code(exc: KafkaException) -> int:

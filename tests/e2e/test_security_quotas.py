@@ -19,7 +19,12 @@ Covered:
   librdkafka fetched, from its statistics);
 * a client without a quota, on the same nodes at the same time, is neither
   held nor throttled;
-* HTTP: a principal over its quota gets 429 with Retry-After.
+* HTTP: a principal over its quota gets 429 with Retry-After;
+* request_percentage: a client sending Metadata requests back to back
+  keeps a node's threads busy for its share of the quota (the node's
+  `sluice_request_busy_seconds_total`) within +-25 % over 30 s, and reads
+  throttle_time_ms > 0; a client without the quota on the same node is not
+  throttled; over HTTP a principal over it gets 429.
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ def cluster(sluice_bin, etcd, s3, tmp_path_factory):
         first.data_dir.mkdir(parents=True, exist_ok=True)
         password = first.data_dir.parent / "password"
         password.write_text(PASSWORD + "\n")
-        for user in ("admin", "limited", "reader", "free"):
+        for user in ("admin", "limited", "reader", "free", "timed"):
             cli(first, "user", "add", user, "--password-file", str(password))
         for node in nodes:
             node.start()
@@ -356,3 +361,89 @@ def test_http_over_its_quota_is_429_with_retry_after(cluster):
     r = requests.post(url, data=body, auth=("free", PASSWORD),
                       headers={"Content-Type": "application/json"}, timeout=10)
     assert r.status_code == 200, r.text
+
+
+REQUEST_QUOTA = 3.0  # percent of a thread, cluster-wide: 1 % on each of 3 nodes
+
+
+def metadata_v4(topic: str, client_id: bytes) -> bytes:
+    """Metadata v4 of one topic, no auto-creation."""
+    return wire.request(3, 4, struct.pack(">i", 1) + wire.string(topic) + b"\x00",
+                        client_id=client_id)
+
+
+def busy_seconds(node) -> float:
+    return node.api.metrics().get("sluice_request_busy_seconds_total", 0.0)
+
+
+def metadata_loop(node, topic: str, client_id: bytes, seconds: float,
+                  marks: tuple[float, ...] = ()) -> tuple[int, int, dict[float, float]]:
+    """Metadata requests back to back on one connection for `seconds`: how
+    many were answered, the largest throttle_time_ms answered, and the
+    node's (time, busy seconds) at each of `marks` (seconds from the start)
+    and at the end (key `seconds`)."""
+    import socket
+    answered, throttle_max, at = 0, 0, {}
+    pending = sorted(marks)
+    begin = time.monotonic()
+    with socket.create_connection(("127.0.0.1", node.kafka_port), timeout=30) as sock:
+        while (elapsed := time.monotonic() - begin) < seconds:
+            if pending and elapsed >= pending[0]:
+                at[pending.pop(0)] = (time.monotonic(), busy_seconds(node))
+            sock.sendall(metadata_v4(topic, client_id))
+            answer = wire.recv_response(sock)
+            throttle_max = max(throttle_max, struct.unpack_from(">i", answer, 4)[0])
+            answered += 1
+    at[seconds] = (time.monotonic(), busy_seconds(node))
+    return answered, throttle_max, at
+
+
+def test_a_client_is_held_to_its_request_time_share(cluster):
+    node = cluster[0]
+    cli(node, "quota", "set", "--client-id", "busy-client",
+        "--request-percentage", str(REQUEST_QUOTA))
+    assert f"client-id=busy-client request_percentage={REQUEST_QUOTA:g}" in \
+        cli(node, "quota", "list")
+    topic = make_topic(cluster, partitions=1)
+    wait_for_brokers(cluster, sasl(cluster, "admin"))
+    time.sleep(0.5)
+    answered, throttle_max, at = metadata_loop(node, topic, b"busy-client", WARMUP + MEASURE,
+                                               marks=(WARMUP,))
+    (t0, busy0), (t1, busy1) = at[WARMUP], at[WARMUP + MEASURE]
+    share = REQUEST_QUOTA / len(cluster)
+    used = (busy1 - busy0) / (t1 - t0) * 100
+    print(f"request-time quota {REQUEST_QUOTA} % (node share {share:.2f} %): the client kept "
+          f"the node busy {used:.2f} % of a thread; {answered} requests in "
+          f"{WARMUP + MEASURE:.0f} s, largest throttle {throttle_max} ms")
+    assert 0.75 * share <= used <= 1.25 * share, f"{used:.3f} % of a thread, share {share} %"
+    assert throttle_max > 0, "no answer carried a throttle"
+    # a client without the quota, on the same node right after: unthrottled
+    calm, calm_throttle, _ = metadata_loop(node, topic, b"calm-client", 3.0)
+    print(f"calm client: {calm / 3:,.0f} requests/s (the busy one {answered / (WARMUP + MEASURE):,.0f}/s)")
+    assert calm_throttle == 0
+    assert calm / 3.0 > 5 * answered / (WARMUP + MEASURE), (calm, answered)
+    cli(node, "quota", "remove", "--client-id", "busy-client")
+
+
+def test_http_over_its_request_time_quota_is_429(cluster):
+    node = cluster[0]
+    # a tenth of a percent of a thread on each node: a few requests are over it
+    cli(node, "quota", "set", "--user", "timed", "--request-percentage", "0.3")
+    time.sleep(0.5)
+    url = f"{node.url}/v3/clusters/" + \
+        requests.get(f"{node.url}/v3/clusters", timeout=10).json()["data"][0]["cluster_id"] + \
+        "/topics"
+    statuses = []
+    for _ in range(500):
+        r = requests.get(url, auth=("timed", PASSWORD), timeout=10)
+        statuses.append(r.status_code)
+        if r.status_code == 429:
+            assert int(r.headers["Retry-After"]) >= 1
+            assert "over its request_percentage quota" in r.json()["message"], r.text
+            break
+    assert statuses[0] == 200 and statuses[-1] == 429, statuses
+    # another user is not held
+    assert requests.get(url, auth=("free", PASSWORD), timeout=10).status_code == 200
+    cli(node, "quota", "remove", "--user", "timed")
+    time.sleep(0.5)
+    assert requests.get(url, auth=("timed", PASSWORD), timeout=10).status_code == 200

@@ -16,9 +16,10 @@
 //! checks CREATE in its handler (the name is in the body).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
-use axum::http::{header, HeaderMap, Method};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::http::{header, Extensions, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
@@ -28,9 +29,10 @@ use sluice_auth::token;
 use sluice_auth::Principal;
 use sluice_metadata::acls::{Operation, ResourceType, CLUSTER_RESOURCE};
 
+use super::tls::Peer;
 use super::{ApiError, HttpState};
 use crate::access::{self, Access};
-use crate::quota::QuotaKind;
+use crate::quota::{Busy, QuotaKind};
 
 /// What a route needs: an operation on the resource named by one of its
 /// path parameters (or on the cluster).
@@ -167,7 +169,7 @@ pub(crate) async fn authorize(
         state.authorizer.clone(),
         state.producer.view().acls(),
         principal,
-        "unknown".to_string(),
+        peer_host(&parts.extensions),
     ));
     let route = parts
         .extensions
@@ -206,36 +208,64 @@ pub(crate) async fn authorize(
             return closing(ApiError::from(denied));
         }
     }
-    let Some(kind) = metered else {
-        return access::scoped(access, next.run(Request::from_parts(parts, body))).await;
-    };
-    // over a quota: 429 until the client's rate is back within it
     let user = access.principal().name.clone();
-    let wait = state.quotas.throttle(kind, &user, "");
-    if !wait.is_zero() {
-        let mut response = closing(ApiError::new(
-            429,
-            format!(
-                "{} is over its {} quota; retry in {} ms",
-                access.principal(),
-                kind.key(),
-                wait.as_millis()
-            ),
-        ));
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        if let Ok(value) = header::HeaderValue::from_str(&seconds.to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
+    let timed = state.quotas.limits_request_time();
+    // over a quota: 429 until the client's rate is back within it
+    for kind in metered
+        .into_iter()
+        .chain(timed.then_some(QuotaKind::Request))
+    {
+        let wait = state.quotas.throttle(kind, &user, "");
+        if !wait.is_zero() {
+            return over_quota(access.principal(), kind, wait);
         }
-        return response;
     }
     let request_bytes = content_length(&parts.headers);
-    let response = access::scoped(access, next.run(Request::from_parts(parts, body))).await;
-    let bytes = match kind {
-        QuotaKind::Produce => request_bytes,
-        QuotaKind::Fetch => content_length(response.headers()),
+    let handling = access::scoped(access, next.run(Request::from_parts(parts, body)));
+    let response = if timed {
+        let (response, busy) = Busy::new(handling).await;
+        state.quotas.record_busy(&user, "", busy);
+        response
+    } else {
+        handling.await
     };
-    state.quotas.record(kind, &user, "", bytes);
+    if let Some(kind) = metered {
+        let bytes = match kind {
+            QuotaKind::Fetch => content_length(response.headers()),
+            _ => request_bytes,
+        };
+        state.quotas.record(kind, &user, "", bytes);
+    }
     response
+}
+
+/// 429: `principal` is over its `kind` quota for `wait`.
+fn over_quota(principal: &Principal, kind: QuotaKind, wait: Duration) -> Response {
+    crate::metrics::QUOTA_THROTTLES
+        .with_label_values(&[kind.key()])
+        .inc();
+    let mut response = closing(ApiError::new(
+        429,
+        format!(
+            "{principal} is over its {} quota; retry in {} ms",
+            kind.key(),
+            wait.as_millis()
+        ),
+    ));
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    if let Ok(value) = header::HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// The host ACLs match a request by: its peer's address, as Kafka's
+/// listeners match theirs ("unknown" where the server was not told the
+/// peer, and only `host=*` ACLs apply).
+fn peer_host(extensions: &Extensions) -> String {
+    extensions
+        .get::<ConnectInfo<Peer>>()
+        .map_or_else(|| "unknown".to_string(), |peer| peer.0 .0.ip().to_string())
 }
 
 /// A message's `Content-Length` (0 when absent: a streamed body is not

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sluice_fetch::Reader;
 use sluice_metadata::model::{Catalog, Topic};
@@ -126,6 +127,38 @@ impl KafkaContext {
         }
         session.mute_for(wait);
         i32::try_from(wait.as_millis()).unwrap_or(i32::MAX)
+    }
+
+    /// The throttle (ms) a request of `session` from the client of
+    /// `header` is answered with for its request time: 0 within its
+    /// request-time quota or without one.
+    pub fn request_throttle(
+        &self,
+        session: &Session,
+        header: &kafka_protocol::messages::RequestHeader,
+    ) -> i32 {
+        if !self.quotas.limits_request_time() {
+            return 0;
+        }
+        let principal = session.principal().unwrap_or_else(Principal::anonymous);
+        let wait = self.quotas.throttle(
+            crate::quota::QuotaKind::Request,
+            &principal.name,
+            header.client_id.as_deref().unwrap_or_default(),
+        );
+        i32::try_from(wait.as_millis()).unwrap_or(i32::MAX)
+    }
+
+    /// Record `busy`, the thread time a request of `session` from
+    /// `client_id` took; over its quota the connection is muted.
+    pub fn record_busy(&self, session: &Session, client_id: Option<&str>, busy: Duration) {
+        let principal = session.principal().unwrap_or_else(Principal::anonymous);
+        let wait = self
+            .quotas
+            .record_busy(&principal.name, client_id.unwrap_or_default(), busy);
+        if !wait.is_zero() {
+            session.mute_for(wait);
+        }
     }
 
     /// This node with `authorizer` deciding what principals may do.

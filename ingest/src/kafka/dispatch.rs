@@ -27,7 +27,7 @@ use super::framing::{decode_body, encode_response, parse_frame, ConnectionError,
 use super::order::Turn;
 use super::session::{Admission, Session};
 use super::*;
-use crate::quota::QuotaKind;
+use crate::quota::{Busy, QuotaKind};
 
 /// What handling one request produced.
 pub enum Reply {
@@ -93,7 +93,14 @@ macro_rules! api {
                     $turn.wait().await;
                     let answer: Option<_> = $answer;
                     match answer {
-                        Some(body) => encode(&framed, &body).map(Reply::Send),
+                        Some(mut body) => {
+                            // over a request-time quota: said in the answer
+                            let throttle = context.request_throttle(&session, &framed.header);
+                            if throttle > 0 {
+                                Throttled::at_least(&mut body, throttle);
+                            }
+                            encode(&framed, &body).map(Reply::Send)
+                        }
                         None => Ok(Reply::Nothing),
                     }
                 }))
@@ -316,6 +323,77 @@ pub const APIS: &[Api] = &[
     ),
 ];
 
+/// Whether requests of `key` count against request-time quotas: all but
+/// those a client needs to connect and authenticate (Kafka exempts them
+/// too).
+fn is_metered(key: ApiKey) -> bool {
+    !matches!(
+        key,
+        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+    )
+}
+
+/// A response whose `throttle_time_ms` says how long the client is to wait.
+trait Throttled {
+    /// Raise the throttle to `ms` if it is less.
+    fn at_least(&mut self, ms: i32);
+}
+
+macro_rules! throttled {
+    ($($ty:ident),* $(,)?) => {
+        $(impl Throttled for kafka_protocol::messages::$ty {
+            fn at_least(&mut self, ms: i32) {
+                self.throttle_time_ms = self.throttle_time_ms.max(ms);
+            }
+        })*
+    };
+}
+
+throttled!(
+    ProduceResponse,
+    FetchResponse,
+    ListOffsetsResponse,
+    MetadataResponse,
+    ApiVersionsResponse,
+    FindCoordinatorResponse,
+    JoinGroupResponse,
+    SyncGroupResponse,
+    HeartbeatResponse,
+    LeaveGroupResponse,
+    OffsetCommitResponse,
+    OffsetFetchResponse,
+    ListGroupsResponse,
+    DescribeGroupsResponse,
+    DeleteGroupsResponse,
+    OffsetDeleteResponse,
+    CreateTopicsResponse,
+    DeleteTopicsResponse,
+    CreatePartitionsResponse,
+    DeleteRecordsResponse,
+    DescribeConfigsResponse,
+    AlterConfigsResponse,
+    IncrementalAlterConfigsResponse,
+    InitProducerIdResponse,
+    DescribeClusterResponse,
+    CreateAclsResponse,
+    DescribeAclsResponse,
+    DeleteAclsResponse,
+    DescribeClientQuotasResponse,
+    AlterClientQuotasResponse,
+    DescribeUserScramCredentialsResponse,
+    AlterUserScramCredentialsResponse,
+);
+
+/// The SASL APIs answer before there is a principal to meter; their
+/// responses have no throttle.
+impl Throttled for kafka_protocol::messages::SaslHandshakeResponse {
+    fn at_least(&mut self, _ms: i32) {}
+}
+
+impl Throttled for kafka_protocol::messages::SaslAuthenticateResponse {
+    fn at_least(&mut self, _ms: i32) {}
+}
+
 /// The served API of `key`, if any.
 pub fn api(key: ApiKey) -> Option<&'static Api> {
     APIS.iter().find(|api| api.key == key)
@@ -356,6 +434,13 @@ pub async fn handle_frame(
         }
     }
     match api(framed.api_key) {
+        Some(api) if is_metered(framed.api_key) && context.quotas.limits_request_time() => {
+            let client_id = framed.header.client_id.clone();
+            let handling = (api.handler)(context.clone(), session.clone(), framed, turn);
+            let (reply, busy) = Busy::new(handling).await;
+            context.record_busy(&session, client_id.as_deref(), busy);
+            reply
+        }
         Some(api) => (api.handler)(context, session, framed, turn).await,
         // parse_frame admits only served APIs; anything else is answered
         // with UNSUPPORTED_VERSION where the response can be encoded
@@ -376,6 +461,8 @@ pub async fn handle_frame(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use bytes::{Buf, BufMut, BytesMut};
+
+    use sluice_metadata::quotas::{EntityName, QuotaEntity};
 
     use super::*;
     use crate::kafka::testing::TestNode;
@@ -452,6 +539,66 @@ mod tests {
             "{:?}",
             outcome.err()
         );
+    }
+
+    /// Metadata v4 for every topic, from `client_id`.
+    fn metadata_from(client_id: &str, correlation_id: i32) -> Bytes {
+        let mut out = BytesMut::new();
+        out.put_i16(ApiKey::Metadata as i16);
+        out.put_i16(4);
+        out.put_i32(correlation_id);
+        out.put_i16(client_id.len() as i16);
+        out.put_slice(client_id.as_bytes());
+        out.put_i32(-1); // every topic
+        out.put_u8(0); // no auto-creation
+        out.freeze()
+    }
+
+    /// The throttle_time_ms of a Metadata v4 answer.
+    async fn metadata_throttle(node: &TestNode, session: &Arc<Session>, client_id: &str) -> i32 {
+        let frame = metadata_from(client_id, 7);
+        let Reply::Send(mut answer) =
+            handle_frame(node.context.clone(), session.clone(), frame, Turn::free())
+                .await
+                .unwrap()
+        else {
+            panic!("no answer")
+        };
+        answer.advance(4 + 4); // size, correlation id
+        answer.get_i32()
+    }
+
+    #[tokio::test]
+    async fn a_client_over_its_request_time_quota_is_throttled_and_muted() {
+        let node = TestNode::start().await;
+        let greedy = QuotaEntity {
+            user: None,
+            client_id: Some(EntityName::Named("greedy".into())),
+        };
+        // a millionth of a thread: one request is over it
+        node.context
+            .catalog
+            .alter_quota(&greedy, "request_percentage", Some(0.0001))
+            .await
+            .unwrap();
+        for _ in 0..200 {
+            if node.context.quotas.limits_request_time() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(node.context.quotas.limits_request_time());
+        let session = Arc::new(Session::plaintext());
+        assert_eq!(metadata_throttle(&node, &session, "greedy").await, 0);
+        let muted = session.take_mute().expect("muted after its first request");
+        assert!(muted > std::time::Duration::ZERO);
+        let throttle = metadata_throttle(&node, &session, "greedy").await;
+        assert!(throttle > 0, "{throttle}");
+        assert!(throttle <= 10_000, "at most the window: {throttle}");
+        // another client is not limited, on the same connection or another
+        let other = Arc::new(Session::plaintext());
+        assert_eq!(metadata_throttle(&node, &other, "modest").await, 0);
+        assert!(other.take_mute().is_none());
     }
 
     #[test]
