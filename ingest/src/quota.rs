@@ -14,21 +14,29 @@
 //! `quota / live brokers` of it. A client whose traffic spreads evenly over
 //! the brokers (as partition leadership spreads a topic) gets its quota
 //! within the measuring error; one that talks to fewer brokers than there
-//! are gets that fraction of it (at worst `1 / brokers`), never more. The
-//! rate is measured as Kafka does: eleven one-second samples, over at
-//! least ten seconds; a client over its share is throttled
-//! `(rate - share) / share × window`, at most the 10 s window.
+//! are gets that fraction of it (at worst `1 / brokers`), never more.
+//!
+//! **A token bucket per client.** Each node meters a client's share with a
+//! bucket that fills at the share's rate up to ten seconds' worth (the
+//! burst Kafka's ten-second window lets through) and that what the client
+//! uses is taken from, into debt if a request is larger than what is left.
+//! A client in debt is throttled until the bucket is back at zero (at most
+//! 10 s). Kafka's own meter (eleven one-second samples) lets the samples
+//! of a burst expire all at once, so a saturating client bursts every
+//! eleven seconds and starves in between, below its quota by as much as a
+//! third; the bucket holds it to the share itself (Kafka meters its
+//! controller mutations with a token bucket for the same reason, KIP-599).
 //!
 //! **Request time.** `request_percentage` is Kafka's request quota: the
 //! share of one thread a client's requests may keep busy, in percent (200 =
 //! two threads). sluice measures a request's busy time as the time its
-//! handler spends being polled ([`Busy`]): the work done for it on the
+//! handler spends being polled ([`timed`]): the work done for it on the
 //! node's threads, not the time it waits on the store, etcd or a long poll.
 //! Work a request hands to the node's shared tasks (the segment writer's
 //! upload and commit) is not counted, as Kafka does not count its log
 //! flushes. The share and the throttle are those of the byte rates.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -61,88 +69,138 @@ impl QuotaKind {
     }
 }
 
-/// A future and the time spent polling it: the thread time its work took,
-/// without the time it waited.
-#[derive(Debug)]
-pub struct Busy<F> {
-    inner: Pin<Box<F>>,
-    spent: Duration,
+/// Thread time spent on one request so far, not yet recorded.
+#[derive(Debug, Default)]
+pub struct BusyClock {
+    /// Counted and not taken.
+    counted: Mutex<Duration>,
+    /// When the poll in progress started (or was last taken from).
+    polling_since: Mutex<Option<Instant>>,
 }
 
-impl<F: Future> Busy<F> {
-    /// Time `inner`.
-    pub fn new(inner: F) -> Self {
-        Self {
-            inner: Box::pin(inner),
-            spent: Duration::ZERO,
+impl BusyClock {
+    /// The time counted since the last take, the poll in progress up to
+    /// now included; counting starts again at zero.
+    pub fn take(&self) -> Duration {
+        let mut taken = std::mem::take(&mut *lock(&self.counted));
+        if let Some(since) = lock(&self.polling_since).as_mut() {
+            let now = Instant::now();
+            taken += now.saturating_duration_since(*since);
+            *since = now;
         }
+        taken
+    }
+
+    fn start(&self) {
+        *lock(&self.polling_since) = Some(Instant::now());
+    }
+
+    fn stop(&self) {
+        if let Some(since) = lock(&self.polling_since).take() {
+            *lock(&self.counted) += since.elapsed();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+tokio::task_local! {
+    /// The clock of the request being handled, where requests are timed.
+    static REQUEST_CLOCK: Arc<BusyClock>;
+}
+
+/// Run `inner`, adding the time spent polling it to `clock` (the thread
+/// time its work took, not the time it waited); inside it,
+/// [`take_request_busy`] reads the clock.
+pub async fn timed<F: Future>(clock: Arc<BusyClock>, inner: F) -> F::Output {
+    REQUEST_CLOCK
+        .scope(clock.clone(), Busy { inner, clock })
+        .await
+}
+
+/// The busy time of the request being handled so far, taken from its
+/// clock (so it is recorded once); `None` where requests are not timed.
+pub fn take_request_busy() -> Option<Duration> {
+    REQUEST_CLOCK.try_with(|clock| clock.take()).ok()
+}
+
+pin_project_lite::pin_project! {
+    /// A future whose polls are timed into a clock.
+    struct Busy<F> {
+        #[pin]
+        inner: F,
+        clock: Arc<BusyClock>,
     }
 }
 
 impl<F: Future> Future for Busy<F> {
-    type Output = (F::Output, Duration);
+    type Output = F::Output;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let start = Instant::now();
-        let polled = self.inner.as_mut().poll(cx);
-        self.spent += start.elapsed();
-        polled.map(|output| (output, self.spent))
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        this.clock.start();
+        let polled = this.inner.poll(cx);
+        this.clock.stop();
+        polled
     }
 }
 
-/// Samples kept per meter.
-const SAMPLES: usize = 11;
-/// Length of one sample.
-const SAMPLE: Duration = Duration::from_secs(1);
-/// Longest throttle asked of a client: the measuring window (Kafka's bound
-/// is its window too).
+/// The burst a full meter lets through: this long at the share's rate (the
+/// ten seconds' worth Kafka's window lets through).
+const BURST: Duration = Duration::from_secs(10);
+/// Longest throttle asked of a client (Kafka's bound is its window too).
 pub const THROTTLE_MAX: Duration = Duration::from_secs(10);
 /// Meters kept before idle ones are dropped.
 const METERS_MAX: usize = 10_000;
 
-/// Bytes over the last samples.
-#[derive(Debug, Default)]
+/// A token bucket: it fills at the share's rate up to [`BURST`] of it, and
+/// what a client uses is taken out of it, into debt if need be. A client in
+/// debt waits until the bucket is back at zero.
+#[derive(Debug)]
 struct Meter {
-    /// (sample start, bytes in it), oldest first.
-    samples: VecDeque<(Instant, f64)>,
+    /// Units left (negative: owed), as of `at`.
+    tokens: f64,
+    at: Instant,
 }
 
 impl Meter {
-    fn record(&mut self, now: Instant, bytes: f64) {
-        match self.samples.back_mut() {
-            Some((start, total)) if now.duration_since(*start) < SAMPLE => *total += bytes,
-            _ => {
-                self.samples.push_back((now, bytes));
-                while self.samples.len() > SAMPLES {
-                    self.samples.pop_front();
-                }
-            }
+    /// A full meter for a share of `rate` per second.
+    fn full(now: Instant, rate: f64) -> Self {
+        Self {
+            tokens: rate * BURST.as_secs_f64(),
+            at: now,
         }
     }
 
-    /// (bytes per second, window) as of `now`.
-    fn rate(&mut self, now: Instant) -> (f64, Duration) {
-        let horizon = SAMPLE * SAMPLES as u32;
-        while self
-            .samples
-            .front()
-            .is_some_and(|(start, _)| now.duration_since(*start) > horizon)
-        {
-            self.samples.pop_front();
-        }
-        let total: f64 = self.samples.iter().map(|(_, bytes)| bytes).sum();
-        let elapsed = self
-            .samples
-            .front()
-            .map_or(Duration::ZERO, |(start, _)| now.duration_since(*start));
-        let window = elapsed.max(SAMPLE * (SAMPLES as u32 - 1));
-        (total / window.as_secs_f64(), window)
+    /// Refill for the time since the last use, at `rate` per second.
+    fn refill(&mut self, now: Instant, rate: f64) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + rate * elapsed).min(rate * BURST.as_secs_f64());
+        self.at = now;
     }
 
+    /// Take `amount` (refilled first at `rate`); how long until the meter
+    /// is out of debt. Debt is bounded by [`THROTTLE_MAX`] at the rate: a
+    /// request larger than that overshoots. A rate of zero lets nothing
+    /// through.
+    fn take(&mut self, now: Instant, rate: f64, amount: f64) -> Duration {
+        if rate <= 0.0 {
+            return THROTTLE_MAX;
+        }
+        self.refill(now, rate);
+        self.tokens = (self.tokens - amount).max(-rate * THROTTLE_MAX.as_secs_f64());
+        if self.tokens >= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(-self.tokens / rate)
+    }
+
+    /// Whether the meter has been left alone long enough to be full again
+    /// (a new one is the same).
     fn idle(&self, now: Instant) -> bool {
-        self.samples
-            .back()
-            .is_none_or(|(start, _)| now.duration_since(*start) > SAMPLE * SAMPLES as u32)
+        now.saturating_duration_since(self.at) > BURST + THROTTLE_MAX
     }
 }
 
@@ -244,7 +302,7 @@ impl Quotas {
         kind: QuotaKind,
         user: &str,
         client_id: &str,
-        bytes: Option<f64>,
+        amount: Option<f64>,
     ) -> Duration {
         let quotas = self.view.quotas();
         // the common case, on every produce and fetch: no quota at all
@@ -256,25 +314,20 @@ impl Quotas {
         };
         let share = self.share(quota);
         let now = Instant::now();
-        let mut meters = self.meters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut meters = lock(&self.meters);
         if meters.len() > METERS_MAX {
             meters.retain(|_, meter| !meter.idle(now));
         }
-        let meter = meters.entry((kind, group)).or_default();
-        if let Some(bytes) = bytes {
-            meter.record(now, bytes);
-        }
-        let (rate, window) = meter.rate(now);
-        if rate <= share {
-            return Duration::ZERO;
-        }
-        if bytes.is_some() {
+        let meter = meters
+            .entry((kind, group))
+            .or_insert_with(|| Meter::full(now, share));
+        let wait = meter.take(now, share, amount.unwrap_or(0.0));
+        if !wait.is_zero() && amount.is_some() {
             crate::metrics::QUOTA_THROTTLES
                 .with_label_values(&[kind.key()])
                 .inc();
         }
-        let over = (rate - share) / share;
-        Duration::from_secs_f64(window.as_secs_f64() * over).min(THROTTLE_MAX)
+        wait
     }
 }
 
@@ -325,35 +378,57 @@ mod tests {
 
     #[tokio::test]
     async fn busy_time_is_the_time_polled_not_the_time_waited() {
-        let (output, busy) = Busy::new(async {
+        let clock = Arc::new(BusyClock::default());
+        let (output, inside) = timed(clock.clone(), async {
             tokio::time::sleep(Duration::from_millis(200)).await;
             let start = Instant::now();
             while start.elapsed() < Duration::from_millis(20) {
                 std::hint::spin_loop();
             }
-            7
+            // the poll in progress counts
+            let so_far = take_request_busy().unwrap();
+            (7, so_far)
         })
         .await;
         assert_eq!(output, 7);
-        assert!(busy >= Duration::from_millis(20), "{busy:?}");
-        assert!(busy < Duration::from_millis(200), "{busy:?}");
+        assert!(inside >= Duration::from_millis(20), "{inside:?}");
+        assert!(inside < Duration::from_millis(200), "{inside:?}");
+        let rest = clock.take();
+        assert!(rest < Duration::from_millis(5), "counted once: {rest:?}");
+        assert_eq!(clock.take(), Duration::ZERO, "taken once");
+        assert!(take_request_busy().is_none(), "outside a timed request");
     }
 
     #[test]
-    fn a_meter_measures_over_at_least_ten_seconds() {
+    fn a_meter_lets_a_burst_through_then_holds_to_its_rate() {
         let start = Instant::now();
-        let mut meter = Meter::default();
-        meter.record(start, 1000.0);
-        let (rate, window) = meter.rate(start);
-        assert_eq!(window, Duration::from_secs(10));
-        assert_eq!(rate, 100.0);
-        for second in 1..=20u64 {
-            meter.record(start + Duration::from_secs(second), 1000.0);
+        let rate = 1000.0;
+        let mut meter = Meter::full(start, rate);
+        // ten seconds' worth at once: within the burst
+        assert_eq!(meter.take(start, rate, 10_000.0), Duration::ZERO);
+        // then a second's worth more: a second's wait
+        assert_eq!(meter.take(start, rate, 1000.0), Duration::from_secs(1));
+        // paid back after that second; one more unit is a millisecond
+        let later = start + Duration::from_secs(1);
+        assert_eq!(meter.take(later, rate, 1.0), Duration::from_millis(1));
+        // a client that waits as told gets exactly the rate over time
+        let mut now = later + Duration::from_millis(1);
+        let mut used = 0.0;
+        while now < later + Duration::from_secs(60) {
+            used += 500.0;
+            now += meter.take(now, rate, 500.0);
         }
-        let (rate, window) = meter.rate(start + Duration::from_secs(20));
-        assert!(meter.samples.len() <= SAMPLES);
-        assert_eq!(window, Duration::from_secs(10));
-        assert!((rate - 1100.0).abs() < 1e-9, "{rate}");
-        assert!(meter.idle(start + Duration::from_secs(40)));
+        let seconds = (now - later).as_secs_f64();
+        assert!(
+            (used / seconds - rate).abs() < rate * 0.02,
+            "{}",
+            used / seconds
+        );
+        // debt is bounded by the longest throttle
+        assert_eq!(meter.take(now, rate, 1e9), THROTTLE_MAX);
+        // left alone, it is full again
+        assert!(meter.idle(now + Duration::from_secs(21)));
+        meter.refill(now + Duration::from_secs(10_000_000), rate);
+        assert_eq!(meter.tokens, rate * BURST.as_secs_f64());
     }
 }

@@ -32,7 +32,7 @@ use sluice_metadata::acls::{Operation, ResourceType, CLUSTER_RESOURCE};
 use super::tls::Peer;
 use super::{ApiError, HttpState};
 use crate::access::{self, Access};
-use crate::quota::{Busy, QuotaKind};
+use crate::quota::{self, BusyClock, QuotaKind};
 
 /// What a route needs: an operation on the resource named by one of its
 /// path parameters (or on the cluster).
@@ -223,8 +223,9 @@ pub(crate) async fn authorize(
     let request_bytes = content_length(&parts.headers);
     let handling = access::scoped(access, next.run(Request::from_parts(parts, body)));
     let response = if timed {
-        let (response, busy) = Busy::new(handling).await;
-        state.quotas.record_busy(&user, "", busy);
+        let clock = Arc::new(BusyClock::default());
+        let response = quota::timed(clock.clone(), handling).await;
+        state.quotas.record_busy(&user, "", clock.take());
         response
     } else {
         handling.await

@@ -76,8 +76,9 @@ fn entity_data(entity: &QuotaEntity) -> Vec<EntityData> {
     out
 }
 
-/// Answer a DescribeClientQuotas request from this node's view.
-pub fn describe(
+/// Answer a DescribeClientQuotas request from the metadata store (not the
+/// view, which may not have applied an alteration this node just made).
+pub async fn describe(
     context: &KafkaContext,
     request: DescribeClientQuotasRequest,
 ) -> DescribeClientQuotasResponse {
@@ -99,9 +100,17 @@ pub fn describe(
                 ))));
         }
     }
-    let entries = context
-        .view
-        .quotas()
+    let quotas = match context.catalog.quotas().await {
+        Ok(quotas) => quotas,
+        Err(error) => {
+            return DescribeClientQuotasResponse::default()
+                .with_error_code(ResponseError::UnknownServerError.code())
+                .with_error_message(Some(StrBytes::from_string(format!(
+                    "reading the quotas: {error}"
+                ))))
+        }
+    };
+    let entries = quotas
         .iter()
         .filter(|record| matches(record, &request.components, request.strict))
         .map(|record| {

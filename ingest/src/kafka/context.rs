@@ -129,36 +129,19 @@ impl KafkaContext {
         i32::try_from(wait.as_millis()).unwrap_or(i32::MAX)
     }
 
-    /// The throttle (ms) a request of `session` from the client of
-    /// `header` is answered with for its request time: 0 within its
-    /// request-time quota or without one.
-    pub fn request_throttle(
-        &self,
-        session: &Session,
-        header: &kafka_protocol::messages::RequestHeader,
-    ) -> i32 {
-        if !self.quotas.limits_request_time() {
-            return 0;
-        }
-        let principal = session.principal().unwrap_or_else(Principal::anonymous);
-        let wait = self.quotas.throttle(
-            crate::quota::QuotaKind::Request,
-            &principal.name,
-            header.client_id.as_deref().unwrap_or_default(),
-        );
-        i32::try_from(wait.as_millis()).unwrap_or(i32::MAX)
-    }
-
-    /// Record `busy`, the thread time a request of `session` from
-    /// `client_id` took; over its quota the connection is muted.
-    pub fn record_busy(&self, session: &Session, client_id: Option<&str>, busy: Duration) {
+    /// Record `busy`, thread time a request of `session` from `client_id`
+    /// took: the throttle (ms) it earns, the connection muted that long (0
+    /// within its request-time quota or without one).
+    pub fn record_busy(&self, session: &Session, client_id: Option<&str>, busy: Duration) -> i32 {
         let principal = session.principal().unwrap_or_else(Principal::anonymous);
         let wait = self
             .quotas
             .record_busy(&principal.name, client_id.unwrap_or_default(), busy);
-        if !wait.is_zero() {
-            session.mute_for(wait);
+        if wait.is_zero() {
+            return 0;
         }
+        session.mute_for(wait);
+        i32::try_from(wait.as_millis()).unwrap_or(i32::MAX)
     }
 
     /// This node with `authorizer` deciding what principals may do.

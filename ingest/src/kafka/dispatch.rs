@@ -27,7 +27,7 @@ use super::framing::{decode_body, encode_response, parse_frame, ConnectionError,
 use super::order::Turn;
 use super::session::{Admission, Session};
 use super::*;
-use crate::quota::{Busy, QuotaKind};
+use crate::quota::{self, BusyClock, QuotaKind};
 
 /// What handling one request produced.
 pub enum Reply {
@@ -94,10 +94,15 @@ macro_rules! api {
                     let answer: Option<_> = $answer;
                     match answer {
                         Some(mut body) => {
-                            // over a request-time quota: said in the answer
-                            let throttle = context.request_throttle(&session, &framed.header);
-                            if throttle > 0 {
-                                Throttled::at_least(&mut body, throttle);
+                            // where requests are timed, the time so far is
+                            // recorded now, so that the answer carries the
+                            // throttle it earns (the rest is recorded after)
+                            if let Some(busy) = crate::quota::take_request_busy() {
+                                let client_id = framed.header.client_id.as_deref();
+                                let throttle = context.record_busy(&session, client_id, busy);
+                                if throttle > 0 {
+                                    Throttled::at_least(&mut body, throttle);
+                                }
                             }
                             encode(&framed, &body).map(Reply::Send)
                         }
@@ -279,7 +284,7 @@ pub const APIS: &[Api] = &[
         DescribeClientQuotas,
         0,
         1,
-        |c, _s, _v, _h, r: DescribeClientQuotasRequest| Some(client_quotas::describe(c, r))
+        |c, _s, _v, _h, r: DescribeClientQuotasRequest| Some(client_quotas::describe(c, r).await)
     ),
     api!(
         AlterClientQuotas,
@@ -437,8 +442,10 @@ pub async fn handle_frame(
         Some(api) if is_metered(framed.api_key) && context.quotas.limits_request_time() => {
             let client_id = framed.header.client_id.clone();
             let handling = (api.handler)(context.clone(), session.clone(), framed, turn);
-            let (reply, busy) = Busy::new(handling).await;
-            context.record_busy(&session, client_id.as_deref(), busy);
+            let clock = Arc::new(BusyClock::default());
+            let reply = quota::timed(clock.clone(), handling).await;
+            // what was not recorded before the answer: its encoding
+            context.record_busy(&session, client_id.as_deref(), clock.take());
             reply
         }
         Some(api) => (api.handler)(context, session, framed, turn).await,
@@ -575,10 +582,10 @@ mod tests {
             user: None,
             client_id: Some(EntityName::Named("greedy".into())),
         };
-        // a millionth of a thread: one request is over it
+        // a hundred-millionth of a thread: one request is over it
         node.context
             .catalog
-            .alter_quota(&greedy, "request_percentage", Some(0.0001))
+            .alter_quota(&greedy, "request_percentage", Some(0.000_001))
             .await
             .unwrap();
         for _ in 0..200 {
@@ -589,12 +596,16 @@ mod tests {
         }
         assert!(node.context.quotas.limits_request_time());
         let session = Arc::new(Session::plaintext());
-        assert_eq!(metadata_throttle(&node, &session, "greedy").await, 0);
-        let muted = session.take_mute().expect("muted after its first request");
-        assert!(muted > std::time::Duration::ZERO);
+        // the answer carries the throttle its own request earned
         let throttle = metadata_throttle(&node, &session, "greedy").await;
         assert!(throttle > 0, "{throttle}");
-        assert!(throttle <= 10_000, "at most the window: {throttle}");
+        assert!(
+            throttle <= 10_000,
+            "at most the longest throttle: {throttle}"
+        );
+        let muted = session.take_mute().expect("muted after its first request");
+        assert!(muted > std::time::Duration::ZERO);
+        assert!(metadata_throttle(&node, &session, "greedy").await > 0);
         // another client is not limited, on the same connection or another
         let other = Arc::new(Session::plaintext());
         assert_eq!(metadata_throttle(&node, &other, "modest").await, 0);
