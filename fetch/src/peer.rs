@@ -38,6 +38,13 @@ impl Default for PeerConfig {
     }
 }
 
+/// A client of peers with the time limits of `timeout`.
+fn client_builder(timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .timeout(timeout)
+}
+
 /// The node's client of its peers' block endpoints.
 #[derive(Debug, Clone)]
 pub struct Peers {
@@ -60,9 +67,7 @@ impl Peers {
         config: PeerConfig,
         node_secret: Arc<str>,
     ) -> Self {
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.timeout)
-            .timeout(config.timeout)
+        let client = client_builder(config.timeout)
             .build()
             // only fails when the TLS backend or the resolver cannot be
             // initialised; a default client is the best left then
@@ -74,6 +79,17 @@ impl Peers {
             timeout: config.timeout,
             node_secret,
         }
+    }
+
+    /// These peers, verifying the HTTPS certificates of the others against
+    /// the CA certificates of `pem` too (besides the system's roots).
+    pub fn trusting(mut self, pem: &[u8]) -> Result<Self, reqwest::Error> {
+        let mut builder = client_builder(self.timeout);
+        for certificate in reqwest::Certificate::from_pem_bundle(pem)? {
+            builder = builder.add_root_certificate(certificate);
+        }
+        self.client = builder.build()?;
+        Ok(self)
     }
 
     /// The owner of the block, or `None` when it is this node (or no node

@@ -177,6 +177,10 @@ pub struct TlsSection {
     /// PEM CA of client certificates: SSL listeners then require one, and
     /// the connection acts as its subject (mTLS).
     pub client_ca_file: Option<PathBuf>,
+    /// PEM CA certificates the nodes' HTTPS certificates chain to: with
+    /// `http.tls`, nodes fetch cache blocks from each other over HTTPS and
+    /// verify the peer against these (and the system's roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[security]`.
@@ -301,6 +305,7 @@ pub const FLAGS: &[Flag] = &[
     flag!("tls-cert-file", "SLUICE_TLS_CERT_FILE", Text, ["tls.cert_file"], "PEM certificate chain of SSL and SASL_SSL listeners (reloaded on SIGHUP)"),
     flag!("tls-key-file", "SLUICE_TLS_KEY_FILE", Text, ["tls.key_file"], "PEM private key of that certificate (reloaded on SIGHUP)"),
     flag!("tls-client-ca-file", "SLUICE_TLS_CLIENT_CA_FILE", Text, ["tls.client_ca_file"], "PEM CA of client certificates: SSL listeners require one and act as its subject (mTLS)"),
+    flag!("tls-ca-file", "SLUICE_TLS_CA_FILE", Text, ["tls.ca_file"], "PEM CA certificates the nodes' HTTPS certificates chain to: with --http-tls, peers fetch cache blocks over HTTPS and verify each other against them (and the system's roots)"),
     flag!("sasl-mechanisms", "SLUICE_SASL_MECHANISMS", List, ["kafka.sasl_mechanisms"], "SASL mechanisms of SASL listeners, comma separated: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
     flag!("sasl-session-lifetime", "SLUICE_SASL_SESSION_LIFETIME", Duration, ["kafka.sasl_session_lifetime"], "Lifetime of an authenticated SASL session; clients re-authenticate before it ends (KIP-368; default: the connection's)"),
     flag!("authorizer", "SLUICE_AUTHORIZER", Boolean, ["security.authorizer"], "Enforce ACLs on every Kafka and HTTP request (without it everything is allowed)"),

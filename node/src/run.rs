@@ -209,12 +209,14 @@ pub async fn run(
         .await
         .map_err(startup("opening the read cache"))?;
     if config.peer.enabled {
-        cache.set_peers(Peers::new(
-            view.clone(),
-            node_id,
-            config.peer,
-            node_secret.clone(),
-        ));
+        let mut peers = Peers::new(view.clone(), node_id, config.peer, node_secret.clone());
+        if let Some(ca) = &config.tls.ca_file {
+            let pem = std::fs::read(ca).map_err(startup("reading tls.ca_file"))?;
+            peers = peers
+                .trusting(&pem)
+                .map_err(startup("tls.ca_file: the peers' CA certificates"))?;
+        }
+        cache.set_peers(peers);
     }
     let (writer, writer_tasks) = Writer::start_with_cache(
         config.writer.clone(),
@@ -261,7 +263,11 @@ pub async fn run(
         node_id,
         kafka_host: advertised_host.clone(),
         kafka_port: advertised_port,
-        http_url: format!("http://{local}"),
+        // peers fetch cache blocks here: over HTTPS where the API is
+        http_url: format!(
+            "{}://{local}",
+            if config.http.tls { "https" } else { "http" }
+        ),
         roles: config.node.roles.iter().copied().collect(),
         zone: None,
         listeners: kafka_listeners

@@ -16,7 +16,10 @@ node runs). Covered:
 * `sluice acl list/remove` and `sluice token list/revoke` round-trip, and a
   removed grant or revoked token stops working at once;
 * the super user needs no ACL;
-* `--http-tls`: HTTPS with the node's certificate, plain HTTP refused.
+* `--http-tls`: HTTPS with the node's certificate, plain HTTP refused;
+  nodes fetch cache blocks from each other over HTTPS, verifying each
+  other against `--tls-ca-file` (without it a peer's certificate is not
+  trusted and every block falls back to the object store).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import uuid
 import pytest
 import requests
 
+from harness import b64, unb64
 from http_api import Api, assert_error
 
 PASSWORD = "correct horse battery staple"
@@ -197,16 +201,16 @@ def test_a_deny_wins_and_the_super_user_needs_no_acl(secured):
     assert secured.running
 
 
-def https_node(sluice, tmp_path):
+def https_node(sluice, tmp_path, certs=None, cluster=None, extra_args=()):
     """A node serving HTTPS (`--http-tls`) with a test CA's certificate,
     ready: (node, its https base URL, the certificates)."""
     from processes import spawn, wait_until
     from tls_certs import make_certs
 
-    certs = make_certs(tmp_path / "pki")
-    node = sluice.distributed(start=False, extra_args=[
+    certs = certs or make_certs(tmp_path / "pki")
+    node = sluice.distributed(cluster, start=False, extra_args=[
         "--http-tls", "--tls-cert-file", str(certs.server_cert),
-        "--tls-key-file", str(certs.server_key)])
+        "--tls-key-file", str(certs.server_key), *extra_args])
     node.data_dir.mkdir(parents=True, exist_ok=True)
     node.proc = spawn([str(node.binary), *node.args], node.log, env=node.env)
     https = f"https://127.0.0.1:{node.port}"
@@ -284,3 +288,54 @@ def test_the_cli_talks_https_with_its_ca(sluice, tmp_path):
     # without the CA the certificate is not trusted
     done = node.cli("topic", "list", "--url", https)
     assert done.returncode != 0
+
+
+def peer_fetches(node, https, certs, result: str) -> float:
+    import re
+    text = requests.get(f"{https}/metrics", verify=str(certs.ca_cert), timeout=10).text
+    m = re.search(rf'^sluice_peer_fetches_total{{result="{result}"}} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["with-ca", "without-ca"])
+def test_nodes_fetch_blocks_from_each_other_over_https(sluice, tmp_path, trusted):
+    """Two HTTPS nodes: records produced through one are read through the
+    other, whose cache misses ask their owner over HTTPS. With the CA the
+    peer is trusted and serves blocks; without it every block falls back to
+    the store. Either way the reads are byte-equal."""
+    from tls_certs import make_certs
+
+    certs = make_certs(tmp_path / "pki")
+    cluster = sluice.new_cluster()
+    args = ["--cache-block-bytes", "65536", "--cache-disk-bytes", "0",
+            "--roles", "ingest,fetch", "--peer-fetch-timeout", "10s"]
+    if trusted:
+        args += ["--tls-ca-file", str(certs.ca_cert)]
+    writer, writer_url, _ = https_node(sluice, tmp_path, certs, cluster, args)
+    reader, reader_url, _ = https_node(sluice, tmp_path, certs, cluster, args)
+    session = requests.Session()
+    session.trust_env = False  # else REQUESTS_CA_BUNDLE overrides `verify`
+    session.verify = str(certs.ca_cert)
+    to_writer, to_reader = Api(writer_url, session), Api(reader_url, session)
+    to_writer.create_topic("over-https", 1)
+    values = [uuid.uuid4().bytes * 512 for _ in range(128)]  # 8 KiB each, 1 MiB
+    for i in range(0, len(values), 16):
+        body = {"entries": [{"id": str(j), "partition_id": 0,
+                             "value": {"type": "BINARY", "data": b64(v)}}
+                            for j, v in enumerate(values[i:i + 16])]}
+        assert to_writer.produce_batch_raw("over-https", body).status_code == 200
+    to_reader.wait_high_watermark("over-https", 0, len(values))
+    read = []
+    while len(read) < len(values):
+        lines = to_reader.read_lines("over-https", 0, offset=len(read), format="binary")
+        assert lines, f"nothing at {len(read)}"
+        read += [unb64(line["value"]) for line in lines]
+    assert read == values
+    hits = peer_fetches(reader, reader_url, certs, "hit")
+    fallbacks = peer_fetches(reader, reader_url, certs, "fallback")
+    print(f"{'with' if trusted else 'without'} the CA: {hits:.0f} blocks from the peer, "
+          f"{fallbacks:.0f} fallbacks")
+    if trusted:
+        assert hits > 0 and fallbacks == 0, (hits, fallbacks)
+    else:
+        assert hits == 0 and fallbacks > 0, (hits, fallbacks)
