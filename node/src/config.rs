@@ -541,6 +541,7 @@ mod tests {
                     "cert_file",
                     "key_file",
                     "client_ca_file",
+                    "ca_file",
                     "sasl_session_lifetime",
                 ];
                 assert!(

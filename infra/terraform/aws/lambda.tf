@@ -3,23 +3,6 @@
 # archiving jobs every 5 minutes. SLUICE_LAMBDA_MODE tells the binary which.
 # Both run in the VPC, since etcd is reachable only there.
 
-locals {
-  lambda_functions = {
-    produce = {
-      memory_mb            = var.produce_memory_mb
-      timeout_seconds      = var.produce_timeout_seconds
-      reserved_concurrency = var.produce_reserved_concurrency
-    }
-    # One run at a time is enough for a 5-minute schedule; jobs are claimed
-    # on etcd leases, so a second one would only be idle.
-    compactor = {
-      memory_mb            = var.compactor_memory_mb
-      timeout_seconds      = var.compactor_timeout_seconds
-      reserved_concurrency = 1
-    }
-  }
-}
-
 resource "aws_cloudwatch_log_group" "produce" {
   name              = "/aws/lambda/${var.name}-produce"
   retention_in_days = var.log_retention_days
@@ -67,9 +50,9 @@ resource "aws_lambda_function" "produce" {
   architectures                  = [var.lambda_architecture]
   filename                       = var.lambda_zip_path
   source_code_hash               = filebase64sha256(var.lambda_zip_path)
-  memory_size                    = local.lambda_functions.produce.memory_mb
-  timeout                        = local.lambda_functions.produce.timeout_seconds
-  reserved_concurrent_executions = local.lambda_functions.produce.reserved_concurrency
+  memory_size                    = var.produce_memory_mb
+  timeout                        = var.produce_timeout_seconds
+  reserved_concurrent_executions = var.produce_reserved_concurrency
   kms_key_arn                    = aws_kms_key.sluice.arn
 
   environment {
@@ -103,6 +86,8 @@ resource "aws_lambda_function_url" "produce" {
 resource "aws_lambda_function" "compactor" {
   #checkov:skip=CKV_AWS_116:a failed scheduled run is retried by EventBridge and the next run 5 minutes later takes the same jobs; a dead-letter queue would hold nothing to act on
   #checkov:skip=CKV_AWS_272:the zip is built by CI from this repository; code signing needs an AWS Signer profile per deployment, which this module does not assume
+  # Reserved concurrency 1: one run at a time is enough for a 5-minute
+  # schedule; jobs are claimed on etcd leases, so a second would find little.
   function_name                  = "${var.name}-compactor"
   description                    = "sluice-lambda: compaction and Parquet archiving jobs"
   role                           = aws_iam_role.lambda.arn
@@ -111,9 +96,9 @@ resource "aws_lambda_function" "compactor" {
   architectures                  = [var.lambda_architecture]
   filename                       = var.lambda_zip_path
   source_code_hash               = filebase64sha256(var.lambda_zip_path)
-  memory_size                    = local.lambda_functions.compactor.memory_mb
-  timeout                        = local.lambda_functions.compactor.timeout_seconds
-  reserved_concurrent_executions = local.lambda_functions.compactor.reserved_concurrency
+  memory_size                    = var.compactor_memory_mb
+  timeout                        = var.compactor_timeout_seconds
+  reserved_concurrent_executions = 1
   kms_key_arn                    = aws_kms_key.sluice.arn
 
   environment {
