@@ -11,8 +11,10 @@
 #    nothing else: the build brings its own protoc (.cargo/protoc);
 # 2. cargo fmt --check, clippy -D warnings, build, cargo nextest (unit and
 #    integration tests; they start their own etcd), every fuzz target, the
-#    chaos checker's unit tests, then the end-to-end pytest suite in
-#    tests/e2e (real `sluice` binary, real etcd, real S3 server).
+#    chaos checker's unit tests, the offline checks of infra/ (Helm lint and
+#    render, kubernetes-validate, checkov, Terraform; their tools go into
+#    target/infra-venv), then the end-to-end pytest suite in tests/e2e
+#    (real `sluice` binary, real etcd, real S3 server).
 #
 # Environment knobs:
 #   PYTHON=python3.11         interpreter for the e2e suite (default python3)
@@ -90,9 +92,11 @@ if [[ -z ${SKIP_INSTALL:-} ]]; then
     need kcat kcat         # librdkafka's command-line client (e2e, README quick start)
     need curl curl         # the README quick start (e2e test_readme)
     need npm npm           # installs kafkajs
-    if externally_managed && [[ ! -x $ROOT/target/e2e-venv/bin/python ]] \
-        && ! "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then
-        pkgs+=(python3-venv)  # the e2e dependencies go into a virtualenv
+    # virtualenvs: the e2e dependencies on Debian's python (PEP 668), and
+    # the infra checkers always (tests/infra/check.sh)
+    if ! python3 -c 'import ensurepip' >/dev/null 2>&1 \
+        || { externally_managed && ! "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1; }; then
+        pkgs+=(python3-venv)
     fi
     if ((${#pkgs[@]})); then
         echo "installing: ${pkgs[*]}"
@@ -184,6 +188,10 @@ end
 
 begin "the chaos checker's own tests: pytest tests/chaos"
 "$PYTHON" -m pytest -q -p no:cacheprovider tests/chaos/test_checker.py
+end
+
+begin "infra: Helm chart, Kubernetes schemas, checkov, Terraform (tests/infra/check.sh)"
+bash tests/infra/check.sh
 end
 
 begin "e2e: pytest tests/e2e"

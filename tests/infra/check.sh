@@ -23,9 +23,6 @@ die() {
 
 command -v python3 >/dev/null || die "python3 is not on PATH (Debian: apt-get install python3 python3-venv)"
 
-# The stamp: the requirement files and the interpreter they were installed for.
-want=$( { cat "${REQUIREMENTS[@]}"; python3 -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)
-
 if [[ -x $VENV/bin/python ]] && ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
     echo "check.sh: $VENV is broken (its python does not start); making it anew"
     rm -rf "$VENV"
@@ -34,6 +31,9 @@ if [[ ! -x $VENV/bin/python ]]; then
     mkdir -p "$(dirname "$VENV")"
     python3 -m venv "$VENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
 fi
+
+# The stamp: the requirement files and the venv's interpreter.
+want=$( { cat "${REQUIREMENTS[@]}"; "$VENV/bin/python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)
 if [[ ! -f $STAMP || $(cat "$STAMP") != "$want" ]]; then
     echo "check.sh: installing ${REQUIREMENTS[*]} into $VENV"
     rm -f "$STAMP"

@@ -31,6 +31,12 @@ locals {
     chown 65532:65532 /var/lib/sluice /tmp-sluice
   EOT
 
+  # Docker's default capabilities less CHOWN.
+  capabilities_but_chown = [
+    "AUDIT_WRITE", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+    "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+  ]
+
   log_options = {
     awslogs-group         = aws_cloudwatch_log_group.node.name
     awslogs-region        = var.region
@@ -96,8 +102,10 @@ resource "aws_ecs_task_definition" "node" {
       readonlyRootFilesystem = true
       entryPoint             = ["sh", "-c"]
       command                = [local.advertise_script]
+      # Fargate can add no capability back after dropping ALL: keep CHOWN,
+      # the one the script needs, by dropping the others by name.
       linuxParameters = {
-        capabilities = { drop = ["ALL"], add = ["CHOWN"] }
+        capabilities = { drop = local.capabilities_but_chown }
       }
       mountPoints = [
         { sourceVolume = "data", containerPath = "/var/lib/sluice", readOnly = false },

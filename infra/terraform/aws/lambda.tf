@@ -84,7 +84,7 @@ resource "aws_lambda_function_url" "produce" {
 }
 
 resource "aws_lambda_function" "compactor" {
-  #checkov:skip=CKV_AWS_116:a failed scheduled run is retried by EventBridge and the next run 5 minutes later takes the same jobs; a dead-letter queue would hold nothing to act on
+  #checkov:skip=CKV_AWS_116:a failed scheduled run is retried by Lambda's asynchronous retries and the next run 5 minutes later takes the same jobs; a dead-letter queue would hold nothing to act on
   #checkov:skip=CKV_AWS_272:the zip is built by CI from this repository; code signing needs an AWS Signer profile per deployment, which this module does not assume
   # Reserved concurrency 1: one run at a time is enough for a 5-minute
   # schedule; jobs are claimed on etcd leases, so a second would find little.
