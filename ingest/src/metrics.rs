@@ -3,8 +3,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_counter, register_histogram, register_int_counter, register_int_counter_vec, Counter,
-    Histogram, IntCounter, IntCounterVec,
+    register_counter, register_histogram, register_int_counter, register_int_counter_vec,
+    register_int_gauge, Counter, Histogram, IntCounter, IntCounterVec, IntGauge,
 };
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -94,6 +94,24 @@ pub static AUTHENTICATION_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
         "SASL authentications refused",
     )
 });
+/// Produced bytes the writer holds (accepted, not yet answered): with
+/// [`WRITER_BUFFER_MAX_BYTES`], how full the buffer is. A node whose
+/// buffer stays full is holding producers back: an autoscaling signal.
+pub static WRITER_BUFFERED_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "sluice_writer_buffered_bytes",
+        "produced bytes accepted and not yet answered (flushed and committed, or refused)"
+    )
+    .expect("metric names are unique and valid")
+});
+/// The writer's buffer bound (`writer.buffer_max_bytes`).
+pub static WRITER_BUFFER_MAX_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "sluice_writer_buffer_max_bytes",
+        "bound of the produced bytes the writer holds; appends past it wait"
+    )
+    .expect("metric names are unique and valid")
+});
 /// Thread time of the requests timed for request-time quotas (timed only
 /// while the cluster has such a quota).
 pub static REQUEST_BUSY_SECONDS: LazyLock<Counter> = LazyLock::new(|| {
@@ -133,6 +151,8 @@ pub fn register() {
     }
     LazyLock::force(&PRODUCE_LATENCY);
     LazyLock::force(&REQUEST_BUSY_SECONDS);
+    LazyLock::force(&WRITER_BUFFERED_BYTES);
+    LazyLock::force(&WRITER_BUFFER_MAX_BYTES);
     LazyLock::force(&QUOTA_THROTTLES);
     LazyLock::force(&SEGMENT_BYTES);
 }

@@ -111,8 +111,32 @@ struct Append {
     /// idempotent.
     producer: Option<ProducerBatch>,
     reply: oneshot::Sender<IngestResult<i64>>,
-    permit: OwnedSemaphorePermit,
+    permit: BufferPermit,
     accepted_at: Instant,
+}
+
+/// Buffer budget an append holds until its batch is answered: counted in
+/// `sluice_writer_buffered_bytes` while held.
+struct BufferPermit {
+    _permit: OwnedSemaphorePermit,
+    bytes: i64,
+}
+
+impl BufferPermit {
+    fn new(permit: OwnedSemaphorePermit) -> Self {
+        let bytes = i64::try_from(permit.num_permits()).unwrap_or(i64::MAX);
+        crate::metrics::WRITER_BUFFERED_BYTES.add(bytes);
+        Self {
+            _permit: permit,
+            bytes,
+        }
+    }
+}
+
+impl Drop for BufferPermit {
+    fn drop(&mut self) {
+        crate::metrics::WRITER_BUFFERED_BYTES.sub(self.bytes);
+    }
 }
 
 enum Command {
@@ -123,7 +147,7 @@ enum Command {
 struct Waiter {
     slot: BatchSlot,
     reply: oneshot::Sender<IngestResult<i64>>,
-    _permit: OwnedSemaphorePermit,
+    _permit: BufferPermit,
     accepted_at: Instant,
     records: u32,
     bytes: usize,
@@ -233,6 +257,8 @@ impl Writer {
             )),
             tokio::spawn(commit_loop(config.clone(), view, uploaded_rx)),
         ];
+        crate::metrics::WRITER_BUFFER_MAX_BYTES
+            .set(i64::try_from(config.buffer_max_bytes).unwrap_or(i64::MAX));
         let writer = Writer {
             commands: commands.clone(),
             budget: Arc::new(Semaphore::new(config.buffer_max_bytes)),
@@ -288,7 +314,7 @@ impl Writer {
             summary,
             producer,
             reply,
-            permit,
+            permit: BufferPermit::new(permit),
             accepted_at: Instant::now(),
         };
         self.commands
@@ -458,6 +484,32 @@ mod tests {
             pending.wait().await,
             Err(IngestError::UnknownTopic(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn the_buffer_gauge_counts_what_is_accepted_until_it_is_answered() {
+        let catalog = Catalog::new(Arc::new(EmbeddedStore::in_memory()), "t");
+        let topic = catalog
+            .create_topic("gauged", 1, BTreeMap::new())
+            .await
+            .unwrap();
+        let view = ClusterView::start(catalog).await.unwrap();
+        let config = WriterConfig {
+            flush_interval: Duration::from_millis(300),
+            buffer_max_bytes: 1 << 20,
+            ..WriterConfig::default()
+        };
+        let (writer, tasks) = Writer::start(config, Arc::new(InMemory::new()), view);
+        let buffered = || crate::metrics::WRITER_BUFFERED_BYTES.get();
+        assert_eq!(crate::metrics::WRITER_BUFFER_MAX_BYTES.get(), 1 << 20);
+        let before = buffered();
+        let (bytes, summary) = records("held", 3);
+        let len = bytes.len() as i64;
+        let pending = writer.submit(&topic, 0, bytes, summary).await.unwrap();
+        assert_eq!(buffered() - before, len, "held until the flush");
+        pending.wait().await.unwrap();
+        assert_eq!(buffered(), before, "released once answered");
+        tasks.shutdown().await;
     }
 
     fn idempotent(
