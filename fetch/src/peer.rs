@@ -38,13 +38,6 @@ impl Default for PeerConfig {
     }
 }
 
-/// A client of peers with the time limits of `timeout`.
-fn client_builder(timeout: Duration) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-        .connect_timeout(timeout)
-        .timeout(timeout)
-}
-
 /// The node's client of its peers' block endpoints.
 #[derive(Debug, Clone)]
 pub struct Peers {
@@ -60,36 +53,37 @@ pub struct Peers {
 pub const NODE_CREDENTIAL_HEADER: &str = "x-sluice-node-credential";
 
 impl Peers {
-    /// Peers of node `self_id`, as listed by `view`.
+    /// Peers of node `self_id`, as listed by `view`, verifying the HTTPS
+    /// certificates of the others against the system's roots and the CA
+    /// certificates of `trusted_ca` (PEM), if given.
     pub fn new(
         view: Arc<ClusterView>,
         self_id: i32,
         config: PeerConfig,
         node_secret: Arc<str>,
-    ) -> Self {
-        let client = client_builder(config.timeout)
-            .build()
+        trusted_ca: Option<&[u8]>,
+    ) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(config.timeout)
+            .timeout(config.timeout);
+        let client = match trusted_ca {
+            Some(pem) => {
+                for certificate in reqwest::Certificate::from_pem_bundle(pem)? {
+                    builder = builder.add_root_certificate(certificate);
+                }
+                builder.build()?
+            }
             // only fails when the TLS backend or the resolver cannot be
             // initialised; a default client is the best left then
-            .unwrap_or_default();
-        Self {
+            None => builder.build().unwrap_or_default(),
+        };
+        Ok(Self {
             view,
             self_id,
             client,
             timeout: config.timeout,
             node_secret,
-        }
-    }
-
-    /// These peers, verifying the HTTPS certificates of the others against
-    /// the CA certificates of `pem` too (besides the system's roots).
-    pub fn trusting(mut self, pem: &[u8]) -> Result<Self, reqwest::Error> {
-        let mut builder = client_builder(self.timeout);
-        for certificate in reqwest::Certificate::from_pem_bundle(pem)? {
-            builder = builder.add_root_certificate(certificate);
-        }
-        self.client = builder.build()?;
-        Ok(self)
+        })
     }
 
     /// The owner of the block, or `None` when it is this node (or no node

@@ -72,18 +72,19 @@ impl QuotaKind {
 /// Thread time spent on one request so far, not yet recorded.
 #[derive(Debug, Default)]
 pub struct BusyClock {
-    /// Counted and not taken.
-    counted: Mutex<Duration>,
-    /// When the poll in progress started (or was last taken from).
-    polling_since: Mutex<Option<Instant>>,
+    /// Counted and not taken, and when the poll in progress started (or
+    /// was last taken from).
+    state: Mutex<(Duration, Option<Instant>)>,
 }
 
 impl BusyClock {
     /// The time counted since the last take, the poll in progress up to
     /// now included; counting starts again at zero.
     pub fn take(&self) -> Duration {
-        let mut taken = std::mem::take(&mut *lock(&self.counted));
-        if let Some(since) = lock(&self.polling_since).as_mut() {
+        let mut state = lock(&self.state);
+        let (counted, polling_since) = &mut *state;
+        let mut taken = std::mem::take(counted);
+        if let Some(since) = polling_since {
             let now = Instant::now();
             taken += now.saturating_duration_since(*since);
             *since = now;
@@ -92,12 +93,13 @@ impl BusyClock {
     }
 
     fn start(&self) {
-        *lock(&self.polling_since) = Some(Instant::now());
+        lock(&self.state).1 = Some(Instant::now());
     }
 
     fn stop(&self) {
-        if let Some(since) = lock(&self.polling_since).take() {
-            *lock(&self.counted) += since.elapsed();
+        let mut state = lock(&self.state);
+        if let Some(since) = state.1.take() {
+            state.0 += since.elapsed();
         }
     }
 }
@@ -277,11 +279,10 @@ impl Quotas {
     /// Whether any quota of the cluster limits request time: without one,
     /// requests are not timed at all.
     pub fn limits_request_time(&self) -> bool {
-        let quotas = self.view.quotas();
-        !quotas.is_empty()
-            && quotas
-                .iter()
-                .any(|quota| quota.values.contains_key(QuotaKind::Request.key()))
+        self.view
+            .quotas()
+            .iter()
+            .any(|quota| quota.values.contains_key(QuotaKind::Request.key()))
     }
 
     /// Record `busy` thread time of a request of `user` and `client_id`;

@@ -209,13 +209,18 @@ pub async fn run(
         .await
         .map_err(startup("opening the read cache"))?;
     if config.peer.enabled {
-        let mut peers = Peers::new(view.clone(), node_id, config.peer, node_secret.clone());
-        if let Some(ca) = &config.tls.ca_file {
-            let pem = std::fs::read(ca).map_err(startup("reading tls.ca_file"))?;
-            peers = peers
-                .trusting(&pem)
-                .map_err(startup("tls.ca_file: the peers' CA certificates"))?;
-        }
+        let trusted_ca = match &config.tls.ca_file {
+            Some(ca) => Some(std::fs::read(ca).map_err(startup("reading tls.ca_file"))?),
+            None => None,
+        };
+        let peers = Peers::new(
+            view.clone(),
+            node_id,
+            config.peer,
+            node_secret.clone(),
+            trusted_ca.as_deref(),
+        )
+        .map_err(startup("tls.ca_file: the peers' CA certificates"))?;
         cache.set_peers(peers);
     }
     let (writer, writer_tasks) = Writer::start_with_cache(

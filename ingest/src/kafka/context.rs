@@ -122,11 +122,7 @@ impl KafkaContext {
         let wait = self
             .quotas
             .record(kind, &principal.name, client_id.unwrap_or_default(), bytes);
-        if wait.is_zero() {
-            return 0;
-        }
-        session.mute_for(wait);
-        i32::try_from(wait.as_millis()).unwrap_or(i32::MAX)
+        mute(session, wait)
     }
 
     /// Record `busy`, thread time a request of `session` from `client_id`
@@ -137,11 +133,7 @@ impl KafkaContext {
         let wait = self
             .quotas
             .record_busy(&principal.name, client_id.unwrap_or_default(), busy);
-        if wait.is_zero() {
-            return 0;
-        }
-        session.mute_for(wait);
-        i32::try_from(wait.as_millis()).unwrap_or(i32::MAX)
+        mute(session, wait)
     }
 
     /// This node with `authorizer` deciding what principals may do.
@@ -291,6 +283,16 @@ pub fn advertised(bound: SocketAddr, configured: Option<&str>) -> (String, i32) 
         bound.ip().to_string()
     };
     (host, i32::from(bound.port()))
+}
+
+/// Mute `session` for `wait` (KIP-219): the throttle (ms) to answer, 0
+/// when there is nothing to wait.
+fn mute(session: &Session, wait: Duration) -> i32 {
+    if wait.is_zero() {
+        return 0;
+    }
+    session.mute_for(wait);
+    i32::try_from(wait.as_millis()).unwrap_or(i32::MAX)
 }
 
 #[cfg(test)]
