@@ -87,9 +87,15 @@ impl Peers {
     }
 
     /// The owner of the block, or `None` when it is this node (or no node
-    /// is listed).
+    /// is listed). Members without an HTTP address (a Lambda compactor)
+    /// own no blocks.
     pub fn owner(&self, segment: SegmentId, block: u64) -> Option<NodeInfo> {
-        let nodes = self.view.nodes();
+        let nodes: Vec<NodeInfo> = self
+            .view
+            .nodes()
+            .into_iter()
+            .filter(|n| !n.http_url.is_empty())
+            .collect();
         let ids: Vec<i32> = nodes.iter().map(|n| n.node_id).collect();
         let owner = block_owner(&ids, segment, block)?;
         if owner == self.self_id {

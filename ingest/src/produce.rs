@@ -95,6 +95,9 @@ pub struct Producer {
     view: Arc<ClusterView>,
     writer: Writer,
     round_robin: AtomicU32,
+    /// Seal the segment once a call's records are appended (instead of
+    /// waiting for the writer's interval).
+    seal_each_call: bool,
 }
 
 impl Producer {
@@ -104,7 +107,17 @@ impl Producer {
             view,
             writer,
             round_robin: AtomicU32::new(0),
+            seal_each_call: false,
         }
+    }
+
+    /// This producer, sealing the writer's segment as soon as a call's
+    /// records are appended: each [`Producer::produce`] call becomes one
+    /// object and one commit (unless it exceeds `segment_max_bytes`). For
+    /// a front door with one request at a time, the Lambda function.
+    pub fn sealing_each_call(mut self) -> Self {
+        self.seal_each_call = true;
+        self
     }
 
     /// The cluster view.
@@ -226,6 +239,11 @@ impl Producer {
                     Err(error) => Err(error),
                 };
                 pending.push((stamps, partition, submitted));
+            }
+        }
+        if self.seal_each_call && pending.iter().any(|(_, _, s)| s.is_ok()) {
+            if let Err(error) = self.writer.seal().await {
+                tracing::warn!(%error, "sealing the segment of a produce call failed");
             }
         }
         for (stamps, partition, submitted) in pending {

@@ -194,6 +194,23 @@ pub struct SecuritySection {
     pub super_users: Vec<String>,
 }
 
+impl SecuritySection {
+    /// The authorizer these settings ask for (super users that do not
+    /// parse are refused by [`Config::validate`]).
+    pub fn authorizer(&self) -> sluice_auth::Authorizer {
+        if self.authorizer {
+            sluice_auth::Authorizer::enforcing(
+                self.super_users
+                    .iter()
+                    .filter_map(|user| sluice_auth::Principal::parse(user))
+                    .collect(),
+            )
+        } else {
+            sluice_auth::Authorizer::allow_all()
+        }
+    }
+}
+
 impl Config {
     /// Fill in what defaults to a place under the data directory.
     pub fn resolved(mut self) -> Self {

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use sluice_auth::tls::{TlsFiles, TlsServer};
-use sluice_auth::{Authorizer, Principal};
 use sluice_compactor::{Duties, NodeParts};
 use sluice_fetch::{BlockCache, Peers, Reader};
 use sluice_ingest::kafka::SecurityProtocol;
@@ -315,18 +314,7 @@ pub async fn run(
         membership.lease_receiver(),
         config.groups.clone(),
     );
-    let authorizer = Arc::new(if config.security.authorizer {
-        Authorizer::enforcing(
-            config
-                .security
-                .super_users
-                .iter()
-                .filter_map(|user| Principal::parse(user))
-                .collect(),
-        )
-    } else {
-        Authorizer::allow_all()
-    });
+    let authorizer = Arc::new(config.security.authorizer());
     let quotas = sluice_ingest::quota::Quotas::new(view.clone());
     let state = HttpState {
         producer: producer.clone(),
@@ -334,7 +322,7 @@ pub async fn run(
         catalog: catalog.clone(),
         cluster_id: cluster_id.clone(),
         ready: ready.clone(),
-        groups: groups.clone(),
+        groups: Some(groups.clone()),
         authorizer: authorizer.clone(),
         node_secret: node_secret.clone(),
         quotas: quotas.clone(),

@@ -56,7 +56,7 @@ resource "aws_lambda_function" "produce" {
   kms_key_arn                    = aws_kms_key.sluice.arn
 
   environment {
-    variables = merge(local.sluice_env, { SLUICE_LAMBDA_MODE = "produce" })
+    variables = merge(local.sluice_env, { SLUICE_LAMBDA_MODE = "produce", SLUICE_DATA_DIR = "/tmp/sluice" })
   }
 
   vpc_config {
@@ -102,7 +102,11 @@ resource "aws_lambda_function" "compactor" {
   kms_key_arn                    = aws_kms_key.sluice.arn
 
   environment {
-    variables = merge(local.sluice_env, { SLUICE_LAMBDA_MODE = "compactor" })
+    variables = merge(local.sluice_env, var.node_settings, {
+      # the compactor stands for controller: it plans with the nodes' settings
+      SLUICE_LAMBDA_MODE = "compactor"
+      SLUICE_DATA_DIR    = "/tmp/sluice"
+    })
   }
 
   vpc_config {

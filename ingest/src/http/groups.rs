@@ -97,15 +97,24 @@ pub(crate) async fn list_groups(
 ) -> Result<Json<Value>, ApiError> {
     check_cluster(&state, &cluster_id)?;
     let base = base_url(&headers);
-    let groups = checked(&state, "*", state.groups.overview_all().await).await?;
+    let groups = checked(&state, "*", coordinator(&state)?.overview_all().await).await?;
     Ok(Json(json!({
         "kind": "KafkaConsumerGroupList",
         "data": groups.iter().map(|g| group_json(&state, &base, g)).collect::<Vec<_>>(),
     })))
 }
 
+/// The node's group coordinator (absent on the Lambda front door, which
+/// routes no group endpoint).
+fn coordinator(state: &HttpState) -> Result<&crate::group::GroupCoordinator, ApiError> {
+    state
+        .groups
+        .as_deref()
+        .ok_or_else(|| ApiError::new(404, "consumer groups are not served here"))
+}
+
 async fn overview(state: &HttpState, group: &str) -> Result<GroupOverview, ApiError> {
-    let overview = checked(state, group, state.groups.overview(group).await).await?;
+    let overview = checked(state, group, coordinator(state)?.overview(group).await).await?;
     if overview.state == "Dead" {
         return Err(ApiError::new(404, format!("no group {group:?}")));
     }
@@ -150,7 +159,12 @@ pub(crate) async fn group_lags(
 ) -> Result<Json<Value>, ApiError> {
     check_cluster(&state, &cluster_id)?;
     let overview = overview(&state, &group).await?;
-    let committed = checked(&state, &group, state.groups.fetch_offsets(&group).await).await?;
+    let committed = checked(
+        &state,
+        &group,
+        coordinator(&state)?.fetch_offsets(&group).await,
+    )
+    .await?;
     let mut owners: BTreeMap<(String, i32), &crate::group::DescribedMember> = BTreeMap::new();
     for member in &overview.members {
         for assigned in assigned_partitions(&member.assignment) {
@@ -199,7 +213,7 @@ pub(crate) async fn delete_group(
     Path((cluster_id, group)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     check_cluster(&state, &cluster_id)?;
-    checked(&state, &group, state.groups.delete(&group).await).await?;
+    checked(&state, &group, coordinator(&state)?.delete(&group).await).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -244,7 +258,7 @@ pub(crate) async fn reset_offsets(
     let body = read_body(body).await?;
     let request: ResetRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("malformed reset request: {e}")))?;
-    let overview = checked(&state, &group, state.groups.overview(&group).await).await?;
+    let overview = checked(&state, &group, coordinator(&state)?.overview(&group).await).await?;
     if !overview.members.is_empty() {
         return Err(ApiError::new(
             409,
@@ -254,7 +268,12 @@ pub(crate) async fn reset_offsets(
             ),
         ));
     }
-    let committed = checked(&state, &group, state.groups.fetch_offsets(&group).await).await?;
+    let committed = checked(
+        &state,
+        &group,
+        coordinator(&state)?.fetch_offsets(&group).await,
+    )
+    .await?;
     let view = state.reader.view();
     let mut targets: Vec<(String, i32)> = Vec::new();
     match &request.topic {
@@ -332,8 +351,7 @@ pub(crate) async fn reset_offsets(
         ));
     }
     if request.execute && !commits.is_empty() {
-        let committed = state
-            .groups
+        let committed = coordinator(&state)?
             .commit_offsets(&group, -1, "", None, commits)
             .await;
         checked(&state, &group, committed).await?;

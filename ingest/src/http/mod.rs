@@ -44,8 +44,9 @@ pub struct HttpState {
     pub cluster_id: String,
     /// Whether the node is ready to serve (false while shutting down).
     pub ready: Arc<AtomicBool>,
-    /// Consumer groups (the operator's view and offset resets).
-    pub groups: Arc<crate::group::GroupCoordinator>,
+    /// Consumer groups (the operator's view and offset resets); `None`
+    /// where no coordinator runs (the Lambda front door).
+    pub groups: Option<Arc<crate::group::GroupCoordinator>>,
     /// Who may do what (everything unless enforcing).
     pub authorizer: Arc<sluice_auth::Authorizer>,
     /// The credential other nodes present on the internal endpoint.
@@ -188,6 +189,47 @@ pub fn router(state: HttpState) -> Router {
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// The router of the Lambda front door: the v3 produce endpoints (single,
+/// streaming and batch) and the cluster and topic reads a v3 client makes
+/// first, behind the same authentication and ACLs as a node's. Everything
+/// else answers 404 with the reason.
+pub fn produce_router(state: HttpState) -> Router {
+    Router::new()
+        .route("/v3/clusters", get(topics::list_clusters))
+        .route("/v3/clusters/{cluster_id}", get(topics::get_cluster))
+        .route("/v3/clusters/{cluster_id}/topics", get(topics::list_topics))
+        .route(
+            "/v3/clusters/{cluster_id}/topics/{topic}",
+            get(topics::get_topic),
+        )
+        .route(
+            "/v3/clusters/{cluster_id}/topics/{topic}/records",
+            post(records::produce_records),
+        )
+        .route(
+            "/v3/clusters/{cluster_id}/topics/{topic}/records-batch",
+            post(records::produce_batch),
+        )
+        .route(
+            "/v3/clusters/{cluster_id}/topics/{topic}/records:batch",
+            post(records::produce_batch),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authz::authorize,
+        ))
+        .fallback(not_served_by_lambda)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn not_served_by_lambda() -> ApiError {
+    ApiError::new(
+        404,
+        "the Lambda front door serves produce only: read, administer and use groups through a node",
+    )
 }
 
 /// What every node serves, client roles or not: health, metrics and the

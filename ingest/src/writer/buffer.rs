@@ -102,6 +102,7 @@ pub(super) async fn buffer_loop(
                     seal(&mut open, &sealed).await;
                 }
             }
+            Some(Command::Seal) => seal(&mut open, &sealed).await,
             Some(Command::Close) | None => {
                 seal(&mut open, &sealed).await;
                 commands.close();

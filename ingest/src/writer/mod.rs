@@ -141,6 +141,8 @@ impl Drop for BufferPermit {
 
 enum Command {
     Append(Box<Append>),
+    /// Seal the open segment now (not waiting for its size or interval).
+    Seal,
     Close,
 }
 
@@ -265,6 +267,16 @@ impl Writer {
             buffer_max_bytes: config.buffer_max_bytes,
         };
         (writer, WriterTasks { commands, handles })
+    }
+
+    /// Seal the open segment now: what was appended before this call is
+    /// uploaded and committed without waiting for `flush_interval` (the
+    /// Lambda front door: one invocation, one object, one commit).
+    pub async fn seal(&self) -> IngestResult<()> {
+        self.commands
+            .send(Command::Seal)
+            .await
+            .map_err(|_| IngestError::ShuttingDown)
     }
 
     /// Append validated batches (`summary` from `batch::validate`) for one
