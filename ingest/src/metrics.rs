@@ -77,6 +77,17 @@ pub static PRODUCE_LATENCY: LazyLock<Histogram> = LazyLock::new(|| {
     )
     .expect("metric names are unique and valid")
 });
+/// Time Kafka requests wait before they are handled: for request budget
+/// (`in_flight_bytes_max`) and for a slot of their connection
+/// (`in_flight_max`). A scaling signal: it grows when the node is saturated.
+pub static REQUEST_QUEUE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "sluice_request_queue_seconds",
+        "time Kafka requests wait for request budget and an in-flight slot before they are handled",
+        vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]
+    )
+    .expect("metric names are unique and valid")
+});
 /// Segment object sizes.
 pub static SEGMENT_BYTES: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
@@ -150,6 +161,7 @@ pub fn register() {
         LazyLock::force(counter);
     }
     LazyLock::force(&PRODUCE_LATENCY);
+    LazyLock::force(&REQUEST_QUEUE_SECONDS);
     LazyLock::force(&REQUEST_BUSY_SECONDS);
     LazyLock::force(&WRITER_BUFFERED_BYTES);
     LazyLock::force(&WRITER_BUFFER_MAX_BYTES);

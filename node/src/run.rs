@@ -34,6 +34,10 @@ use sluice_ingest::writer::Writer;
 
 use crate::config::Config;
 
+/// The whole drain (connections, HTTP requests, the writer's flush, leaving
+/// the cluster) is bounded by this many `kafka.drain_timeout`s.
+const DRAIN_BOUND_FACTOR: u32 = 3;
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -374,11 +378,23 @@ pub async fn run(
     } else {
         http::operations_router(state)
     };
+    let drain_max = config.kafka.drain_timeout * DRAIN_BOUND_FACTOR;
     let draining = async move {
         shutdown.await;
         not_ready.store(false, Ordering::Release);
         let _ = stop_tx.send(true);
-        info!("shutting down: draining requests, flushing the buffer");
+        info!(
+            bound = ?drain_max,
+            "shutting down: draining requests, flushing the buffer"
+        );
+        // the drain is bounded: connections by kafka.drain_timeout, the
+        // flush by the writer's attempts; past this the process leaves
+        // anyway (what it has not answered, clients send again)
+        tokio::spawn(async move {
+            tokio::time::sleep(drain_max).await;
+            tracing::error!(bound = ?drain_max, "drain did not finish in time: exiting");
+            std::process::exit(1);
+        });
     };
     let served = match (&tls, config.http.tls) {
         (Some(tls), true) => {

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::FuturesOrdered;
@@ -153,6 +153,17 @@ pub async fn serve_connection(
     run_connection(read_half, write_half, context, session, shutdown).await
 }
 
+/// A request frame read, with the budget it holds and how long it has been
+/// waiting to be handled.
+struct QueuedFrame {
+    frame: Bytes,
+    permit: OwnedSemaphorePermit,
+    /// Time spent waiting for request budget before its body was read.
+    queued: Duration,
+    /// When its body was read (it then waits for an in-flight slot).
+    read_at: Instant,
+}
+
 async fn run_connection<R, W>(
     mut read_half: R,
     mut write_half: W,
@@ -172,15 +183,19 @@ where
     let budget = context.request_budget.clone();
     // The reader task runs ahead by at most `in_flight_max` frames, and
     // holds budget for the bytes of every frame until it is answered.
-    let (frames_tx, mut frames_rx) =
-        mpsc::channel::<Result<(Bytes, OwnedSemaphorePermit), ConnectionError>>(1);
+    let (frames_tx, mut frames_rx) = mpsc::channel::<Result<QueuedFrame, ConnectionError>>(1);
     let reading_session = session.clone();
     let reader = tokio::spawn(async move {
         loop {
             // before authentication, frames are held to a small bound
             let max_bytes = || reading_session.frame_max_bytes(request_max_bytes);
             let frame = match read_budgeted_frame(&mut read_half, max_bytes, &budget).await {
-                Ok(Some(frame)) => Ok(frame),
+                Ok(Some((frame, permit, waited))) => Ok(QueuedFrame {
+                    frame,
+                    permit,
+                    queued: waited,
+                    read_at: Instant::now(),
+                }),
                 Ok(None) => return,
                 Err(error) => Err(error),
             };
@@ -200,7 +215,10 @@ where
         }
         tokio::select! {
             frame = frames_rx.recv(), if reading && in_flight.len() < in_flight_max => match frame {
-                Some(Ok((frame, permit))) => {
+                Some(Ok(QueuedFrame { frame, permit, queued, read_at })) => {
+                    // budget wait, then waiting for a free in-flight slot
+                    crate::metrics::REQUEST_QUEUE_SECONDS
+                        .observe((queued + read_at.elapsed()).as_secs_f64());
                     let context = context.clone();
                     let session = session.clone();
                     let turn = turns.take();

@@ -84,21 +84,24 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 /// Read one frame like [`read_frame`], first taking budget for its bytes
 /// (the size prefix says how many) so that all connections together hold at
 /// most the node's `in_flight_bytes_max` of unanswered requests. The frame
-/// bound is asked for when the size prefix has arrived.
+/// bound is asked for when the size prefix has arrived. Also returns how
+/// long the frame waited for budget (part of its queue time).
 pub(super) async fn read_budgeted_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max_bytes: impl FnOnce() -> usize,
     budget: &Arc<tokio::sync::Semaphore>,
-) -> Result<Option<(Bytes, OwnedSemaphorePermit)>, ConnectionError> {
+) -> Result<Option<(Bytes, OwnedSemaphorePermit, std::time::Duration)>, ConnectionError> {
     let Some(size) = read_frame_size(reader, max_bytes).await? else {
         return Ok(None);
     };
+    let waiting = std::time::Instant::now();
     let permit = budget
         .clone()
         .acquire_many_owned((size as u32).max(1))
         .await
         .map_err(|_| ConnectionError::BadRequest("node is shutting down".to_string()))?;
-    Ok(Some((read_frame_body(reader, size).await?, permit)))
+    let waited = waiting.elapsed();
+    Ok(Some((read_frame_body(reader, size).await?, permit, waited)))
 }
 
 /// Encode `body` with its response header as one size-prefixed frame.
