@@ -4,16 +4,17 @@
 #
 #     bash tests/run.sh
 #
-# 1. installs what is missing: gcc, g++, etcd-server, kcat, curl and npm
-#    (apt), the Python test dependencies incl. moto[server], confluent-kafka,
-#    kafka-python and the Arrow readers (pip), the kafkajs driver's node
+# 1. installs what is missing: gcc, g++, etcd-server, kcat, curl, npm,
+#    podman and runc (apt), the Python test dependencies incl. moto[server],
+#    confluent-kafka, kafka-python and the Arrow readers (pip), the kafkajs driver's node
 #    modules (npm ci), rustfmt, clippy, cargo-nextest and cargo-fuzz;
 #    nothing else: the build brings its own protoc (.cargo/protoc);
 # 2. cargo fmt --check, clippy -D warnings, build, cargo nextest (unit and
 #    integration tests; they start their own etcd), every fuzz target, the
 #    chaos checker's unit tests, the offline checks of infra/ (Helm lint and
 #    render, kubernetes-validate, checkov, Terraform; their tools go into
-#    target/infra-venv), then the end-to-end pytest suite in tests/e2e
+#    target/infra-venv; the container image built by podman from the debug
+#    binary and run), then the end-to-end pytest suite in tests/e2e
 #    (real `sluice` binary, real etcd, real S3 server).
 #
 # Environment knobs:
@@ -92,6 +93,8 @@ if [[ -z ${SKIP_INSTALL:-} ]]; then
     need kcat kcat         # librdkafka's command-line client (e2e, README quick start)
     need curl curl         # the README quick start (e2e test_readme)
     need npm npm           # installs kafkajs
+    need podman podman     # builds and runs the container image (tests/infra)
+    need runc runc         # the runtime podman runs it with (infra/image/build.sh)
     # virtualenvs: the e2e dependencies on Debian's python (PEP 668), and
     # the infra checkers always (tests/infra/check.sh)
     if ! python3 -c 'import ensurepip' >/dev/null 2>&1 \
@@ -109,6 +112,8 @@ if [[ -z ${SKIP_INSTALL:-} ]]; then
     echo "kcat: $(kcat -V 2>&1 | sed -n 's/^Version \([^ ]*\).*/\1/p')"
     echo "curl: $(curl --version | head -1)"
     echo "npm: $(npm --version)"
+    echo "podman: $(podman --version)"
+    echo "runc: $(runc --version | head -1)"
     end
 
     begin "install python test dependencies"
@@ -190,7 +195,7 @@ begin "the chaos checker's own tests: pytest tests/chaos"
 "$PYTHON" -m pytest -q -p no:cacheprovider tests/chaos/test_checker.py
 end
 
-begin "infra: Helm chart, Kubernetes schemas, checkov, Terraform (tests/infra/check.sh)"
+begin "infra: Helm chart, Kubernetes schemas, checkov, Terraform, image (tests/infra/check.sh)"
 bash tests/infra/check.sh
 end
 

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Offline checks of the deployment files under infra/: the Helm chart (lint,
 # render, Kubernetes schemas, policy), the Terraform (checkov, structure,
-# format), the Grafana dashboard and the image files. Run from anywhere:
+# format), the Grafana dashboard and the image (built by podman from
+# target/debug/sluice, then run). Run from anywhere:
 #   bash tests/infra/check.sh
-# Needs python3 with venv (Debian: python3 python3-venv) and PyPI. The tools
-# go into target/infra-venv, reinstalled only when the requirements change.
+# Needs python3 with venv (Debian: python3 python3-venv), PyPI, podman and
+# runc (Debian: podman runc; the image check fails without them) and a
+# built target/debug/sluice. The tools go into target/infra-venv,
+# reinstalled only when the requirements change.
 # Ends with `N passed, M failed`; exits non-zero on any failure.
 set -euo pipefail
 

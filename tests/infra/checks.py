@@ -5,7 +5,9 @@ the run ends with `N passed, M failed` and exits non-zero on any failure.
 Nothing here reaches the network: the Helm chart is linted and rendered by
 the Helm SDK in-process, manifests are validated against the Kubernetes
 schemas that kubernetes-validate ships, checkov runs with --skip-download,
-and Terraform is parsed, never planned.
+and Terraform is parsed, never planned. The image is built with podman
+from the debug binary (infra/image/build.sh --binary) and run, both with
+--network=none.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+import time
+import tomllib
 import traceback
 from pathlib import Path
 
@@ -859,12 +864,147 @@ def check_image() -> str:
         "--target \"$target\"",
         "x86_64-unknown-linux-gnu",
         "CONTAINERS_CONF",
-        "podman build --network=none",
-        "podman run --rm --network=none",
+        "--binary",
+        "CONTAINERS_STORAGE_CONF",
+        "podman build --network=none --runtime runc",
+        "podman run --rm --network=none --runtime runc",
         "podman save --format oci-archive",
     ):
         require(needle in text, f"build.sh lacks {needle}")
-    return "FROM scratch, uid 65532, /sluice entrypoint; build.sh parses and builds offline (not run here)"
+    return "FROM scratch, uid 65532, /sluice entrypoint; build.sh parses and builds offline"
+
+
+IMAGE_DIR = ROOT / "target" / "image"
+IMAGE_TAG = "e2e-check"
+IMAGE_NAME = f"localhost/sluice:{IMAGE_TAG}"
+IMAGE_UID = 65532
+
+
+def podman(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def podman_env(directory: Path) -> dict:
+    """The environment of a podman whose configuration, storage and state
+    are all in `directory`: runc under cgroupfs and the ulimits an
+    unprivileged container may have (docs: OFFLINE-TOOLS, "Container
+    image"), as infra/image/build.sh writes them for its own podman."""
+    (directory / "tmp").mkdir(parents=True, exist_ok=True)
+    (directory / "network").mkdir(exist_ok=True)
+    (directory / "containers.conf").write_text(
+        "[containers]\n"
+        'default_ulimits=["nofile=1024:1024","nproc=1024:1024"]\n'
+        "[engine]\n"
+        'runtime="runc"\n'
+        'cgroup_manager="cgroupfs"\n'
+        'events_logger="file"\n'
+        f'tmp_dir="{directory}/tmp"\n'
+        f'image_copy_tmp_dir="{directory}/tmp"\n'
+        "[network]\n"
+        f'network_config_dir="{directory}/network"\n'
+    )
+    (directory / "storage.conf").write_text(
+        f'[storage]\ndriver="overlay"\ngraphroot="{directory}/storage"\nrunroot="{directory}/run"\n'
+    )
+    return dict(
+        os.environ,
+        CONTAINERS_CONF=str(directory / "containers.conf"),
+        CONTAINERS_STORAGE_CONF=str(directory / "storage.conf"),
+        TMPDIR=str(directory / "tmp"),
+    )
+
+
+def archive_entries(archive: Path) -> dict[str, tarfile.TarInfo]:
+    """The files of an OCI archive's image, its layers applied in order
+    (a later layer's entry replaces an earlier one's)."""
+    entries: dict[str, tarfile.TarInfo] = {}
+    with tarfile.open(archive) as outer:
+        def blob(digest: str):
+            return outer.extractfile("blobs/" + digest.replace(":", "/"))
+
+        index = json.load(outer.extractfile("index.json"))
+        require(len(index["manifests"]) == 1, f"the archive holds {len(index['manifests'])} images, want 1")
+        manifest = json.load(blob(index["manifests"][0]["digest"]))
+        for layer in manifest["layers"]:
+            with tarfile.open(fileobj=blob(layer["digest"]), mode="r|*") as tar:
+                for member in tar:
+                    name = member.name.rstrip("/")
+                    entries[name[2:] if name.startswith("./") else name.lstrip("/")] = member
+    return entries
+
+
+def check_image_build() -> str:
+    """infra/image/build.sh builds the image from the debug binary (with
+    its shared libraries: a static release build takes ~20 min here), and
+    the saved archive, loaded into a podman of its own, runs `--version`."""
+    started = time.monotonic()
+    missing = [tool for tool in ("podman", "runc") if not shutil.which(tool)]
+    require(not missing, f"{' and '.join(missing)} not on PATH (Debian: apt-get install podman runc)")
+    binary = ROOT / "target" / "debug" / "sluice"
+    require(binary.is_file(), f"no {binary.relative_to(ROOT)}: build it first (cargo build --bin sluice)")
+    with open(ROOT / "Cargo.toml", "rb") as f:
+        version = tomllib.load(f)["workspace"]["package"]["version"]
+    archive = IMAGE_DIR / f"sluice-{IMAGE_TAG}.oci.tar"
+    check_dir = IMAGE_DIR / "check"
+    build_env = dict(
+        os.environ,
+        CONTAINERS_CONF=str(IMAGE_DIR / "podman" / "containers.conf"),
+        CONTAINERS_STORAGE_CONF=str(IMAGE_DIR / "podman" / "storage.conf"),
+    )
+    shutil.rmtree(check_dir, ignore_errors=True)
+    ok = False
+    try:
+        proc = subprocess.run(
+            ["bash", "infra/image/build.sh", "--binary", "target/debug/sluice", IMAGE_TAG],
+            cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False,
+        )
+        output = proc.stdout + proc.stderr
+        require(
+            proc.returncode == 0,
+            f"build.sh exited {proc.returncode}: " + " | ".join(output.strip().splitlines()[-12:]),
+        )
+        linkage = re.search(r"^build\.sh: .* is (statically|dynamically) linked", output, re.M)
+        require(linkage, "build.sh did not say whether the binary is static or dynamic")
+        require(archive.is_file(), f"build.sh made no {archive.relative_to(ROOT)}")
+
+        env = podman_env(check_dir)
+        loaded = podman(env, "load", "--input", str(archive))
+        require(loaded.returncode == 0, f"podman load: {(loaded.stdout + loaded.stderr).strip()[-400:]}")
+        require(IMAGE_NAME in loaded.stdout, f"podman load did not load {IMAGE_NAME}: {loaded.stdout.strip()}")
+        inspected = podman(env, "image", "inspect", IMAGE_NAME)
+        require(inspected.returncode == 0, f"podman image inspect: {inspected.stderr.strip()}")
+        config = json.loads(inspected.stdout)[0]["Config"]
+        user = config.get("User", "")
+        require(user.split(":")[0] == str(IMAGE_UID), f"the image runs as {user!r}, want uid {IMAGE_UID}")
+        require(config.get("Entrypoint") == ["/sluice"], f"entrypoint {config.get('Entrypoint')}, want [\"/sluice\"]")
+        ran = podman(env, "run", "--rm", "--network=none", "--runtime", "runc", IMAGE_NAME, "--version")
+        require(ran.returncode == 0, f"podman run {IMAGE_NAME} --version exited {ran.returncode}: {(ran.stdout + ran.stderr).strip()[-400:]}")
+        require(ran.stdout.strip() == f"sluice {version}", f"--version said {ran.stdout.strip()!r}, want 'sluice {version}'")
+
+        entries = archive_entries(archive)
+        for path, mode, uid in (("sluice", 0o755, 0), ("tmp", 0o1777, 0), ("var/lib/sluice", 0o700, IMAGE_UID)):
+            entry = entries.get(path)
+            require(entry is not None, f"the image has no /{path}")
+            require(
+                (entry.mode & 0o7777, entry.uid) == (mode, uid),
+                f"/{path} is {entry.mode & 0o7777:o} uid {entry.uid}, want {mode:o} uid {uid}",
+            )
+        ok = True
+        return (
+            f"build.sh --binary target/debug/sluice ({linkage.group(1)} linked), {archive.stat().st_size >> 20} MiB archive "
+            f"loaded anew: `--version` says sluice {version}, user {user}, entrypoint /sluice, "
+            f"/tmp 1777, /var/lib/sluice 0700 uid {IMAGE_UID}; {time.monotonic() - started:.0f}s"
+        )
+    finally:
+        # The image out of both podmans, the check's own storage, and the
+        # archive unless the check failed (kept to look at).
+        if check_dir.exists():
+            podman(podman_env(check_dir), "rmi", "--force", IMAGE_NAME)
+            shutil.rmtree(check_dir)
+        if (IMAGE_DIR / "podman" / "storage.conf").exists():
+            podman(build_env, "rmi", "--force", IMAGE_NAME)
+        if ok:
+            archive.unlink(missing_ok=True)
 
 
 def check_plain_manifests() -> str:
@@ -908,6 +1048,7 @@ def main() -> int:
     runner.run("dashboard metrics", check_dashboard)
     runner.run("HPA metric wiring", check_hpa_wiring)
     runner.run("container image files", check_image)
+    runner.run("container image builds and runs (podman)", check_image_build)
     if (INFRA / "kubernetes").exists():
         runner.run("infra/kubernetes manifests", check_plain_manifests)
 
