@@ -10,6 +10,7 @@ mod archive;
 mod bench;
 mod client;
 mod group;
+mod init;
 mod user;
 
 /// See `sluice-alloc`: a malformed request must not abort the process.
@@ -34,6 +35,9 @@ struct Cli {
 enum Command {
     /// Run a node (every role in one process unless --roles says otherwise).
     Serve(ServeArgs),
+    /// Make an S3 bucket ready: create it (--create-bucket), add the
+    /// lifecycle rule that aborts incomplete uploads, check conditional PUTs.
+    Init(init::InitArgs),
     /// The effective configuration of `serve`.
     Config {
         #[command(subcommand)]
@@ -130,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => sluice_node::run(args.config()?, shutdown_signal()).await?,
+        Command::Init(args) => init::run(args).await?,
         Command::Config {
             command: ConfigCommand::Show(args),
         } => print!("{}", toml::to_string_pretty(&args.config()?)?),
