@@ -5,6 +5,7 @@ bench/kafka.sh, which brings up etcd, moto and sluice first."""
 from __future__ import annotations
 
 import argparse
+import threading
 import os
 import time
 import uuid
@@ -30,6 +31,41 @@ def scrape(url: str) -> dict[str, float]:
             except ValueError:
                 pass
     return out
+
+
+def histogram_quantile(before: dict, after: dict, name: str, q: float) -> float | None:
+    """The upper bound of the bucket holding quantile `q` of what `name`
+    observed between two scrapes (Prometheus' `le` buckets)."""
+    buckets = []
+    for key, value in after.items():
+        if key.startswith(name + "_bucket{") and 'le="' in key:
+            le = key.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), value - before.get(key, 0)))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    if total <= 0:
+        return None
+    return next(le for le, count in buckets if count >= q * total)
+
+
+class Sampler(threading.Thread):
+    """Scrapes /metrics every half second; keeps the largest value seen of
+    each gauge asked for."""
+
+    def __init__(self, url: str, names: list[str]):
+        super().__init__(daemon=True)
+        self.url, self.names = url, names
+        self.peak = {name: 0.0 for name in names}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.5):
+            try:
+                now = scrape(self.url)
+            except requests.RequestException:
+                continue
+            for name in self.names:
+                self.peak[name] = max(self.peak[name], now.get(name, 0.0))
 
 
 def produce(conf: dict, topic: str, count: int, record_bytes: int,
@@ -114,7 +150,10 @@ def main() -> None:
     topic = create_topic(conf, args.partitions)
     count = args.megabytes * 1_000_000 // args.record_bytes
     before = scrape(args.metrics)
+    sampler = Sampler(args.metrics, ["sluice_writer_buffered_bytes"])
+    sampler.start()
     produced = produce(conf, topic, count, args.record_bytes, args.rate_mbps)
+    sampler.done.set()
     after = scrape(args.metrics)
     produce_s, latencies = produced["seconds"], produced["latencies"]
     mb = count * args.record_bytes / 1e6
@@ -129,6 +168,18 @@ def main() -> None:
           f"{(after.get('sluice_object_puts_total', 0) - before.get('sluice_object_puts_total', 0)) / flushes:.2f} PUTs and "
           f"{(after.get('sluice_commit_txns_total', 0) - before.get('sluice_commit_txns_total', 0)) / flushes:.2f} "
           f"commit txns per flush")
+    # the scaling signals an autoscaler would see during this produce
+    queued = after.get("sluice_request_queue_seconds_count", 0) - before.get("sluice_request_queue_seconds_count", 0)
+    queue_sum = after.get("sluice_request_queue_seconds_sum", 0) - before.get("sluice_request_queue_seconds_sum", 0)
+    queue_p99 = histogram_quantile(before, after, "sluice_request_queue_seconds", 0.99)
+    produced_bytes = after.get("sluice_produce_bytes_total", 0) - before.get("sluice_produce_bytes_total", 0)
+    buffer_max = after.get("sluice_writer_buffer_max_bytes", 0) or 1
+    print(f"  scaling signals: produce {produced_bytes / produce_s / 1e6:.1f} MB/s into the node; "
+          f"request queue time mean {queue_sum / max(queued, 1) * 1000:.2f} ms, "
+          f"p99 <= {queue_p99 * 1000 if queue_p99 is not None else float('nan'):g} ms "
+          f"over {queued:.0f} requests; writer buffer peak "
+          f"{sampler.peak['sluice_writer_buffered_bytes'] / 1e6:.1f} MB of {buffer_max / 1e6:.0f} MB "
+          f"({sampler.peak['sluice_writer_buffered_bytes'] / buffer_max:.0%})")
     consume_s = consume(conf, topic, args.partitions, count)
     print(f"kafka consume from earliest: {count} records in {consume_s:.1f} s, "
           f"{mb / consume_s:.1f} MB/s, {count / consume_s:.0f} records/s")

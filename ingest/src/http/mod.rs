@@ -19,7 +19,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use serde_json::json;
 use sluice_fetch::Reader;
@@ -128,63 +128,40 @@ impl IntoResponse for ApiError {
 
 /// The router of every HTTP endpoint.
 pub fn router(state: HttpState) -> Router {
-    Router::new()
-        .route("/v3/clusters", get(topics::list_clusters))
-        .route("/v3/clusters/{cluster_id}", get(topics::get_cluster))
-        .route(
-            "/v3/clusters/{cluster_id}/topics",
-            get(topics::list_topics).post(topics::create_topic),
-        )
-        .route(
-            "/v3/clusters/{cluster_id}/topics/{topic}",
-            get(topics::get_topic).delete(topics::delete_topic),
-        )
-        .route(
-            "/v3/clusters/{cluster_id}/topics/{topic}/configs",
-            get(topics::list_topic_configs),
-        )
-        .route(
-            "/v3/clusters/{cluster_id}/topics/{topic}/records",
-            post(records::produce_records),
-        )
-        .route(
-            "/v3/clusters/{cluster_id}/topics/{topic}/records-batch",
-            post(records::produce_batch),
-        )
-        .route(
-            "/v3/clusters/{cluster_id}/topics/{topic}/records:batch",
-            post(records::produce_batch),
-        )
-        .route(
-            "/v1/topics/{topic}/partitions/{partition}/records",
-            get(read::read_records),
-        )
-        .route(
-            "/v1/topics/{topic}/partitions/{partition}/offsets",
-            get(read::offsets),
-        )
-        .route("/v1/topics/{topic}/archive", get(archive::list_archive))
-        .route(
-            "/v3/clusters/{cluster_id}/consumer-groups",
-            get(groups::list_groups),
-        )
-        .route(
-            "/v3/clusters/{cluster_id}/consumer-groups/{group}",
-            get(groups::get_group).delete(groups::delete_group),
-        )
-        .route(
-            "/v3/clusters/{cluster_id}/consumer-groups/{group}/lags",
-            get(groups::group_lags),
-        )
-        .route(
-            "/v3/clusters/{cluster_id}/consumer-groups/{group}/offsets:reset",
-            post(groups::reset_offsets),
-        )
-        // every client route: its principal's access, its ACL check
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authz::authorize,
-        ))
+    let client_routes = front_door_routes(
+        get(topics::list_topics).post(topics::create_topic),
+        get(topics::get_topic).delete(topics::delete_topic),
+    )
+    .route(
+        "/v3/clusters/{cluster_id}/topics/{topic}/configs",
+        get(topics::list_topic_configs),
+    )
+    .route(
+        "/v1/topics/{topic}/partitions/{partition}/records",
+        get(read::read_records),
+    )
+    .route(
+        "/v1/topics/{topic}/partitions/{partition}/offsets",
+        get(read::offsets),
+    )
+    .route("/v1/topics/{topic}/archive", get(archive::list_archive))
+    .route(
+        "/v3/clusters/{cluster_id}/consumer-groups",
+        get(groups::list_groups),
+    )
+    .route(
+        "/v3/clusters/{cluster_id}/consumer-groups/{group}",
+        get(groups::get_group).delete(groups::delete_group),
+    )
+    .route(
+        "/v3/clusters/{cluster_id}/consumer-groups/{group}/lags",
+        get(groups::group_lags),
+    )
+    .route(
+        "/v3/clusters/{cluster_id}/consumer-groups/{group}/offsets:reset",
+        post(groups::reset_offsets),
+    );
+    authorized(client_routes, &state)
         .merge(operations_routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -196,14 +173,25 @@ pub fn router(state: HttpState) -> Router {
 /// first, behind the same authentication and ACLs as a node's. Everything
 /// else answers 404 with the reason.
 pub fn produce_router(state: HttpState) -> Router {
+    let routes = front_door_routes(get(topics::list_topics), get(topics::get_topic));
+    authorized(routes, &state)
+        .fallback(not_served_by_lambda)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// What both front doors serve: the cluster reads, the topic collection
+/// and one topic (`topics` and `topic`: a node adds create and delete) and
+/// the three produce endpoints.
+fn front_door_routes(
+    topics: MethodRouter<HttpState>,
+    topic: MethodRouter<HttpState>,
+) -> Router<HttpState> {
     Router::new()
         .route("/v3/clusters", get(topics::list_clusters))
         .route("/v3/clusters/{cluster_id}", get(topics::get_cluster))
-        .route("/v3/clusters/{cluster_id}/topics", get(topics::list_topics))
-        .route(
-            "/v3/clusters/{cluster_id}/topics/{topic}",
-            get(topics::get_topic),
-        )
+        .route("/v3/clusters/{cluster_id}/topics", topics)
+        .route("/v3/clusters/{cluster_id}/topics/{topic}", topic)
         .route(
             "/v3/clusters/{cluster_id}/topics/{topic}/records",
             post(records::produce_records),
@@ -216,13 +204,14 @@ pub fn produce_router(state: HttpState) -> Router {
             "/v3/clusters/{cluster_id}/topics/{topic}/records:batch",
             post(records::produce_batch),
         )
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authz::authorize,
-        ))
-        .fallback(not_served_by_lambda)
-        .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(state)
+}
+
+/// Every client route: its principal's access, its ACL check.
+fn authorized(routes: Router<HttpState>, state: &HttpState) -> Router<HttpState> {
+    routes.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        authz::authorize,
+    ))
 }
 
 async fn not_served_by_lambda() -> ApiError {
