@@ -66,7 +66,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         .without_time()
         .init();
     let config = cli.serve.config()?;
-    let parts = parts::Parts::open(&config).await?;
+    let parts = parts::open(&config).await?;
     match cli.mode {
         Mode::Produce => produce::serve(&config, parts).await,
         Mode::Compactor => compactor::serve(&config, parts).await,

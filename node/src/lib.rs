@@ -8,4 +8,4 @@ pub mod config;
 mod run;
 
 pub use config::{Config, ServeArgs};
-pub use run::{open_metadata, run, NodeError};
+pub use run::{open_cluster, open_metadata, run, ClusterParts, NodeError};

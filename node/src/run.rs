@@ -89,6 +89,55 @@ pub async fn open_metadata(
     })
 }
 
+/// What every process of a cluster opens first (a node, the Lambda
+/// function): the stores, the catalog, the cluster view and the cluster's
+/// id and node credential.
+pub struct ClusterParts {
+    /// The object store.
+    pub objects: Arc<dyn object_store::ObjectStore>,
+    /// The catalog in the metadata store.
+    pub catalog: Catalog,
+    /// The cluster view, kept current by its watch.
+    pub view: Arc<ClusterView>,
+    /// The cluster id.
+    pub cluster_id: String,
+    /// The credential nodes present to each other.
+    pub node_secret: Arc<str>,
+}
+
+/// Open the object store at `store_url` and the metadata store (etcd, or
+/// the embedded store under `data_dir`), make sure the cluster has its id
+/// and node credential, and load the cluster view.
+pub async fn open_cluster(
+    config: &Config,
+    store_url: &str,
+    data_dir: &std::path::Path,
+) -> Result<ClusterParts, NodeError> {
+    let objects = open_store(store_url, &config.store.options())
+        .map_err(startup("opening the object store"))?;
+    let meta = open_metadata(&config.metadata.etcd, data_dir).await?;
+    let catalog = Catalog::new(meta, &config.node.cluster);
+    let cluster_id = catalog
+        .ensure_cluster_id()
+        .await
+        .map_err(startup("reading the cluster id"))?;
+    let node_secret: Arc<str> = catalog
+        .ensure_node_secret()
+        .await
+        .map_err(startup("reading the node credential"))?
+        .into();
+    let view = ClusterView::start(catalog.clone())
+        .await
+        .map_err(startup("loading the cluster view"))?;
+    Ok(ClusterParts {
+        objects,
+        catalog,
+        view,
+        cluster_id,
+        node_secret,
+    })
+}
+
 /// A Kafka listener bound, with its addresses.
 struct BoundListener {
     listener: kafka::Listener,
@@ -191,23 +240,14 @@ pub async fn run(
         Some(url) => url.clone(),
         None => format!("file://{}", data_dir.join("objects").display()),
     };
-    let objects = open_store(&store_url, &config.store.options())
-        .map_err(startup("opening the object store"))?;
-    let meta = open_metadata(&config.metadata.etcd, &data_dir).await?;
-    let catalog = Catalog::new(meta, &config.node.cluster);
-    let cluster_id = catalog
-        .ensure_cluster_id()
-        .await
-        .map_err(startup("reading the cluster id"))?;
+    let ClusterParts {
+        objects,
+        catalog,
+        view,
+        cluster_id,
+        node_secret,
+    } = open_cluster(&config, &store_url, &data_dir).await?;
     let node_id = node_id(&config, &catalog).await?;
-    let node_secret: Arc<str> = catalog
-        .ensure_node_secret()
-        .await
-        .map_err(startup("reading the node credential"))?
-        .into();
-    let view = ClusterView::start(catalog.clone())
-        .await
-        .map_err(startup("loading the cluster view"))?;
     let cache = BlockCache::open(&config.cache, objects.clone())
         .await
         .map_err(startup("opening the read cache"))?;
