@@ -95,6 +95,7 @@ if [[ -z ${SKIP_INSTALL:-} ]]; then
     need npm npm           # installs kafkajs
     need podman podman     # builds and runs the container image (tests/infra)
     need runc runc         # the runtime podman runs it with (infra/image/build.sh)
+    need /etc/ssl/certs/ca-certificates.crt ca-certificates  # the CA bundle the image carries
     # virtualenvs: the e2e dependencies on Debian's python (PEP 668), and
     # the infra checkers always (tests/infra/check.sh)
     if ! python3 -c 'import ensurepip' >/dev/null 2>&1 \
