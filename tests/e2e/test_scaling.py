@@ -44,6 +44,7 @@ class Load:
         self.cluster_id = cluster_id
         self.stop = threading.Event()
         self.stop_consuming = threading.Event()
+        self.committed = threading.Barrier(2)
         self.lock = threading.Lock()
         self.acked: dict[bytes, tuple[int, int]] = {}
         self.ack_times: list[float] = []
@@ -140,19 +141,45 @@ class Load:
                 if since_commit >= 200:
                     self.commit(consumer, name)
                     since_commit = 0
-            self.commit(consumer, name)
+            # the last commit: a rebalance that refuses it is followed by a
+            # rejoin, the rest read again and a commit of where it stands
+            for _ in range(30):
+                if self.commit(consumer, name):
+                    break
+                self.drain(consumer, name)
+            else:
+                raise AssertionError(f"consumer {name}: the last commit was refused 30 times")
+            # no member leaves (and so rebalances the other) before both committed
+            self.committed.wait(60)
         finally:
             consumer.close()
 
-    def commit(self, consumer, name: str) -> None:
+    def drain(self, consumer, name: str) -> None:
+        """Polls until the member has a settled assignment and nothing is left to read."""
+        quiet = 0
+        deadline = time.monotonic() + 30
+        while quiet < 3 and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or (msg.error() and msg.error().code() == KafkaError._PARTITION_EOF):
+                quiet += 1 if consumer.assignment() else 0
+                continue
+            quiet = 0
+            if msg.error():
+                self.client_error(f"consumer {name}", msg.error())
+                continue
+            with self.lock:
+                self.consumed.append((time.monotonic(), msg.partition(), msg.offset(), msg.value()))
+
+    def commit(self, consumer, name: str) -> bool:
+        """Commits the positions; False when a rebalance refused the commit."""
         for _ in range(20):
             try:
                 consumer.commit(asynchronous=False)
-                return
+                return True
             except Exception as error:  # KafkaException carrying a KafkaError
                 err = error.args[0] if error.args else None
                 if isinstance(err, KafkaError) and err.code() == KafkaError._NO_OFFSET:
-                    return
+                    return True
                 # a rebalance (the coordinator moved) refuses the commit, as
                 # Kafka does; the member rejoins and commits again later
                 if isinstance(err, KafkaError) and err.code() in (
@@ -160,7 +187,7 @@ class Load:
                         KafkaError.UNKNOWN_MEMBER_ID):
                     with self.lock:
                         self.retriable.append(f"consumer {name} commit: {err}")
-                    return
+                    return False
                 if isinstance(err, KafkaError) and err.retriable():
                     with self.lock:
                         self.retriable.append(f"consumer {name} commit: {err}")
