@@ -97,6 +97,46 @@ unsafe impl GlobalAlloc for ReservingAllocator {
     }
 }
 
+/// Large allocations (up to this) come from the heap, not fresh mappings.
+const MMAP_THRESHOLD_BYTES: i32 = 64 << 20;
+/// Free memory at the top of a heap kept for reuse before it is returned.
+const TRIM_THRESHOLD_BYTES: i32 = 64 << 20;
+/// glibc heaps (arenas) at most; its default is eight per core.
+const ARENAS_MAX: i32 = 2;
+
+/// Tunes glibc's malloc for a process that allocates many buffers of a few
+/// MiB (requests, segments, fetch responses): they are served from the
+/// heap and reused, where glibc's defaults map each one fresh (a page
+/// fault and a zeroed page per 4 KiB, then an unmap: a third of the read
+/// path's CPU); and few arenas, so that freed memory is found again rather
+/// than held by another thread's heap. A `MALLOC_*_` variable that sets
+/// the same parameter wins. Does nothing off glibc.
+pub fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    for (param, variable, value) in [
+        (
+            libc::M_MMAP_THRESHOLD,
+            "MALLOC_MMAP_THRESHOLD_",
+            MMAP_THRESHOLD_BYTES,
+        ),
+        (
+            libc::M_TRIM_THRESHOLD,
+            "MALLOC_TRIM_THRESHOLD_",
+            TRIM_THRESHOLD_BYTES,
+        ),
+        (libc::M_ARENA_MAX, "MALLOC_ARENA_MAX", ARENAS_MAX),
+    ] {
+        if std::env::var_os(variable).is_none() {
+            // SAFETY: mallopt only changes allocator parameters; called
+            // at start-up, it races with nothing.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::mallopt(param, value);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[global_allocator]

@@ -52,8 +52,16 @@ enum Mode {
     Compactor,
 }
 
-#[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
+fn main() -> Result<(), lambda_http::Error> {
+    // before any thread allocates
+    sluice_alloc::tune_malloc();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> Result<(), lambda_http::Error> {
     let cli = Cli::parse();
     // CloudWatch keeps what the function prints: one line per event,
     // without colours or timestamps of our own (Lambda adds them)

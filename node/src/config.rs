@@ -51,6 +51,132 @@ pub struct Config {
     pub peer: PeerConfig,
     /// Compaction, retention and GC.
     pub compactor: CompactorConfig,
+    /// The memory budget the components' buffers share.
+    pub memory: MemorySection,
+}
+
+/// `[memory]`: one budget, `max`, from which the large buffers take their
+/// shares (fractions of `max`). A component size set on its own (in the
+/// file, a variable or a flag) wins over its share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemorySection {
+    /// The node's memory budget.
+    #[serde(with = "sluice_metadata::units::bytes")]
+    pub max: usize,
+    /// Read cache: the memory tier and the disk tier's write buffers
+    /// (`cache.memory_bytes` is this less `CacheConfig::disk_buffer_bytes`).
+    pub cache: f64,
+    /// Produced bytes accepted and not yet answered (`writer.buffer_max_bytes`).
+    pub writer: f64,
+    /// Kafka requests read and not yet answered (`kafka.in_flight_bytes_max`).
+    pub requests: f64,
+    /// Record bytes of Fetch responses being read (`kafka.fetch_bytes_max`).
+    pub fetch: f64,
+    /// Segment bytes compaction jobs read at once: each of
+    /// `compactor.job_concurrency` jobs rolls at most
+    /// `share / job_concurrency / 2` (`compactor.roll_bytes_max`), the other
+    /// half being its rows on their way into Parquet.
+    pub compaction: f64,
+}
+
+impl Default for MemorySection {
+    fn default() -> Self {
+        Self {
+            max: 256 * 1024 * 1024,
+            cache: 0.35,
+            writer: 0.20,
+            requests: 0.10,
+            fetch: 0.10,
+            compaction: 0.10,
+        }
+    }
+}
+
+impl MemorySection {
+    /// The shares in order, with their names.
+    pub fn shares(&self) -> [(&'static str, f64); 5] {
+        [
+            ("cache", self.cache),
+            ("writer", self.writer),
+            ("requests", self.requests),
+            ("fetch", self.fetch),
+            ("compaction", self.compaction),
+        ]
+    }
+
+    /// Bytes of the share `fraction` (whole KiB).
+    pub fn bytes(&self, fraction: f64) -> usize {
+        (self.max as f64 * fraction) as usize / 1024 * 1024
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.max < 16 * 1024 * 1024 {
+            bail!("memory.max must be at least 16MiB");
+        }
+        for (name, share) in self.shares() {
+            if !(share > 0.0 && share < 1.0) {
+                bail!("memory.{name} must be a fraction between 0 and 1, not {share}");
+            }
+        }
+        let sum: f64 = self.shares().iter().map(|(_, share)| share).sum();
+        if sum > 0.95 {
+            bail!("the memory shares add up to {sum:.2}: leave at least 0.05 of memory.max for the rest of the process");
+        }
+        Ok(())
+    }
+
+    /// Fill in the component sizes the budget decides: every one of
+    /// `table` (the merged settings) that was not set on its own.
+    fn derive(table: &mut toml::Table) -> anyhow::Result<()> {
+        fn section<T: for<'de> Deserialize<'de> + Default>(
+            table: &toml::Table,
+            name: &str,
+        ) -> anyhow::Result<T> {
+            match table.get(name) {
+                Some(value) => Ok(T::deserialize(value.clone())?),
+                None => Ok(T::default()),
+            }
+        }
+        let memory: MemorySection = section(table, "memory").context("[memory]")?;
+        memory.check()?;
+        let cache: CacheConfig = section(table, "cache").context("[cache]")?;
+        let compactor: CompactorConfig = section(table, "compactor").context("[compactor]")?;
+        let cache_share = memory.bytes(memory.cache);
+        let tier = cache_share.saturating_sub(cache.disk_buffer_bytes());
+        if tier < 4 * cache.block_bytes as usize && !is_set(table, "cache.memory_bytes") {
+            bail!(
+                "memory.cache ({}) leaves the memory tier less than four cache blocks after the disk tier's buffers ({}): raise memory.max or memory.cache, or lower cache.block_bytes",
+                sluice_metadata::units::bytes::format(cache_share as u64),
+                sluice_metadata::units::bytes::format(cache.disk_buffer_bytes() as u64)
+            );
+        }
+        let jobs = compactor.job_concurrency.max(1);
+        let derived = [
+            ("cache.memory_bytes", tier),
+            ("writer.buffer_max_bytes", memory.bytes(memory.writer)),
+            ("kafka.in_flight_bytes_max", memory.bytes(memory.requests)),
+            ("kafka.fetch_bytes_max", memory.bytes(memory.fetch)),
+            (
+                "compactor.roll_bytes_max",
+                (memory.bytes(memory.compaction) / jobs / 2 / 1024 * 1024).max(1024 * 1024),
+            ),
+        ];
+        for (key, bytes) in derived {
+            if !is_set(table, key) {
+                set(table, key, toml::Value::Integer(bytes as i64));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_set(table: &toml::Table, key: &str) -> bool {
+    let (section, field) = key.split_once('.').unwrap_or(("", key));
+    table
+        .get(section)
+        .and_then(toml::Value::as_table)
+        .is_some_and(|section| section.contains_key(field))
 }
 
 /// `[node]`.
@@ -212,6 +338,16 @@ impl SecuritySection {
 }
 
 impl Config {
+    /// The defaults, with the component sizes the default memory budget
+    /// gives them (what a node started with no settings runs with).
+    pub fn budgeted() -> Self {
+        let mut table = toml::Table::new();
+        match MemorySection::derive(&mut table) {
+            Ok(()) => Config::deserialize(toml::Value::Table(table)).unwrap_or_default(),
+            Err(_) => Config::default(),
+        }
+    }
+
     /// Fill in what defaults to a place under the data directory.
     pub fn resolved(mut self) -> Self {
         if self.cache.dir.as_os_str().is_empty() {
@@ -330,14 +466,16 @@ pub const FLAGS: &[Flag] = &[
     flag!("default-partitions", "SLUICE_DEFAULT_PARTITIONS", Integer, ["kafka.default_partitions"], "Partitions of a topic auto-created by a Kafka client"),
     flag!("auto-create-topics", "SLUICE_AUTO_CREATE_TOPICS", Boolean, ["kafka.auto_create_topics"], "Create topics that Kafka clients ask for (auto.create.topics.enable)"),
     flag!("kafka-request-max-bytes", "SLUICE_KAFKA_REQUEST_MAX_BYTES", Size, ["kafka.request_max_bytes"], "Largest Kafka request; a larger one closes the connection"),
+    flag!("kafka-fetch-bytes-max", "SLUICE_KAFKA_FETCH_BYTES_MAX", Size, ["kafka.fetch_bytes_max"], "Record bytes of Fetch responses being read, all connections together (default: its share of --memory-max)"),
     flag!("kafka-in-flight-max", "SLUICE_KAFKA_IN_FLIGHT_MAX", Integer, ["kafka.in_flight_max"], "Kafka requests one connection may have in flight"),
-    flag!("kafka-in-flight-bytes-max", "SLUICE_KAFKA_IN_FLIGHT_BYTES_MAX", Size, ["kafka.in_flight_bytes_max"], "Bytes of Kafka requests read but not yet answered, all connections together"),
+    flag!("kafka-in-flight-bytes-max", "SLUICE_KAFKA_IN_FLIGHT_BYTES_MAX", Size, ["kafka.in_flight_bytes_max"], "Bytes of Kafka requests read but not yet answered, all connections together (default: its share of --memory-max)"),
     flag!("flush-interval", "SLUICE_FLUSH_INTERVAL", Duration, ["writer.flush_interval"], "Longest time an accepted batch waits before its segment is flushed"),
     flag!("segment-max-bytes", "SLUICE_SEGMENT_MAX_BYTES", Size, ["writer.segment_max_bytes"], "Buffer size that triggers a flush (segment.max.bytes)"),
-    flag!("buffer-max-bytes", "SLUICE_BUFFER_MAX_BYTES", Size, ["writer.buffer_max_bytes"], "Accepted but unacknowledged bytes before producers wait"),
+    flag!("buffer-max-bytes", "SLUICE_BUFFER_MAX_BYTES", Size, ["writer.buffer_max_bytes"], "Accepted but unacknowledged bytes before producers wait (default: its share of --memory-max)"),
     flag!("group-initial-rebalance-delay", "SLUICE_GROUP_INITIAL_REBALANCE_DELAY", Duration, ["groups.initial_rebalance_delay"], "How long the first rebalance of an empty group waits for more members"),
     flag!("group-min-session-timeout", "SLUICE_GROUP_MIN_SESSION_TIMEOUT", Duration, ["groups.session_timeout_min"], "Smallest consumer session timeout accepted"),
-    flag!("cache-memory-bytes", "SLUICE_CACHE_MEMORY_BYTES", Size, ["cache.memory_bytes"], "Read cache: memory tier"),
+    flag!("memory-max", "SLUICE_MEMORY_MAX", Size, ["memory.max"], "Memory budget: the read cache, the produce buffer, requests in flight, fetch responses and compaction take their shares of it ([memory] sets the shares; a size set on its own wins)"),
+    flag!("cache-memory-bytes", "SLUICE_CACHE_MEMORY_BYTES", Size, ["cache.memory_bytes"], "Read cache: memory tier (default: its share of --memory-max)"),
     flag!("cache-disk-bytes", "SLUICE_CACHE_DISK_BYTES", Size, ["cache.disk_bytes"], "Read cache: disk tier (0 = memory only)"),
     flag!("cache-block-bytes", "SLUICE_CACHE_BLOCK_BYTES", Size, ["cache.block_bytes"], "Read cache block: the unit of caching and of object-store GETs"),
     flag!("cache-dir", "SLUICE_CACHE_DIR", Text, ["cache.dir"], "Directory of the disk tier (default: <data-dir>/cache)"),
@@ -348,7 +486,7 @@ pub const FLAGS: &[Flag] = &[
     flag!("archive-max-lag", "SLUICE_ARCHIVE_MAX_LAG", Duration, ["compactor.archive_max_lag"], "Every record older than this is in a published Parquet file"),
     flag!("archive-target-bytes", "SLUICE_ARCHIVE_TARGET_BYTES", Size, ["compactor.archive_target_bytes"], "Size small archive files are merged up to"),
     flag!("archive-row-group-bytes", "SLUICE_ARCHIVE_ROW_GROUP_BYTES", Size, ["compactor.row_group_bytes"], "Uncompressed bytes per Parquet row group (the unit of archive reads)"),
-    flag!("archive-roll-bytes-max", "SLUICE_ARCHIVE_ROLL_BYTES_MAX", Size, ["compactor.roll_bytes_max"], "Segment bytes one roll job reads at most"),
+    flag!("archive-roll-bytes-max", "SLUICE_ARCHIVE_ROLL_BYTES_MAX", Size, ["compactor.roll_bytes_max"], "Segment bytes one roll job reads at most (default: from the compaction share of --memory-max)"),
     flag!("archive-merge-min-files", "SLUICE_ARCHIVE_MERGE_MIN_FILES", Integer, ["compactor.merge_min_files"], "Adjacent small archive files that trigger a merge"),
     flag!("compaction-concurrency", "SLUICE_COMPACTION_CONCURRENCY", Integer, ["compactor.job_concurrency"], "Compaction jobs this node runs at once"),
     flag!("gc-interval", "SLUICE_GC_INTERVAL", Duration, ["compactor.gc_interval"], "How often the controller garbage-collects"),
@@ -464,7 +602,7 @@ impl clap::Args for ServeArgs {
                 .help("TOML file of settings (`sluice config show` prints every key); the SLUICE_* variables and flags override it"),
         );
         // Config's defaults are plain data: they always serialize
-        let defaults = toml::Value::try_from(Config::default())
+        let defaults = toml::Value::try_from(Config::budgeted())
             .unwrap_or(toml::Value::Table(toml::Table::new()));
         FLAGS
             .iter()
@@ -516,6 +654,7 @@ impl ServeArgs {
                 set(&mut table, key, value.clone());
             }
         }
+        MemorySection::derive(&mut table)?;
         let config = Config::deserialize(toml::Value::Table(table))
             .context("settings from the environment or flags")?
             .resolved();
@@ -580,6 +719,104 @@ mod tests {
         assert_eq!(config.cache.dir, PathBuf::from("./sluice-data/cache"));
         assert_eq!(config.node.roles.len(), 3);
         assert_eq!(config.http.addr.port(), 8080);
+    }
+
+    #[test]
+    fn the_memory_budget_sizes_the_components_it_shares() {
+        const MIB: usize = 1 << 20;
+        let config = parse(&[]).unwrap();
+        let memory = &config.memory;
+        assert_eq!(memory.max, 256 * MIB);
+        let disk_buffers = config.cache.disk_buffer_bytes();
+        assert!(disk_buffers > 0);
+        assert_eq!(
+            config.cache.memory_bytes,
+            memory.bytes(memory.cache) - disk_buffers
+        );
+        assert_eq!(config.writer.buffer_max_bytes, memory.bytes(memory.writer));
+        assert_eq!(
+            config.kafka.in_flight_bytes_max,
+            memory.bytes(memory.requests)
+        );
+        assert_eq!(config.kafka.fetch_bytes_max, memory.bytes(memory.fetch));
+        assert_eq!(
+            config.compactor.roll_bytes_max as usize,
+            memory.bytes(memory.compaction) / config.compactor.job_concurrency / 2 / 1024 * 1024
+        );
+        // together they stay inside the budget, leaving the process its part
+        let shares = config.cache.memory_bytes
+            + disk_buffers
+            + config.writer.buffer_max_bytes
+            + config.kafka.in_flight_bytes_max
+            + config.kafka.fetch_bytes_max
+            + 2 * config.compactor.roll_bytes_max as usize * config.compactor.job_concurrency;
+        assert!(shares <= memory.max * 9 / 10, "{shares}");
+        // `--help` shows the sizes a node runs with
+        assert_eq!(
+            Config::budgeted().cache.memory_bytes,
+            config.cache.memory_bytes
+        );
+
+        // a larger budget scales every share
+        let large = parse(&["--memory-max", "1GiB"]).unwrap();
+        assert_eq!(large.memory.max, 4 * memory.max);
+        assert_eq!(
+            large.writer.buffer_max_bytes,
+            large.memory.bytes(memory.writer)
+        );
+        assert!(large.writer.buffer_max_bytes >= 4 * config.writer.buffer_max_bytes);
+        assert_eq!(
+            large.kafka.fetch_bytes_max,
+            large.memory.bytes(memory.fetch)
+        );
+        assert_eq!(
+            large.cache.memory_bytes,
+            large.memory.bytes(memory.cache) - disk_buffers
+        );
+    }
+
+    #[test]
+    fn a_size_set_on_its_own_wins_over_its_share() {
+        let config = parse(&["--memory-max", "512MiB", "--cache-memory-bytes", "32MiB"]).unwrap();
+        assert_eq!(config.cache.memory_bytes, 32 << 20);
+        assert_eq!(config.writer.buffer_max_bytes, config.memory.bytes(0.20));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(
+            &file,
+            "[memory]\nmax = \"1GiB\"\nwriter = 0.3\ncache = 0.3\n[kafka]\nfetch_bytes_max = \"8MiB\"\n",
+        )
+        .unwrap();
+        let config = parse(&["--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(config.writer.buffer_max_bytes, config.memory.bytes(0.3));
+        assert_eq!(config.kafka.fetch_bytes_max, 8 << 20);
+    }
+
+    #[test]
+    fn budgets_that_cannot_work_are_refused_with_their_reason() {
+        for (args, reason) in [
+            (vec!["--memory-max", "8MiB"], "at least 16MiB"),
+            (vec!["--memory-max", "64MiB"], "less than four cache blocks"),
+        ] {
+            let error = format!("{:#}", parse(&args).unwrap_err());
+            assert!(error.contains(reason), "{args:?}: {error}");
+        }
+        // a memory-only cache needs no disk buffers
+        assert!(parse(&["--memory-max", "64MiB", "--cache-disk-bytes", "0"]).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        for (shares, reason) in [
+            ("writer = 0.6\ncache = 0.4", "add up to"),
+            ("fetch = 0.0", "between 0 and 1"),
+            ("fetch = 1.5", "between 0 and 1"),
+        ] {
+            let file = dir.path().join("sluice.toml");
+            std::fs::write(&file, format!("[memory]\n{shares}\n")).unwrap();
+            let error = format!(
+                "{:#}",
+                parse(&["--config", file.to_str().unwrap()]).unwrap_err()
+            );
+            assert!(error.contains(reason), "{shares}: {error}");
+        }
     }
 
     #[test]

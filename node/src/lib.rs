@@ -5,6 +5,7 @@
 //! controller), and on shutdown drains it.
 
 pub mod config;
+mod memory;
 mod run;
 
 pub use config::{Config, ServeArgs};

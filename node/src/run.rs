@@ -384,6 +384,14 @@ pub async fn run(
         .with_authorizer(authorizer.clone())
         .with_quotas(quotas),
     );
+    crate::memory::report(
+        &config,
+        crate::memory::Holders {
+            cache: cache.clone(),
+            requests: kafka_context.request_budget.clone(),
+            fetch: kafka_context.fetch_budget.clone(),
+        },
+    );
     let listening: Vec<String> = kafka_listeners
         .iter()
         .map(|bound| {

@@ -170,25 +170,18 @@ impl SegmentBuilder {
         slot
     }
 
-    /// Encode the object; returns its bytes and its footer.
+    /// Encode the object; returns its bytes and its footer. The object is
+    /// allocated once, at its exact size.
     pub fn finish(self) -> (Bytes, SegmentFooter) {
-        let mut out = BytesMut::with_capacity(
-            HEADER_BYTES + self.body_bytes + TRAILER_BYTES + 64 * self.chunks.len(),
-        );
-        out.put_slice(HEADER_MAGIC);
-        out.put_u16(FORMAT_VERSION);
-        out.put_u16(0);
-        out.put_u32(0);
         let mut metas = Vec::with_capacity(self.chunks.len());
-        for chunk in self.chunks {
-            let start = out.len() as u64;
-            let mut crc = 0u32;
-            for part in &chunk.parts {
-                crc = crc32c::crc32c_append(crc, part);
-                out.put_slice(part);
-            }
+        let mut start = HEADER_BYTES as u64;
+        for chunk in &self.chunks {
+            let crc = chunk
+                .parts
+                .iter()
+                .fold(0, |crc, part| crc32c::crc32c_append(crc, part));
             metas.push(ChunkMeta {
-                topic_id: chunk.topic_id,
+                topic_id: chunk.topic_id.clone(),
                 partition: chunk.partition,
                 start,
                 len: chunk.bytes as u32,
@@ -197,13 +190,27 @@ impl SegmentBuilder {
                 offset_count: chunk.summary.offset_count,
                 max_timestamp: chunk.summary.max_timestamp,
             });
+            start += chunk.bytes as u64;
         }
         let footer = SegmentFooter { chunks: metas };
         let footer_bytes = footer.encode();
+        let mut out = BytesMut::with_capacity(
+            HEADER_BYTES + self.body_bytes + footer_bytes.len() + TRAILER_BYTES,
+        );
+        out.put_slice(HEADER_MAGIC);
+        out.put_u16(FORMAT_VERSION);
+        out.put_u16(0);
+        out.put_u32(0);
+        for chunk in &self.chunks {
+            for part in &chunk.parts {
+                out.put_slice(part);
+            }
+        }
         out.put_slice(&footer_bytes);
         out.put_u32(footer_bytes.len() as u32);
         out.put_u32(crc32c::crc32c(&footer_bytes));
         out.put_slice(TRAILER_MAGIC);
+        debug_assert_eq!(out.len(), out.capacity());
         (out.freeze(), footer)
     }
 }

@@ -13,6 +13,14 @@ import requests
 from harness import free_port, spawn, wait_until, kill_proc, tail
 
 
+def size(text: str) -> int:
+    """Bytes of a size as `config show` prints it (`52428KiB`, `8MiB`, `512`)."""
+    for unit, bytes_ in (("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("TiB", 1 << 40)):
+        if text.endswith(unit):
+            return int(text[:-len(unit)]) * bytes_
+    return int(text)
+
+
 def config_show(sluice_bin, *args, env=None) -> dict:
     done = subprocess.run([str(sluice_bin), "config", "show", *args], capture_output=True,
                           timeout=60, env={**os.environ, **(env or {})})
@@ -71,9 +79,32 @@ def test_config_show_prints_the_defaults(sluice_bin):
     assert config["node"]["roles"] == ["ingest", "fetch", "compactor"]
     assert config["cache"]["dir"] == "./sluice-data/cache"
     assert set(config) == {"node", "store", "metadata", "http", "kafka", "tls", "security",
-                           "writer", "groups", "cache", "peer", "compactor"}
+                           "writer", "groups", "cache", "peer", "compactor", "memory"}
+    # one memory budget, and the sizes its shares give the components
+    assert config["memory"] == {"max": "256MiB", "cache": 0.35, "writer": 0.2, "requests": 0.1,
+                                "fetch": 0.1, "compaction": 0.1}
+    mib = 1 << 20
+    assert size(config["writer"]["buffer_max_bytes"]) == int(256 * mib * 0.2) // 1024 * 1024
+    assert size(config["kafka"]["in_flight_bytes_max"]) == int(256 * mib * 0.1) // 1024 * 1024
+    assert size(config["kafka"]["fetch_bytes_max"]) == int(256 * mib * 0.1) // 1024 * 1024
+    # the cache's share less the disk tier's two write buffers of one disk
+    # block each (four 4 MiB cache blocks with room for headers: 16.25 MiB)
+    disk_buffers = 2 * (4 * (4 * mib + 64 * 1024))
+    assert size(config["cache"]["memory_bytes"]) == int(256 * mib * 0.35) // 1024 * 1024 - disk_buffers
     assert config["security"] == {"authorizer": False, "super_users": []}
     assert config["kafka"]["sasl_mechanisms"] == ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+def test_memory_max_scales_the_shares_and_a_size_of_its_own_wins(sluice_bin):
+    small = config_show(sluice_bin)
+    large = config_show(sluice_bin, "--memory-max", "1GiB", "--buffer-max-bytes", "20MiB")
+    assert large["memory"]["max"] == "1GiB"
+    assert size(large["kafka"]["fetch_bytes_max"]) == int((1 << 30) * 0.1) // 1024 * 1024
+    assert size(large["kafka"]["fetch_bytes_max"]) >= 4 * size(small["kafka"]["fetch_bytes_max"])
+    assert size(large["cache"]["memory_bytes"]) > 4 * size(small["cache"]["memory_bytes"])
+    assert large["writer"]["buffer_max_bytes"] == "20MiB"
+    env = {"SLUICE_MEMORY_MAX": "512MiB"}
+    assert config_show(sluice_bin, env=env)["memory"]["max"] == "512MiB"
 
 
 def test_a_file_sets_every_section_and_variables_and_flags_override_it(sluice_bin, tmp_path):

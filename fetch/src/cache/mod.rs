@@ -22,8 +22,9 @@
 //! come from this cache or the object store, never from another peer.
 //!
 //! Segments are immutable, so a cached block never goes stale; the disk
-//! tier is written on insertion and recovered when the same directory is
-//! reopened, so it survives a restart.
+//! tier is written when the memory tier evicts a block (and with all of
+//! the memory tier when the cache closes) and recovered when the same
+//! directory is reopened, so it survives a restart.
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -41,7 +42,7 @@ use tracing::warn;
 
 use foyer::{
     BlockEngineConfig, Code, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    HybridCachePolicy, RecoverMode, Source,
+    HybridCachePolicy, HybridCacheProperties, Location, RecoverMode, Source, Throttle,
 };
 
 use crate::error::{FetchError, FetchResult};
@@ -53,6 +54,9 @@ mod fill;
 use fill::{check_range, count_lookup, store_failure};
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
+
+/// Pace of the memory tier's write-out to the disk tier at close.
+const CLOSE_WRITE_BYTES_PER_SEC: usize = 128 * MIB as usize;
 
 /// Settings of the read cache.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -96,6 +100,17 @@ impl CacheConfig {
         }
     }
 
+    /// Memory the disk tier writes through, outside `memory_bytes`: its
+    /// buffer of one disk block, and as much again for blocks evicted from
+    /// memory and queued for the disk; 0 without a disk tier.
+    pub fn disk_buffer_bytes(&self) -> usize {
+        if self.disk_bytes == 0 {
+            0
+        } else {
+            2 * self.engine_block_bytes()
+        }
+    }
+
     /// Size of one foyer disk block (its unit of eviction, which must hold
     /// a whole cache block plus entry headers): room for four cache blocks.
     fn engine_block_bytes(&self) -> usize {
@@ -122,6 +137,32 @@ pub enum CacheError {
     /// foyer refused to build the cache.
     #[error("building the cache: {0}")]
     Build(String),
+}
+
+/// Whether files in `dir` open with `O_DIRECT` (tmpfs, for one, may not).
+fn direct_io(dir: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let probe = dir.join(".direct-io-probe");
+        let opened = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&probe);
+        let _ = std::fs::remove_file(&probe);
+        if let Err(error) = opened {
+            warn!(%error, dir = %dir.display(), "no direct I/O for the cache's disk tier: buffered files");
+            return false;
+        }
+        true
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        false
+    }
 }
 
 /// The key of one cached block.
@@ -241,24 +282,45 @@ impl BlockCache {
         let shards = (config.memory_bytes as u64 / (config.block_bytes * 16)).clamp(1, 8) as usize;
         let builder = HybridCacheBuilder::new()
             .with_name("sluice-blocks")
-            // every block goes to disk when inserted, so the disk tier has
-            // it after a restart (or a crash) too
-            .with_policy(HybridCachePolicy::WriteOnInsertion)
+            // blocks go to disk when the memory tier evicts them (and all
+            // of it when the cache closes), not when inserted
+            .with_policy(HybridCachePolicy::WriteOnEviction)
+            .with_flush_on_close(true)
             .memory(config.memory_bytes)
             .with_shards(shards)
             .with_weighter(|_key: &BlockKey, value: &Bytes| value.len().max(1))
             .storage();
         let builder = if config.disk_bytes > 0 {
             create_dir(&config.dir)?;
+            // direct I/O: spilled blocks skip the page cache (a copy per
+            // write and memory outside the node's budget); a filesystem
+            // without O_DIRECT gets buffered files
             let device = FsDeviceBuilder::new(&config.dir)
                 .with_capacity(config.disk_bytes)
+                .with_direct(direct_io(&config.dir))
+                // paces the write-out of the memory tier when the cache
+                // closes: foyer drops blocks that reach its flusher while
+                // both of its buffers are busy
+                .with_throttle(Throttle::new().with_write_throughput(CLOSE_WRITE_BYTES_PER_SEC))
                 .build()
                 .map_err(|error| CacheError::Build(error.to_string()))?;
             builder
                 .with_engine_config(
                     BlockEngineConfig::new(device)
                         .with_block_size(engine_block)
-                        .with_buffer_pool_size(2 * engine_block),
+                        // one block being filled; when the flusher is
+                        // behind, an evicted block is dropped, not queued
+                        // two buffers of this size: one filled, one written
+                        .with_buffer_pool_size(config.engine_block_bytes())
+                        // blocks queued for the flusher: room for the whole
+                        // memory tier, which a graceful close writes out
+                        // (foyer drops what does not fit). Only blocks read
+                        // from the store or a peer are spilled while
+                        // running, at network rate, so the queue stays near
+                        // empty unless the disk is slower than the network
+                        .with_submit_queue_size_threshold(
+                            config.memory_bytes.max(config.engine_block_bytes()),
+                        ),
                 )
                 .with_recover_mode(RecoverMode::Quiet)
         } else {
@@ -278,6 +340,11 @@ impl BlockCache {
                 peers: OnceLock::new(),
             }),
         })
+    }
+
+    /// Bytes the memory tier holds now.
+    pub fn memory_used_bytes(&self) -> usize {
+        self.inner.cache.memory().usage()
     }
 
     /// The block size.
@@ -345,9 +412,15 @@ impl BlockCache {
         let object_bytes = object.len() as u64;
         for block in 0..object_bytes.div_ceil(self.inner.block_bytes) {
             let range = self.inner.block_range(block, object_bytes);
-            self.inner.cache.insert(
+            // kept in memory only: the disk tier takes a block when it
+            // leaves memory, and a written-through block leaves unspilled
+            // (it is in the store; a reader who still wants it fetches it,
+            // and that copy is spilled): writing every produced byte to
+            // disk cost more CPU than the rest of the produce path
+            self.inner.cache.insert_with_properties(
                 BlockKey::new(segment, block),
                 object.slice(range.start as usize..range.end as usize),
+                HybridCacheProperties::default().with_location(Location::InMem),
             );
             metrics::CACHE_WRITE_THROUGH_BLOCKS.inc();
         }

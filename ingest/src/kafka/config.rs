@@ -32,6 +32,11 @@ pub struct KafkaConfig {
     /// of the node; a connection waits before reading more.
     #[serde(with = "sluice_metadata::units::bytes")]
     pub in_flight_bytes_max: usize,
+    /// Record bytes that Fetch responses being read may hold, across all
+    /// connections of the node; a Fetch reads at most half of it (plus the
+    /// one batch KIP-74 lets through) and waits while the rest is taken.
+    #[serde(with = "sluice_metadata::units::bytes")]
+    pub fetch_bytes_max: usize,
     /// Upper bound of a Fetch's `max_wait_ms`.
     #[serde(with = "humantime_serde")]
     pub fetch_wait_max: Duration,
@@ -102,6 +107,7 @@ impl Default for KafkaConfig {
             request_max_bytes: 100 * 1024 * 1024,
             in_flight_max: 256,
             in_flight_bytes_max: 256 * 1024 * 1024,
+            fetch_bytes_max: 64 * 1024 * 1024,
             fetch_wait_max: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
             listeners: Vec::new(),

@@ -47,6 +47,8 @@ pub struct KafkaContext {
     pub groups: Arc<crate::group::GroupCoordinator>,
     /// Budget of request bytes in flight (see `KafkaConfig::in_flight_bytes_max`).
     pub request_budget: Arc<tokio::sync::Semaphore>,
+    /// Budget of Fetch response bytes being read (see `KafkaConfig::fetch_bytes_max`).
+    pub fetch_budget: Arc<tokio::sync::Semaphore>,
     /// Fetch sessions (KIP-227) of the clients fetching from this node.
     pub fetch_sessions: Arc<super::fetch_session::FetchSessions>,
     /// The listener this context serves: Metadata, FindCoordinator and
@@ -58,6 +60,12 @@ pub struct KafkaContext {
     pub authorizer: Arc<Authorizer>,
     /// The node's quota meters (shared with the HTTP listener).
     pub quotas: Arc<crate::quota::Quotas>,
+}
+
+/// A byte budget as semaphore permits (at least one; a semaphore holds
+/// fewer than `usize::MAX >> 3`).
+pub(crate) fn permits(bytes: usize) -> usize {
+    bytes.clamp(1, tokio::sync::Semaphore::MAX_PERMITS)
 }
 
 /// Client host reported for group members (the listener does not pass
@@ -93,6 +101,7 @@ impl KafkaContext {
             request_budget: Arc::new(tokio::sync::Semaphore::new(
                 config.in_flight_bytes_max.max(1),
             )),
+            fetch_budget: Arc::new(tokio::sync::Semaphore::new(permits(config.fetch_bytes_max))),
             sasl_mechanisms: config.mechanisms().unwrap_or_default(),
             config,
             groups,
@@ -170,6 +179,7 @@ impl KafkaContext {
             config: self.config.clone(),
             groups: self.groups.clone(),
             request_budget: self.request_budget.clone(),
+            fetch_budget: self.fetch_budget.clone(),
             fetch_sessions: self.fetch_sessions.clone(),
             listener,
             sasl_mechanisms: self.sasl_mechanisms.clone(),

@@ -199,12 +199,29 @@ async fn serve(
     } else {
         usize::MAX
     };
+    // what this fetch may read: its own limits, and at most half of the
+    // node's fetch budget, held while it reads and until it answers
+    let wanted: usize = layout
+        .iter()
+        .flat_map(|(_, wanted)| wanted.iter())
+        .fold(0usize, |sum, w| sum.saturating_add(w.max_bytes));
+    let share = (context.config.fetch_bytes_max / 2).max(1);
+    let max_bytes = max_bytes.min(wanted).min(share).max(1);
+    let permits = u32::try_from(max_bytes).unwrap_or(u32::MAX);
     loop {
+        let budget = context
+            .fetch_budget
+            .clone()
+            .acquire_many_owned(permits)
+            .await;
         let (response, total, any_error) = read_all(context, layout, max_bytes).await;
         let now = Instant::now();
         if total >= min_bytes || any_error || now >= deadline {
+            drop(budget);
             return response;
         }
+        // waiting holds no budget
+        drop(budget);
         // wait for any partition to grow past what this round saw
         let waits: Vec<_> = layout
             .iter()

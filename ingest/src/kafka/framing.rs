@@ -65,8 +65,14 @@ async fn read_frame_body<R: AsyncRead + Unpin>(
     reader: &mut R,
     size: usize,
 ) -> Result<Bytes, ConnectionError> {
-    let mut frame = BytesMut::zeroed(size);
-    reader.read_exact(&mut frame).await?;
+    // read into the buffer's spare capacity: no zeroing first
+    let mut frame = BytesMut::with_capacity(size);
+    while frame.len() < size {
+        let wanted = size - frame.len();
+        if reader.read_buf(&mut (&mut frame).limit(wanted)).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
     Ok(frame.freeze())
 }
 
