@@ -100,7 +100,7 @@ unsafe impl GlobalAlloc for ReservingAllocator {
 /// Large allocations (up to this) come from the heap, not fresh mappings.
 const MMAP_THRESHOLD_BYTES: i32 = 64 << 20;
 /// Free memory at the top of a heap kept for reuse before it is returned.
-const TRIM_THRESHOLD_BYTES: i32 = 64 << 20;
+const TRIM_THRESHOLD_BYTES: i32 = 16 << 20;
 /// glibc heaps (arenas) at most; its default is eight per core.
 const ARENAS_MAX: i32 = 2;
 
@@ -109,8 +109,9 @@ const ARENAS_MAX: i32 = 2;
 /// heap and reused, where glibc's defaults map each one fresh (a page
 /// fault and a zeroed page per 4 KiB, then an unmap: a third of the read
 /// path's CPU); and few arenas, so that freed memory is found again rather
-/// than held by another thread's heap. A `MALLOC_*_` variable that sets
-/// the same parameter wins. Does nothing off glibc.
+/// than held by another thread's heap. Free memory kept this way is given
+/// back by [`release_free_memory`]. A `MALLOC_*_` variable that sets the
+/// same parameter wins. Does nothing off glibc.
 pub fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     for (param, variable, value) in [
@@ -134,6 +135,18 @@ pub fn tune_malloc() {
                 libc::mallopt(param, value);
             }
         }
+    }
+}
+
+/// Returns the heap's free pages to the system (glibc's `malloc_trim`):
+/// what the tuning of [`tune_malloc`] keeps for reuse, called when the
+/// process nears its memory budget. Does nothing off glibc.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; callable at any time.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -3,7 +3,9 @@
 //! patching, and long-poll at the high watermark.
 
 use std::sync::Arc;
+
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
@@ -51,6 +53,8 @@ pub struct Reader {
     store: Arc<dyn ObjectStore>,
     view: Arc<ClusterView>,
     cache: Option<BlockCache>,
+    /// Bytes of index entries being read at once, with their size.
+    budget: Option<(Arc<Semaphore>, usize)>,
 }
 
 impl Reader {
@@ -60,7 +64,24 @@ impl Reader {
             store,
             view,
             cache: None,
+            budget: None,
         }
+    }
+
+    /// This reader, holding at most `bytes` of index entries being read
+    /// (assembled from blocks, verified and patched: twice an entry's
+    /// size) at once, with every clone of it; a read waits for room.
+    pub fn with_read_budget(mut self, bytes: usize) -> Self {
+        let bytes = bytes.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        self.budget = Some((Arc::new(Semaphore::new(bytes)), bytes));
+        self
+    }
+
+    /// Bytes the read budget has lent out now (0 without a budget).
+    pub fn read_bytes_held(&self) -> usize {
+        self.budget.as_ref().map_or(0, |(budget, size)| {
+            size.saturating_sub(budget.available_permits())
+        })
     }
 
     /// This reader, reading ranges through `cache`.
@@ -268,6 +289,19 @@ impl Reader {
                 FetchError::corrupt(entry.segment, "index entry names no segment")
             })?;
         let range = entry.start..entry.start + u64::from(entry.len);
+        // the entry as read and its patched copy; a larger entry than the
+        // budget takes all of it
+        let _held = match &self.budget {
+            Some((budget, size)) => {
+                let wanted = (2 * entry.len as usize).clamp(1, *size);
+                budget
+                    .clone()
+                    .acquire_many_owned(u32::try_from(wanted).unwrap_or(u32::MAX))
+                    .await
+                    .ok()
+            }
+            None => None,
+        };
         let bytes = match &self.cache {
             // entries written before `object_bytes` was recorded cannot be
             // split into blocks

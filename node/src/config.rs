@@ -64,14 +64,17 @@ pub struct MemorySection {
     /// The node's memory budget.
     #[serde(with = "sluice_metadata::units::bytes")]
     pub max: usize,
-    /// Read cache: the memory tier and the disk tier's write buffers
-    /// (`cache.memory_bytes` is this less `CacheConfig::disk_buffer_bytes`).
+    /// Read cache: the memory tier, the readahead GETs in flight and the
+    /// disk tier's write buffers (`cache.memory_bytes` is this less
+    /// `CacheConfig::overhead_bytes`).
     pub cache: f64,
     /// Produced bytes accepted and not yet answered (`writer.buffer_max_bytes`).
     pub writer: f64,
     /// Kafka requests read and not yet answered (`kafka.in_flight_bytes_max`).
     pub requests: f64,
-    /// Record bytes of Fetch responses being read (`kafka.fetch_bytes_max`).
+    /// Reads: half for the record bytes of Fetch responses being read
+    /// (`kafka.fetch_bytes_max`), half for the index entries being read
+    /// from the cache, verified and patched (`cache.read_bytes_max`).
     pub fetch: f64,
     /// Segment bytes compaction jobs read at once: each of
     /// `compactor.job_concurrency` jobs rolls at most
@@ -87,7 +90,7 @@ impl Default for MemorySection {
             cache: 0.35,
             writer: 0.20,
             requests: 0.10,
-            fetch: 0.10,
+            fetch: 0.15,
             compaction: 0.10,
         }
     }
@@ -143,12 +146,12 @@ impl MemorySection {
         let cache: CacheConfig = section(table, "cache").context("[cache]")?;
         let compactor: CompactorConfig = section(table, "compactor").context("[compactor]")?;
         let cache_share = memory.bytes(memory.cache);
-        let tier = cache_share.saturating_sub(cache.disk_buffer_bytes());
+        let tier = cache_share.saturating_sub(cache.overhead_bytes());
         if tier < 4 * cache.block_bytes as usize && !is_set(table, "cache.memory_bytes") {
             bail!(
-                "memory.cache ({}) leaves the memory tier less than four cache blocks after the disk tier's buffers ({}): raise memory.max or memory.cache, or lower cache.block_bytes",
+                "memory.cache ({}) leaves the memory tier less than four cache blocks after the readahead and disk tier buffers ({}): raise memory.max or memory.cache, or lower cache.block_bytes",
                 sluice_metadata::units::bytes::format(cache_share as u64),
-                sluice_metadata::units::bytes::format(cache.disk_buffer_bytes() as u64)
+                sluice_metadata::units::bytes::format(cache.overhead_bytes() as u64)
             );
         }
         let jobs = compactor.job_concurrency.max(1);
@@ -156,7 +159,8 @@ impl MemorySection {
             ("cache.memory_bytes", tier),
             ("writer.buffer_max_bytes", memory.bytes(memory.writer)),
             ("kafka.in_flight_bytes_max", memory.bytes(memory.requests)),
-            ("kafka.fetch_bytes_max", memory.bytes(memory.fetch)),
+            ("kafka.fetch_bytes_max", memory.bytes(memory.fetch) / 2),
+            ("cache.read_bytes_max", memory.bytes(memory.fetch) / 2),
             (
                 "compactor.roll_bytes_max",
                 (memory.bytes(memory.compaction) / jobs / 2 / 1024 * 1024).max(1024 * 1024),
@@ -480,6 +484,7 @@ pub const FLAGS: &[Flag] = &[
     flag!("cache-block-bytes", "SLUICE_CACHE_BLOCK_BYTES", Size, ["cache.block_bytes"], "Read cache block: the unit of caching and of object-store GETs"),
     flag!("cache-dir", "SLUICE_CACHE_DIR", Text, ["cache.dir"], "Directory of the disk tier (default: <data-dir>/cache)"),
     flag!("readahead-blocks", "SLUICE_READAHEAD_BLOCKS", Integer, ["cache.readahead_blocks"], "Blocks fetched ahead of a read that missed the cache (0 = none)"),
+    flag!("cache-read-bytes-max", "SLUICE_CACHE_READ_BYTES_MAX", Size, ["cache.read_bytes_max"], "Bytes of index entries being read, verified and patched at once, all readers together (default: half the fetch share of --memory-max)"),
     flag!("readahead-in-flight-max", "SLUICE_READAHEAD_IN_FLIGHT_MAX", Integer, ["cache.readahead_in_flight_max"], "Readahead GETs in flight on the node; more are skipped"),
     flag!("peer-fetch", "SLUICE_PEER_FETCH", Boolean, ["peer.enabled"], "On a cache miss, ask the block's owner node before the object store"),
     flag!("peer-fetch-timeout", "SLUICE_PEER_FETCH_TIMEOUT", Duration, ["peer.timeout"], "Time limit of one peer block request"),
@@ -727,8 +732,10 @@ mod tests {
         let config = parse(&[]).unwrap();
         let memory = &config.memory;
         assert_eq!(memory.max, 256 * MIB);
-        let disk_buffers = config.cache.disk_buffer_bytes();
-        assert!(disk_buffers > 0);
+        let disk_buffers = config.cache.overhead_bytes();
+        assert!(
+            disk_buffers > config.cache.readahead_in_flight_max * config.cache.block_bytes as usize
+        );
         assert_eq!(
             config.cache.memory_bytes,
             memory.bytes(memory.cache) - disk_buffers
@@ -738,7 +745,8 @@ mod tests {
             config.kafka.in_flight_bytes_max,
             memory.bytes(memory.requests)
         );
-        assert_eq!(config.kafka.fetch_bytes_max, memory.bytes(memory.fetch));
+        assert_eq!(config.kafka.fetch_bytes_max, memory.bytes(memory.fetch) / 2);
+        assert_eq!(config.cache.read_bytes_max, memory.bytes(memory.fetch) / 2);
         assert_eq!(
             config.compactor.roll_bytes_max as usize,
             memory.bytes(memory.compaction) / config.compactor.job_concurrency / 2 / 1024 * 1024
@@ -749,6 +757,7 @@ mod tests {
             + config.writer.buffer_max_bytes
             + config.kafka.in_flight_bytes_max
             + config.kafka.fetch_bytes_max
+            + config.cache.read_bytes_max
             + 2 * config.compactor.roll_bytes_max as usize * config.compactor.job_concurrency;
         assert!(shares <= memory.max * 9 / 10, "{shares}");
         // `--help` shows the sizes a node runs with
@@ -767,7 +776,7 @@ mod tests {
         assert!(large.writer.buffer_max_bytes >= 4 * config.writer.buffer_max_bytes);
         assert_eq!(
             large.kafka.fetch_bytes_max,
-            large.memory.bytes(memory.fetch)
+            large.memory.bytes(memory.fetch) / 2
         );
         assert_eq!(
             large.cache.memory_bytes,
@@ -802,10 +811,10 @@ mod tests {
             assert!(error.contains(reason), "{args:?}: {error}");
         }
         // a memory-only cache needs no disk buffers
-        assert!(parse(&["--memory-max", "64MiB", "--cache-disk-bytes", "0"]).is_ok());
+        assert!(parse(&["--memory-max", "96MiB", "--cache-disk-bytes", "0"]).is_ok());
         let dir = tempfile::tempdir().unwrap();
         for (shares, reason) in [
-            ("writer = 0.6\ncache = 0.4", "add up to"),
+            ("writer = 0.5\ncache = 0.4", "add up to"),
             ("fetch = 0.0", "between 0 and 1"),
             ("fetch = 1.5", "between 0 and 1"),
         ] {

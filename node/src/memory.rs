@@ -1,5 +1,7 @@
 //! The memory budget in /metrics: the budget, each share's size and what
-//! it holds now, and the process's resident memory, refreshed every second.
+//! it holds now, and the process's resident memory, refreshed four times a
+//! second; and the heap's free memory given back when the process nears
+//! its budget.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -50,6 +52,20 @@ static RESIDENT_PEAK: LazyLock<IntGauge> = LazyLock::new(|| {
     )
 });
 
+static TRIMS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "sluice_memory_trims_total",
+        "times the heap gave its free memory back because the process neared its budget"
+    )
+    .expect("metric names are unique and valid")
+});
+
+/// How often what the shares hold and the resident memory are read.
+const TICK: Duration = Duration::from_millis(250);
+/// Resident memory (a fraction of the budget) above which the heap's free
+/// memory is given back to the system.
+const TRIM_ABOVE: f64 = 0.75;
+
 /// What the shares hold, read where it is kept.
 pub struct Holders {
     /// The read cache (its memory tier).
@@ -58,6 +74,8 @@ pub struct Holders {
     pub requests: Arc<Semaphore>,
     /// Fetch response bytes being read.
     pub fetch: Arc<Semaphore>,
+    /// The node's reader (its index entries being read).
+    pub reader: sluice_fetch::Reader,
 }
 
 /// Publish the budget and its shares, then refresh what they hold every
@@ -70,10 +88,11 @@ pub fn report(config: &Config, holders: Holders) {
             .with_label_values(&[name])
             .set(memory.bytes(fraction) as i64);
     }
+    let trim_above = (memory.max as f64 * TRIM_ABOVE) as u64;
     let requests_max = config.kafka.in_flight_bytes_max;
     let fetch_max = config.kafka.fetch_bytes_max;
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(TICK);
         loop {
             tick.tick().await;
             let used = [
@@ -89,7 +108,8 @@ pub fn report(config: &Config, holders: Holders) {
                 ),
                 (
                     "fetch",
-                    fetch_max.saturating_sub(holders.fetch.available_permits()),
+                    fetch_max.saturating_sub(holders.fetch.available_permits())
+                        + holders.reader.read_bytes_held(),
                 ),
             ];
             for (name, bytes) in used {
@@ -98,6 +118,12 @@ pub fn report(config: &Config, holders: Holders) {
             if let Some((resident, peak)) = resident() {
                 RESIDENT.set(resident as i64);
                 RESIDENT_PEAK.set(peak as i64);
+                // the heap keeps freed buffers for reuse; near the budget
+                // it gives them back
+                if resident > trim_above {
+                    sluice_alloc::release_free_memory();
+                    TRIMS.inc();
+                }
             }
         }
     });

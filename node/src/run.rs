@@ -274,7 +274,9 @@ pub async fn run(
     );
     let ready = Arc::new(AtomicBool::new(false));
     let producer = Arc::new(Producer::new(view.clone(), writer));
-    let reader = Reader::new(objects.clone(), view.clone()).with_cache(cache.clone());
+    let reader = Reader::new(objects.clone(), view.clone())
+        .with_cache(cache.clone())
+        .with_read_budget(config.cache.read_bytes_max);
     let listener = TcpListener::bind(config.http.addr)
         .await
         .map_err(startup("binding the HTTP address"))?;
@@ -390,6 +392,7 @@ pub async fn run(
             cache: cache.clone(),
             requests: kafka_context.request_budget.clone(),
             fetch: kafka_context.fetch_budget.clone(),
+            reader: kafka_context.reader.clone(),
         },
     );
     let listening: Vec<String> = kafka_listeners

@@ -82,14 +82,17 @@ def test_config_show_prints_the_defaults(sluice_bin):
                            "writer", "groups", "cache", "peer", "compactor", "memory"}
     # one memory budget, and the sizes its shares give the components
     assert config["memory"] == {"max": "256MiB", "cache": 0.35, "writer": 0.2, "requests": 0.1,
-                                "fetch": 0.1, "compaction": 0.1}
+                                "fetch": 0.15, "compaction": 0.1}
     mib = 1 << 20
     assert size(config["writer"]["buffer_max_bytes"]) == int(256 * mib * 0.2) // 1024 * 1024
     assert size(config["kafka"]["in_flight_bytes_max"]) == int(256 * mib * 0.1) // 1024 * 1024
-    assert size(config["kafka"]["fetch_bytes_max"]) == int(256 * mib * 0.1) // 1024 * 1024
-    # the cache's share less the disk tier's two write buffers of one disk
-    # block each (four 4 MiB cache blocks with room for headers: 16.25 MiB)
-    disk_buffers = 2 * (4 * (4 * mib + 64 * 1024))
+    # reads: half for Fetch responses, half for index entries being read
+    assert size(config["kafka"]["fetch_bytes_max"]) == int(256 * mib * 0.15) // 1024 * 1024 // 2
+    assert size(config["cache"]["read_bytes_max"]) == int(256 * mib * 0.15) // 1024 * 1024 // 2
+    # the cache's share less four readahead blocks of 4 MiB in flight and
+    # the disk tier's two write buffers of one disk block each (four 4 MiB
+    # cache blocks with room for headers: 16.25 MiB)
+    disk_buffers = 4 * 4 * mib + 2 * (4 * (4 * mib + 64 * 1024))
     assert size(config["cache"]["memory_bytes"]) == int(256 * mib * 0.35) // 1024 * 1024 - disk_buffers
     assert config["security"] == {"authorizer": False, "super_users": []}
     assert config["kafka"]["sasl_mechanisms"] == ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -99,7 +102,7 @@ def test_memory_max_scales_the_shares_and_a_size_of_its_own_wins(sluice_bin):
     small = config_show(sluice_bin)
     large = config_show(sluice_bin, "--memory-max", "1GiB", "--buffer-max-bytes", "20MiB")
     assert large["memory"]["max"] == "1GiB"
-    assert size(large["kafka"]["fetch_bytes_max"]) == int((1 << 30) * 0.1) // 1024 * 1024
+    assert size(large["kafka"]["fetch_bytes_max"]) == int((1 << 30) * 0.15) // 1024 * 1024 // 2
     assert size(large["kafka"]["fetch_bytes_max"]) >= 4 * size(small["kafka"]["fetch_bytes_max"])
     assert size(large["cache"]["memory_bytes"]) > 4 * size(small["cache"]["memory_bytes"])
     assert large["writer"]["buffer_max_bytes"] == "20MiB"

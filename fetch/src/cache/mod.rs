@@ -77,6 +77,10 @@ pub struct CacheConfig {
     pub readahead_blocks: u64,
     /// Readahead GETs in flight on the node at once; more are skipped.
     pub readahead_in_flight_max: usize,
+    /// Bytes of index entries being read at once, all readers of the node
+    /// together (an entry counts twice: as read and as patched).
+    #[serde(with = "sluice_metadata::units::bytes")]
+    pub read_bytes_max: usize,
 }
 
 impl Default for CacheConfig {
@@ -96,18 +100,20 @@ impl CacheConfig {
             dir: dir.into(),
             block_bytes: 4 * MIB,
             readahead_blocks: 1,
-            readahead_in_flight_max: 8,
+            readahead_in_flight_max: 4,
+            read_bytes_max: 64 * MIB as usize,
         }
     }
 
-    /// Memory the disk tier writes through, outside `memory_bytes`: its
-    /// buffer of one disk block, and as much again for blocks evicted from
-    /// memory and queued for the disk; 0 without a disk tier.
-    pub fn disk_buffer_bytes(&self) -> usize {
+    /// Memory the cache holds outside `memory_bytes`: the blocks of the
+    /// readahead GETs in flight and, with a disk tier, its two write
+    /// buffers of one disk block each.
+    pub fn overhead_bytes(&self) -> usize {
+        let readahead = self.readahead_in_flight_max * self.block_bytes as usize;
         if self.disk_bytes == 0 {
-            0
+            readahead
         } else {
-            2 * self.engine_block_bytes()
+            readahead + 2 * self.engine_block_bytes()
         }
     }
 
@@ -308,19 +314,13 @@ impl BlockCache {
                 .with_engine_config(
                     BlockEngineConfig::new(device)
                         .with_block_size(engine_block)
-                        // one block being filled; when the flusher is
-                        // behind, an evicted block is dropped, not queued
-                        // two buffers of this size: one filled, one written
+                        // two buffers of this size, one filled while the
+                        // other is written; a block evicted while both are
+                        // busy is dropped, not queued
                         .with_buffer_pool_size(config.engine_block_bytes())
-                        // blocks queued for the flusher: room for the whole
-                        // memory tier, which a graceful close writes out
-                        // (foyer drops what does not fit). Only blocks read
-                        // from the store or a peer are spilled while
-                        // running, at network rate, so the queue stays near
-                        // empty unless the disk is slower than the network
-                        .with_submit_queue_size_threshold(
-                            config.memory_bytes.max(config.engine_block_bytes()),
-                        ),
+                        // blocks queued for the flusher beyond that are
+                        // dropped (the cache is lossy; the store has them)
+                        .with_submit_queue_size_threshold(config.engine_block_bytes()),
                 )
                 .with_recover_mode(RecoverMode::Quiet)
         } else {
@@ -661,6 +661,7 @@ mod tests {
                 block_bytes: BLOCK,
                 readahead_blocks,
                 readahead_in_flight_max: 4,
+                read_bytes_max: 1 << 20,
             }
         }
 
