@@ -30,6 +30,12 @@ pub const GETS_IN_FLIGHT_MAX: usize = 4;
 /// offset asked for (gaps of compacted runs).
 pub const GAP_SKIPS_MAX: usize = 64;
 
+/// What reading one archive row group holds, for the read budget: its
+/// columns decoded and its records encoded again, twice the rows the
+/// compactor cuts row groups at (8 MiB by default). A Parquet file's size
+/// says nothing of this (a compressible run shrinks a hundredfold).
+const ROW_GROUP_READ_BYTES: usize = 16 << 20;
+
 /// One stored run of batches with absolute offsets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadChunk {
@@ -75,6 +81,18 @@ impl Reader {
         let bytes = bytes.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
         self.budget = Some((Arc::new(Semaphore::new(bytes)), bytes));
         self
+    }
+
+    /// Room for `bytes` in the read budget, held until dropped; a read
+    /// larger than the budget takes all of it. `None` without a budget.
+    async fn hold(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let (budget, size) = self.budget.as_ref()?;
+        let wanted = bytes.clamp(1, *size);
+        budget
+            .clone()
+            .acquire_many_owned(u32::try_from(wanted).unwrap_or(u32::MAX))
+            .await
+            .ok()
     }
 
     /// Bytes the read budget has lent out now (0 without a budget).
@@ -237,6 +255,7 @@ impl Reader {
                         })
                     }
                     Piece::RowGroup(entry, group) => {
+                        let _held = self.hold(ROW_GROUP_READ_BYTES).await;
                         archive::read_row_group(&self.store, self.cache.as_ref(), &entry, group)
                             .await
                     }
@@ -289,19 +308,8 @@ impl Reader {
                 FetchError::corrupt(entry.segment, "index entry names no segment")
             })?;
         let range = entry.start..entry.start + u64::from(entry.len);
-        // the entry as read and its patched copy; a larger entry than the
-        // budget takes all of it
-        let _held = match &self.budget {
-            Some((budget, size)) => {
-                let wanted = (2 * entry.len as usize).clamp(1, *size);
-                budget
-                    .clone()
-                    .acquire_many_owned(u32::try_from(wanted).unwrap_or(u32::MAX))
-                    .await
-                    .ok()
-            }
-            None => None,
-        };
+        // the entry as read and its patched copy
+        let _held = self.hold(2 * entry.len as usize).await;
         let bytes = match &self.cache {
             // entries written before `object_bytes` was recorded cannot be
             // split into blocks
