@@ -15,6 +15,8 @@ from pathlib import Path
 
 import requests
 
+from kafka_bench import scrape
+
 TICKS = os.sysconf("SC_CLK_TCK")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,18 +109,6 @@ def consume(tool: str | None, bootstrap: str, topic: str, records: int) -> None:
         raise SystemExit(f"consumed {got} of {records}")
 
 
-def metrics(url: str) -> dict[str, float]:
-    out = {}
-    for line in requests.get(f"{url}/metrics", timeout=10).text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            try:
-                out[name] = float(value)
-            except ValueError:
-                pass
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap", required=True)
@@ -171,7 +161,8 @@ def main() -> None:
     for phase, rate, mbps, cpu, per_gb, per_gib, peak in rows:
         print(f"{phase:<8} {rate:>12,.0f} {mbps:>8.1f} {cpu:>7.2f} {per_gb:>9.2f} "
               f"{per_gib:>10.2f} {peak:>13.0f}")
-    used = {k: v for k, v in metrics(args.http).items() if k.startswith("sluice_memory_")}
+    used = {k: v for k, v in scrape(f"{args.http}/metrics").items()
+            if k.startswith("sluice_memory_")}
     for name, value in sorted(used.items()):
         print(f"{name} {value / 2**20:.1f} MiB")
 
