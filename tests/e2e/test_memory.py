@@ -9,9 +9,9 @@ every group reads every acknowledged record once, in order.
 
 Not yet shown (a known gap): with SLUICE_SOAK_LATE_GROUPS=2, two groups join
 half way through and read what the compactor has archived by then; the node
-peaks for a few seconds at 272-285 MiB, at or above the budget plus 10 %:
-every Fetch of an archived offset decodes a whole Parquet row group and
-holds its own copy until answered (see docs/decisions.md).
+peaks for a few seconds at 272-290 MiB, at or above the budget plus 10 %
+(169 MiB without the compactor): a transient on the archive path, not yet
+pinned down (see docs/decisions.md).
 """
 
 from __future__ import annotations
