@@ -3,9 +3,7 @@
 //! patching, and long-poll at the high watermark.
 
 use std::sync::Arc;
-
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
@@ -14,6 +12,7 @@ use sluice_metadata::model::IndexEntry;
 use sluice_metadata::view::PartitionSnapshot;
 use sluice_segment::format::verify_range;
 use sluice_segment::{batch, SegmentId};
+use tokio::sync::Semaphore;
 
 use crate::archive;
 use crate::cache::BlockCache;

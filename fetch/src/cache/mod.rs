@@ -317,10 +317,10 @@ impl BlockCache {
                         // two buffers of this size, one filled while the
                         // other is written; a block evicted while both are
                         // busy is dropped, not queued
-                        .with_buffer_pool_size(config.engine_block_bytes())
+                        .with_buffer_pool_size(engine_block)
                         // blocks queued for the flusher beyond that are
                         // dropped (the cache is lossy; the store has them)
-                        .with_submit_queue_size_threshold(config.engine_block_bytes()),
+                        .with_submit_queue_size_threshold(engine_block),
                 )
                 .with_recover_mode(RecoverMode::Quiet)
         } else {

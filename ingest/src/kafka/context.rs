@@ -98,9 +98,9 @@ impl KafkaContext {
             producer,
             reader,
             catalog,
-            request_budget: Arc::new(tokio::sync::Semaphore::new(
-                config.in_flight_bytes_max.max(1),
-            )),
+            request_budget: Arc::new(tokio::sync::Semaphore::new(permits(
+                config.in_flight_bytes_max,
+            ))),
             fetch_budget: Arc::new(tokio::sync::Semaphore::new(permits(config.fetch_bytes_max))),
             sasl_mechanisms: config.mechanisms().unwrap_or_default(),
             config,

@@ -200,7 +200,7 @@ async fn serve(
         usize::MAX
     };
     // what this fetch may read: its own limits, and at most half of the
-    // node's fetch budget, held while it reads and until it answers
+    // node's fetch budget, held while it reads (not while it waits)
     let wanted: usize = layout
         .iter()
         .flat_map(|(_, wanted)| wanted.iter())
@@ -215,13 +215,11 @@ async fn serve(
             .acquire_many_owned(permits)
             .await;
         let (response, total, any_error) = read_all(context, layout, max_bytes).await;
+        drop(budget);
         let now = Instant::now();
         if total >= min_bytes || any_error || now >= deadline {
-            drop(budget);
             return response;
         }
-        // waiting holds no budget
-        drop(budget);
         // wait for any partition to grow past what this round saw
         let waits: Vec<_> = layout
             .iter()
