@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::ObjectStore;
@@ -20,7 +20,11 @@ use crate::metrics;
 use crate::reader::ReadChunk;
 
 /// Rows decoded per Arrow batch while reading a row group.
-const DECODE_BATCH_ROWS: usize = 8192;
+const DECODE_BATCH_ROWS: usize = 4096;
+/// Most bytes reserved up front for a row group's served form (its
+/// uncompressed size, as its metadata says; the buffer grows past this
+/// only for a row group that big).
+const ROW_GROUP_RESERVE_MAX: usize = 64 << 20;
 
 /// The row group of `entry` holding `offset` (the first one when `offset`
 /// is before the file).
@@ -124,7 +128,10 @@ fn corrupt(reason: impl std::fmt::Display) -> RowGroupError {
 
 /// Read and re-encode one row group, checking it holds exactly `[first,
 /// end)` (when `dense`), or increasing offsets in that range starting at
-/// `first` (a compacted run).
+/// `first` (a compacted run). Decoded a few thousand rows at a time and
+/// encoded straight into one buffer reserved at the row group's
+/// uncompressed size: what it holds at once is the row group's column
+/// chunks, one Arrow batch and the served bytes.
 async fn decode_row_group(
     store: Arc<dyn ObjectStore>,
     path: Path,
@@ -141,46 +148,52 @@ async fn decode_row_group(
     let builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await
         .map_err(|e| parquet_error(&path, e))?;
-    if group >= builder.metadata().num_row_groups() {
+    let Some(metadata) = builder.metadata().row_groups().get(group) else {
         return Err(corrupt(format!("{path} has no row group {group}")));
-    }
-    let stream = builder
+    };
+    let reserve = usize::try_from(metadata.total_byte_size().max(0)).unwrap_or(0);
+    let mut stream = builder
         .with_row_groups(vec![group])
         .with_batch_size(DECODE_BATCH_ROWS)
         .build()
         .map_err(|e| parquet_error(&path, e))?;
-    let batches: Vec<_> = stream
-        .try_collect()
-        .await
-        .map_err(|e| parquet_error(&path, e))?;
-    let mut records = Vec::new();
-    for batch in &batches {
-        records.extend(archive::records_of(batch).map_err(corrupt)?);
-    }
-    let fits = if dense {
-        records
-            .iter()
-            .enumerate()
-            .all(|(i, r)| r.offset == first + i as i64)
-            && first + records.len() as i64 == end
-    } else {
-        records.first().is_some_and(|r| r.offset == first)
-            && records.windows(2).all(|w| w[0].offset < w[1].offset)
-            && records.last().is_some_and(|r| r.offset < end)
-    };
-    if !fits {
-        return Err(corrupt(format!(
+    let mut served = BytesMut::with_capacity(reserve.min(ROW_GROUP_RESERVE_MAX));
+    // the offset the next row must have (dense), or must exceed (compacted)
+    let mut next = first;
+    let mut rows = 0usize;
+    let misfit = || {
+        corrupt(format!(
             "row group {group} of {path} does not hold offsets {first}..{end}"
-        )));
+        ))
+    };
+    while let Some(batch) = stream
+        .try_next()
+        .await
+        .map_err(|e| parquet_error(&path, e))?
+    {
+        let records = archive::records_of(&batch).map_err(corrupt)?;
+        for record in &records {
+            let fits = if dense || rows == 0 {
+                record.offset == next
+            } else {
+                record.offset >= next
+            };
+            if !fits || record.offset >= end {
+                return Err(misfit());
+            }
+            next = record.offset + 1;
+            rows += 1;
+        }
+        archive::encode_served_into(&mut served, &records).map_err(corrupt)?;
     }
-    let served = archive::encode_served(&records).map_err(corrupt)?;
-    if dense {
-        return Ok(served);
+    if rows == 0 || (dense && next != end) {
+        return Err(misfit());
     }
-    // compaction may have removed the offsets after the group's last
-    // record: its last batch covers them, as in a Kafka compacted log
-    let mut served = bytes::BytesMut::from(&served[..]);
-    sluice_segment::batch::cover_to(&mut served, end).map_err(corrupt)?;
+    if !dense {
+        // compaction may have removed the offsets after the group's last
+        // record: its last batch covers them, as in a Kafka compacted log
+        sluice_segment::batch::cover_to(&mut served, end).map_err(corrupt)?;
+    }
     Ok(served.freeze())
 }
 

@@ -242,7 +242,19 @@ impl Reader {
             })
             .count();
         pieces.truncate(keep);
-        futures::stream::iter(pieces)
+        // a row group's decoded size is not known before it is read (the
+        // file's size says nothing of it: a compressible run shrinks a
+        // hundredfold), so row groups are read one at a time and the read
+        // stops once `max_bytes` are in hand
+        let in_flight = if pieces
+            .iter()
+            .any(|(_, piece)| matches!(piece, Piece::RowGroup(..)))
+        {
+            1
+        } else {
+            GETS_IN_FLIGHT_MAX
+        };
+        let mut reads = futures::stream::iter(pieces)
             .map(|(_, piece)| async move {
                 match piece {
                     Piece::Segment(entry) => {
@@ -260,9 +272,17 @@ impl Reader {
                     }
                 }
             })
-            .buffered(GETS_IN_FLIGHT_MAX)
-            .try_collect()
-            .await
+            .buffered(in_flight);
+        let mut chunks = Vec::new();
+        let mut total = 0usize;
+        while let Some(chunk) = reads.try_next().await? {
+            total += chunk.batches.len();
+            chunks.push(chunk);
+            if total >= max_bytes {
+                break;
+            }
+        }
+        Ok(chunks)
     }
 
     /// The first record of the run `entry` whose timestamp is at least

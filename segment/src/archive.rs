@@ -424,6 +424,16 @@ pub fn records_of(batch: &RecordBatch) -> Result<Vec<StoredRecord>, ArchiveError
 /// `SERVED_BATCH_BYTES_MAX` bytes. A gap in the offsets starts a new batch.
 pub fn encode_served(records: &[StoredRecord]) -> Result<Bytes, ArchiveError> {
     let mut out = BytesMut::new();
+    encode_served_into(&mut out, records)?;
+    Ok(out.freeze())
+}
+
+/// [`encode_served`], appending to `out` (batches are encoded in place
+/// and their base offsets patched there: no copy of their own).
+pub fn encode_served_into(
+    out: &mut BytesMut,
+    records: &[StoredRecord],
+) -> Result<(), ArchiveError> {
     let mut start = 0;
     while start < records.len() {
         let mut end = start + 1;
@@ -445,13 +455,12 @@ pub fn encode_served(records: &[StoredRecord]) -> Result<Bytes, ArchiveError> {
                 timestamp_ms: r.timestamp_ms,
             })
             .collect();
-        let encoded = batch::encode(&run)?;
-        let mut encoded = BytesMut::from(encoded.as_ref());
-        batch::patch_base_offsets(&mut encoded, records[start].offset)?;
-        out.extend_from_slice(&encoded);
+        let at = out.len();
+        batch::encode_into(out, &run)?;
+        batch::patch_base_offsets(&mut out[at..], records[start].offset)?;
         start = end;
     }
-    Ok(out.freeze())
+    Ok(())
 }
 
 fn record_bytes(record: &StoredRecord) -> usize {

@@ -382,6 +382,39 @@ fn encode_as(
     producer_epoch: i16,
     base_sequence: i32,
 ) -> Result<Bytes, BatchError> {
+    let mut buf = BytesMut::new();
+    encode_as_into(
+        &mut buf,
+        records,
+        compression,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+    )?;
+    Ok(buf.freeze())
+}
+
+/// Append records to `buf` as one uncompressed RecordBatch v2 with base
+/// offset 0 (no buffer of its own: for callers that join many batches).
+pub fn encode_into(buf: &mut BytesMut, records: &[NewRecord]) -> Result<(), BatchError> {
+    encode_as_into(
+        buf,
+        records,
+        Compression::None,
+        NO_PRODUCER_ID,
+        NO_PRODUCER_EPOCH,
+        -1,
+    )
+}
+
+fn encode_as_into(
+    buf: &mut BytesMut,
+    records: &[NewRecord],
+    compression: Compression,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Result<(), BatchError> {
     if records.is_empty() {
         return Err(BatchError::Empty);
     }
@@ -411,14 +444,12 @@ fn encode_as(
                 .collect::<IndexMap<_, _>>(),
         })
         .collect();
-    let mut buf = BytesMut::new();
     let options = RecordEncodeOptions {
         version: 2,
         compression,
     };
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &options)
-        .map_err(|e| BatchError::Codec(e.to_string()))?;
-    Ok(buf.freeze())
+    RecordBatchEncoder::encode(buf, records.iter(), &options)
+        .map_err(|e| BatchError::Codec(e.to_string()))
 }
 
 /// Set each batch's base offset, the first to `base`, each next one after
@@ -541,6 +572,16 @@ pub fn end_offset(bytes: &[u8]) -> Result<Option<i64>, BatchError> {
 /// at least one (so a reader makes progress past a batch larger than its
 /// limit, as Kafka's fetch does). Empty when no batch reaches `offset`.
 pub fn batches_from(bytes: &Bytes, offset: i64, max_bytes: usize) -> Result<Bytes, BatchError> {
+    Ok(batch_range_from(bytes, offset, max_bytes)?
+        .map_or_else(Bytes::new, |range| bytes.slice(range)))
+}
+
+/// Where in `bytes` the batches [`batches_from`] selects lie, if any.
+pub fn batch_range_from(
+    bytes: &[u8],
+    offset: i64,
+    max_bytes: usize,
+) -> Result<Option<std::ops::Range<usize>>, BatchError> {
     let frames = frames(bytes, false)?;
     let mut start = None;
     let mut end = bytes.len();
@@ -561,10 +602,7 @@ pub fn batches_from(bytes: &Bytes, offset: i64, max_bytes: usize) -> Result<Byte
             }
         }
     }
-    Ok(match start {
-        Some(first) => bytes.slice(first..end),
-        None => Bytes::new(),
-    })
+    Ok(start.map(|first| first..end))
 }
 
 /// The first record in `bytes` (batches with absolute base offsets) whose

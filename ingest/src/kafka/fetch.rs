@@ -348,16 +348,55 @@ async fn read_partition(
         .reader
         .read(topic_id, wanted.partition, wanted.offset, budget)
         .await?;
-    let mut joined = BytesMut::new();
-    for chunk in chunks {
-        joined.extend_from_slice(&chunk.batches);
-    }
-    let records = batch::batches_from(&joined.freeze(), wanted.offset, budget)
+    let records = select(&chunks, wanted.offset, budget)
         .map_err(|error| IngestError::Corrupt(error.to_string()))?;
     if records.len() > budget && !at_least_one {
         return Ok(Bytes::new());
     }
     Ok(records)
+}
+
+/// The whole batches of `chunks` from the one holding `offset` on, within
+/// `budget` bytes but at least one: slices of the chunks, copied into one
+/// buffer only when they span more than one chunk (a chunk may be a whole
+/// archive row group, many times what a fetch returns).
+fn select(
+    chunks: &[sluice_fetch::ReadChunk],
+    offset: i64,
+    budget: usize,
+) -> Result<Bytes, batch::BatchError> {
+    let mut parts: Vec<Bytes> = Vec::new();
+    let mut taken = 0usize;
+    for chunk in chunks {
+        let room = budget.saturating_sub(taken);
+        if !parts.is_empty() && room == 0 {
+            break;
+        }
+        let Some(range) = batch::batch_range_from(&chunk.batches, offset, room)? else {
+            continue;
+        };
+        // past the first part, an oversized first batch is not taken
+        if !parts.is_empty() && range.len() > room {
+            break;
+        }
+        taken += range.len();
+        let to_the_end = range.end == chunk.batches.len();
+        parts.push(chunk.batches.slice(range));
+        if !to_the_end {
+            break;
+        }
+    }
+    Ok(match parts.len() {
+        0 => Bytes::new(),
+        1 => parts.swap_remove(0),
+        _ => {
+            let mut joined = BytesMut::with_capacity(taken);
+            for part in &parts {
+                joined.extend_from_slice(part);
+            }
+            joined.freeze()
+        }
+    })
 }
 
 #[cfg(test)]
