@@ -12,6 +12,7 @@ pub mod cache;
 pub mod counting;
 pub mod error;
 pub mod metrics;
+mod partial;
 pub mod peer;
 pub mod reader;
 

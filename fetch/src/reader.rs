@@ -18,6 +18,7 @@ use crate::archive;
 use crate::cache::BlockCache;
 use crate::error::{FetchError, FetchResult};
 use crate::metrics;
+use crate::partial::{self, Spans};
 use sluice_metadata::view::ClusterView;
 use tracing::warn;
 
@@ -46,9 +47,11 @@ pub struct ReadChunk {
     pub batches: Bytes,
 }
 
-/// A part of a read: a segment range or one archive row group.
+/// A part of a read: the batches of a segment range within a number of
+/// bytes (at least one when it is the first part), or one archive row
+/// group.
 enum Piece {
-    Segment(IndexEntry),
+    Segment(IndexEntry, usize, bool),
     RowGroup(Arc<IndexEntry>, usize),
 }
 
@@ -217,53 +220,60 @@ impl Reader {
         let entries = self
             .view
             .entries_from(topic_id, partition, offset, ENTRIES_PER_READ_MAX);
-        // an archived run is read a row group at a time
+        // an archived run is read a row group at a time; a segment range
+        // only as far as the read has room for, from `offset` on
         let mut pieces = Vec::new();
+        let mut total = 0usize;
         for entry in entries {
+            if total >= max_bytes && !pieces.is_empty() {
+                break;
+            }
             match &entry.archive {
-                None => pieces.push((entry.len as usize, Piece::Segment(entry))),
+                None => {
+                    let first = pieces.is_empty();
+                    let room = max_bytes.saturating_sub(total);
+                    total += if first {
+                        // the part of the first entry from `offset` on
+                        let count = (entry.end_offset() - entry.base_offset).max(1) as u128;
+                        let after = (entry.end_offset() - offset).clamp(0, count as i64) as u128;
+                        (u128::from(entry.len) * after / count) as usize
+                    } else {
+                        entry.len as usize
+                    };
+                    pieces.push(Piece::Segment(entry, room, first));
+                }
                 Some(archive) => {
                     let groups = archive.row_groups.len().max(1);
                     let each = (entry.len as usize / groups).max(1);
                     let entry = Arc::new(entry.clone());
                     for group in archive::row_group_of(archive, offset)..groups {
-                        pieces.push((each, Piece::RowGroup(entry.clone(), group)));
+                        if total >= max_bytes && !pieces.is_empty() {
+                            break;
+                        }
+                        total += each;
+                        pieces.push(Piece::RowGroup(entry.clone(), group));
                     }
                 }
             }
         }
-        let mut total = 0usize;
-        let keep = pieces
-            .iter()
-            .take_while(|(bytes, _)| {
-                let take = total == 0 || total + bytes <= max_bytes;
-                total += bytes;
-                take
-            })
-            .count();
-        pieces.truncate(keep);
         // a row group's decoded size is not known before it is read (the
         // file's size says nothing of it: a compressible run shrinks a
         // hundredfold), so row groups are read one at a time and the read
         // stops once `max_bytes` are in hand
         let in_flight = if pieces
             .iter()
-            .any(|(_, piece)| matches!(piece, Piece::RowGroup(..)))
+            .any(|piece| matches!(piece, Piece::RowGroup(..)))
         {
             1
         } else {
             GETS_IN_FLIGHT_MAX
         };
         let mut reads = futures::stream::iter(pieces)
-            .map(|(_, piece)| async move {
+            .map(|piece| async move {
                 match piece {
-                    Piece::Segment(entry) => {
-                        let batches = self.read_entry(topic_id, partition, &entry).await?;
-                        Ok::<_, FetchError>(ReadChunk {
-                            base_offset: entry.base_offset,
-                            end_offset: entry.end_offset(),
-                            batches,
-                        })
+                    Piece::Segment(entry, room, first) => {
+                        self.read_part(topic_id, partition, &entry, offset, room, first)
+                            .await
                     }
                     Piece::RowGroup(entry, group) => {
                         let _held = self.hold(ROW_GROUP_READ_BYTES).await;
@@ -274,11 +284,11 @@ impl Reader {
             })
             .buffered(in_flight);
         let mut chunks = Vec::new();
-        let mut total = 0usize;
+        let mut read = 0usize;
         while let Some(chunk) = reads.try_next().await? {
-            total += chunk.batches.len();
+            read += chunk.batches.len();
             chunks.push(chunk);
-            if total >= max_bytes {
+            if read >= max_bytes {
                 break;
             }
         }
@@ -309,6 +319,68 @@ impl Reader {
             }
         }
         Ok(None)
+    }
+
+    /// The batches of one index entry from the one holding `offset` on,
+    /// within `max_bytes` (at least one when `at_least_one`), checked and
+    /// with their offsets set: only what is returned is copied and checked
+    /// (see [`crate::partial`]). With a cache, bytes that fail are read
+    /// again from the object store once, as in [`Reader::read_entry`].
+    pub(crate) async fn read_part(
+        &self,
+        topic_id: &str,
+        partition: i32,
+        entry: &IndexEntry,
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> FetchResult<ReadChunk> {
+        let segment =
+            entry.segment.id().map(SegmentId).ok_or_else(|| {
+                FetchError::corrupt(entry.segment, "index entry names no segment")
+            })?;
+        let range = entry.start..entry.start + u64::from(entry.len);
+        // the entry's blocks, and the part of it copied out
+        let _held = self
+            .hold(entry.len as usize + max_bytes.min(entry.len as usize))
+            .await;
+        let serve = |parts: Vec<Bytes>| {
+            partial::serve(entry, &Spans::new(parts), offset, max_bytes, at_least_one)
+                .map_err(|reason| FetchError::corrupt(entry.segment, reason))
+        };
+        let (batches, base_offset, end_offset) = match &self.cache {
+            Some(cache) if entry.object_bytes > 0 => {
+                let parts = cache
+                    .read_parts(segment, range.clone(), entry.object_bytes)
+                    .await?;
+                match serve(parts) {
+                    Err(FetchError::Corrupt { reason, .. }) => {
+                        warn!(%segment, topic_id, partition, reason, "cached range failed verification; refetching");
+                        metrics::CACHE_REFETCHES.inc();
+                        let again = cache
+                            .refetch(segment, range.clone(), entry.object_bytes)
+                            .await?;
+                        serve(vec![again]).inspect_err(|_| {
+                            cache.evict(segment, range);
+                            metrics::CORRUPT_RANGES.inc();
+                        })?
+                    }
+                    other => other?,
+                }
+            }
+            _ => {
+                let bytes = self.get_range(segment, entry, range).await?;
+                serve(vec![bytes]).inspect_err(|_| {
+                    metrics::CORRUPT_RANGES.inc();
+                })?
+            }
+        };
+        metrics::FETCH_BYTES.inc_by(batches.len() as u64);
+        Ok(ReadChunk {
+            base_offset,
+            end_offset,
+            batches,
+        })
     }
 
     /// Fetch one index entry's bytes, verify them and patch base offsets.

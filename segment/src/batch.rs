@@ -137,48 +137,78 @@ struct Frame {
     max_timestamp: i64,
 }
 
+/// What a batch's header says of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Bytes of the whole batch, its length field included.
+    pub len: usize,
+    /// Offsets it takes (last offset delta + 1).
+    pub offset_count: u32,
+    /// Its max timestamp.
+    pub max_timestamp: i64,
+}
+
+/// Read the header of the batch at `at` from its first
+/// [`BATCH_HEADER_BYTES`] bytes (`header`), `remaining` bytes being left
+/// from `at` on: its length (which must fit), magic 2 and counts checked,
+/// not its CRC. For readers that walk batches without holding them whole.
+pub fn read_header(header: &[u8], at: usize, remaining: usize) -> Result<BatchHeader, BatchError> {
+    if remaining < BATCH_HEADER_BYTES || header.len() < BATCH_HEADER_BYTES {
+        return Err(BatchError::Truncated { at });
+    }
+    let declared = read_i32(header, 8);
+    if declared < (BATCH_HEADER_BYTES - LENGTH_FIELD_END) as i32 {
+        return Err(BatchError::Invalid {
+            at,
+            reason: "batch length too small",
+        });
+    }
+    let len = LENGTH_FIELD_END + declared as usize;
+    if len > remaining {
+        return Err(BatchError::Truncated { at });
+    }
+    let magic = header[MAGIC_AT] as i8;
+    if magic != 2 {
+        return Err(BatchError::Magic { magic, at });
+    }
+    let last_offset_delta = read_i32(header, LAST_OFFSET_DELTA_AT);
+    let record_count = read_i32(header, RECORD_COUNT_AT);
+    if last_offset_delta < 0 || record_count < 0 {
+        return Err(BatchError::Invalid {
+            at,
+            reason: "negative record count",
+        });
+    }
+    Ok(BatchHeader {
+        len,
+        offset_count: last_offset_delta as u32 + 1,
+        max_timestamp: read_i64(header, MAX_TIMESTAMP_AT),
+    })
+}
+
+/// Check each batch's CRC (and framing) in `bytes`.
+pub fn check_crcs(bytes: &[u8]) -> Result<(), BatchError> {
+    frames(bytes, true).map(drop)
+}
+
 /// Walk the batches of `bytes`, checking framing, magic and (when `check_crc`)
 /// each CRC.
 fn frames(bytes: &[u8], check_crc: bool) -> Result<Vec<Frame>, BatchError> {
     let mut frames = Vec::new();
     let mut at = 0usize;
     while at < bytes.len() {
-        if bytes.len() - at < BATCH_HEADER_BYTES {
-            return Err(BatchError::Truncated { at });
-        }
         let batch = &bytes[at..];
-        let declared = read_i32(batch, 8);
-        if declared < (BATCH_HEADER_BYTES - LENGTH_FIELD_END) as i32 {
-            return Err(BatchError::Invalid {
-                at,
-                reason: "batch length too small",
-            });
-        }
-        let len = LENGTH_FIELD_END + declared as usize;
-        if len > batch.len() {
-            return Err(BatchError::Truncated { at });
-        }
-        let magic = batch[MAGIC_AT] as i8;
-        if magic != 2 {
-            return Err(BatchError::Magic { magic, at });
-        }
-        if check_crc && crc32c::crc32c(&batch[ATTRIBUTES_AT..len]) != read_u32(batch, CRC_AT) {
+        let header = read_header(batch, at, batch.len())?;
+        if check_crc && crc32c::crc32c(&batch[ATTRIBUTES_AT..header.len]) != read_u32(batch, CRC_AT)
+        {
             return Err(BatchError::Crc { at });
-        }
-        let last_offset_delta = read_i32(batch, LAST_OFFSET_DELTA_AT);
-        let record_count = read_i32(batch, RECORD_COUNT_AT);
-        if last_offset_delta < 0 || record_count < 0 {
-            return Err(BatchError::Invalid {
-                at,
-                reason: "negative record count",
-            });
         }
         frames.push(Frame {
             start: at,
-            offset_count: last_offset_delta as u32 + 1,
-            max_timestamp: read_i64(batch, MAX_TIMESTAMP_AT),
+            offset_count: header.offset_count,
+            max_timestamp: header.max_timestamp,
         });
-        at += len;
+        at += header.len;
     }
     Ok(frames)
 }

@@ -6,7 +6,7 @@
 use super::*;
 
 impl Inner {
-    /// Cut `range` out of the fetched `blocks`.
+    /// Cut `range` out of the fetched `blocks`, as one buffer.
     pub(super) fn assemble(
         &self,
         segment: SegmentId,
@@ -15,6 +15,26 @@ impl Inner {
         blocks: std::ops::RangeInclusive<u64>,
         fetched: Vec<Bytes>,
     ) -> FetchResult<Bytes> {
+        let mut parts = self.cut(segment, range, object_bytes, blocks, fetched)?;
+        if parts.len() == 1 {
+            return Ok(parts.swap_remove(0));
+        }
+        let mut joined = BytesMut::with_capacity((range.end - range.start) as usize);
+        for part in parts {
+            joined.extend_from_slice(&part);
+        }
+        Ok(joined.freeze())
+    }
+
+    /// Cut `range` out of the fetched `blocks`: a slice of each, in order.
+    pub(super) fn cut(
+        &self,
+        segment: SegmentId,
+        range: &Range<u64>,
+        object_bytes: u64,
+        blocks: std::ops::RangeInclusive<u64>,
+        fetched: Vec<Bytes>,
+    ) -> FetchResult<Vec<Bytes>> {
         let mut parts = Vec::with_capacity(fetched.len());
         for (block, bytes) in blocks.zip(fetched) {
             let block_range = self.block_range(block, object_bytes);
@@ -28,14 +48,7 @@ impl Inner {
             let to = range.end.min(block_range.end) - block_range.start;
             parts.push(bytes.slice(from as usize..to as usize));
         }
-        if parts.len() == 1 {
-            return Ok(parts.swap_remove(0));
-        }
-        let mut joined = BytesMut::with_capacity((range.end - range.start) as usize);
-        for part in parts {
-            joined.extend_from_slice(&part);
-        }
-        Ok(joined.freeze())
+        Ok(parts)
     }
 
     pub(super) fn block_range(&self, block: u64, object_bytes: u64) -> Range<u64> {

@@ -438,12 +438,7 @@ impl BlockCache {
             return Ok(Bytes::new());
         }
         let blocks = self.inner.blocks_of(&range);
-        let fetched = futures::future::try_join_all(
-            blocks
-                .clone()
-                .map(|block| self.inner.block(segment, block, object_bytes, Origin::Read)),
-        )
-        .await?;
+        let fetched = self.fetch_blocks(segment, &blocks, object_bytes).await?;
         match self
             .inner
             .assemble(segment, &range, object_bytes, blocks, fetched)
@@ -456,6 +451,48 @@ impl BlockCache {
             }
             other => other,
         }
+    }
+
+    /// Read `range` like [`BlockCache::read`], as the blocks' own slices
+    /// of it, in order, instead of one buffer: for a reader that needs
+    /// only part of the range and would otherwise copy all of it.
+    pub async fn read_parts(
+        &self,
+        segment: SegmentId,
+        range: Range<u64>,
+        object_bytes: u64,
+    ) -> FetchResult<Vec<Bytes>> {
+        if check_range(segment, &range, object_bytes)? {
+            return Ok(Vec::new());
+        }
+        let blocks = self.inner.blocks_of(&range);
+        let fetched = self.fetch_blocks(segment, &blocks, object_bytes).await?;
+        match self
+            .inner
+            .cut(segment, &range, object_bytes, blocks, fetched)
+        {
+            Err(FetchError::Corrupt { reason, .. }) => {
+                warn!(%segment, reason, "cached block failed its length check; refetching");
+                metrics::CACHE_REFETCHES.inc();
+                Ok(vec![self.refetch(segment, range, object_bytes).await?])
+            }
+            other => other,
+        }
+    }
+
+    /// The blocks `blocks` of `segment`, fetched at once.
+    async fn fetch_blocks(
+        &self,
+        segment: SegmentId,
+        blocks: &std::ops::RangeInclusive<u64>,
+        object_bytes: u64,
+    ) -> FetchResult<Vec<Bytes>> {
+        futures::future::try_join_all(
+            blocks
+                .clone()
+                .map(|block| self.inner.block(segment, block, object_bytes, Origin::Read)),
+        )
+        .await
     }
 
     /// Read `range` like [`BlockCache::read`], but with every block fetched
@@ -854,6 +891,30 @@ mod tests {
         assert_eq!(f.counting.gets(), f.blocks(&[1]).len() as u64);
         // the good bytes are cached now
         assert_eq!(f.read(&reader, 1).await, f.expected(1).await);
+        assert_eq!(f.counting.gets(), f.blocks(&[1]).len() as u64);
+    }
+
+    #[tokio::test]
+    async fn a_partial_read_of_bad_cached_bytes_is_refetched_never_served() {
+        let f = Fixture::new().await;
+        let cache = f.cache(0).await;
+        let entry = &f.entries[1];
+        // a flipped byte in the last record of the entry's batch
+        let mut poisoned = f.object.to_vec();
+        poisoned[(entry.start + u64::from(entry.len)) as usize - 10] ^= 0xff;
+        cache.insert_object(f.segment, &Bytes::from(poisoned));
+        let refetches = metrics::CACHE_REFETCHES.get();
+        let chunk = f
+            .reader(&cache)
+            .read_part(TOPIC, 1, entry, 0, 1 << 20, true)
+            .await
+            .unwrap();
+        assert_eq!(chunk.batches, f.expected(1).await);
+        assert_eq!(
+            (chunk.base_offset, chunk.end_offset),
+            (0, entry.end_offset())
+        );
+        assert_eq!(metrics::CACHE_REFETCHES.get(), refetches + 1);
         assert_eq!(f.counting.gets(), f.blocks(&[1]).len() as u64);
     }
 
