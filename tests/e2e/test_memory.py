@@ -142,7 +142,7 @@ def test_the_node_stays_within_its_memory_budget(sluice):
 
     threads = [threading.Thread(target=soak.produce, args=(f"p{i}",), daemon=True)
                for i in range(2)]
-    # every group reads at the tail; SLUICE_SOAK_LATE_GROUPS of them join
+    # groups read at the tail; SLUICE_SOAK_LATE_GROUPS of them (2) join
     # half way through instead and read what left memory (see the module)
     late = int(os.environ.get("SLUICE_SOAK_LATE_GROUPS", "2"))
     threads += [threading.Thread(target=soak.consume,
