@@ -174,7 +174,9 @@ async fn run_claimed(
     }
     // a compaction sees every record of the job before it keeps any
     let mut collected: Vec<StoredRecord> = Vec::new();
+    let mut collected_bytes = 0usize;
     let mut input_bytes = 0u64;
+    let mut held = metrics::Held::default();
     for (_, entry) in &entries {
         match &entry.archive {
             None => {
@@ -183,13 +185,18 @@ async fn run_claimed(
                     .read_entry(&job.topic_id, job.partition, entry)
                     .await?;
                 input_bytes += bytes.len() as u64;
+                // the run as read and as records
+                held.set(collected_bytes + 2 * bytes.len() + writer.estimated_bytes());
+                let run_bytes = bytes.len();
                 let records = batch::decode(bytes)
                     .map_err(|e| CompactorError::Corrupt(format!("{}: {e}", entry.segment)))?;
                 if compact {
                     collected.extend(records);
+                    collected_bytes += run_bytes;
                 } else {
                     writer.write_records(&records)?;
                 }
+                held.set(collected_bytes + writer.estimated_bytes());
             }
             Some(archive) => {
                 input_bytes += entry.object_bytes;
@@ -203,9 +210,11 @@ async fn run_claimed(
                 while let Some(batch) = stream.try_next().await? {
                     if compact {
                         collected.extend(archive::records_of(&batch)?);
+                        collected_bytes += batch.get_array_memory_size();
                     } else {
                         writer.write_batch(&batch)?;
                     }
+                    held.set(collected_bytes + writer.estimated_bytes());
                 }
             }
         }
@@ -228,6 +237,7 @@ async fn run_claimed(
         )));
     }
     let file = writer.finish()?;
+    held.set(file.bytes.len());
     let path = put_create(
         &ctx.store,
         &ArchiveFile::new(&job.topic, job.partition, job.first, job.end),

@@ -100,6 +100,35 @@ pub static RETENTION_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+/// Bytes this node's compaction jobs hold now (the compaction share of
+/// the memory budget in use).
+pub static HELD_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "sluice_compaction_held_bytes",
+        "bytes this node's compaction jobs hold now: runs being read, records collected and \
+         the archive file being built",
+    )
+});
+
+/// What one job holds, counted in [`HELD_BYTES`] until it is dropped.
+#[derive(Debug, Default)]
+pub struct Held(i64);
+
+impl Held {
+    /// The job holds `bytes` now.
+    pub fn set(&mut self, bytes: usize) {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        HELD_BYTES.add(bytes - self.0);
+        self.0 = bytes;
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD_BYTES.sub(self.0);
+    }
+}
+
 /// Register every compactor metric now (so `/metrics` lists them at zero).
 pub fn register() {
     for counter in [
@@ -115,6 +144,7 @@ pub fn register() {
         &INDEX_ENTRIES,
         &INDEX_ENTRIES_MAX,
         &CONTROLLER,
+        &HELD_BYTES,
     ] {
         LazyLock::force(gauge);
     }

@@ -111,6 +111,10 @@ pub fn report(config: &Config, holders: Holders) {
                     fetch_max.saturating_sub(holders.fetch.available_permits())
                         + holders.reader.read_bytes_held(),
                 ),
+                (
+                    "compaction",
+                    usize::try_from(sluice_compactor::metrics::HELD_BYTES.get()).unwrap_or(0),
+                ),
             ];
             for (name, bytes) in used {
                 USED.with_label_values(&[name]).set(bytes as i64);

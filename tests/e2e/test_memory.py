@@ -189,6 +189,7 @@ def test_the_node_stays_within_its_memory_budget(sluice):
     assert peak <= BUDGET * 1.10, f"peak RSS {peak / 2**20:.0f} MiB"
     # the load was big enough to matter: more than the cache's memory tier
     assert records * RECORD_BYTES > limits["cache"], records
+    assert set(peaks) == set(limits), f"shares reporting use: {sorted(peaks)}"
     for name, value in peaks.items():
         assert value <= limits[name], f"{name} held {value:.0f} of {limits[name]:.0f} bytes"
     assert peaks.get("cache", 0) > 0 and peaks.get("writer", 0) > 0, peaks
