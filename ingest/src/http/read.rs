@@ -161,9 +161,19 @@ pub(crate) async fn read_records(
             break;
         }
         for chunk in chunks {
-            let records = batch::decode(chunk.batches).map_err(|e| {
+            let corrupt = |e: batch::BatchError| {
                 ApiError::from(IngestError::Corrupt(format!("corrupt record batch: {e}")))
-            })?;
+            };
+            // only the batches from the cursor on, within a round's bytes
+            // (a chunk may be a whole archive row group)
+            let Some(range) = batch::batch_range_from(&chunk.batches, cursor, READ_BYTES_PER_ROUND)
+                .map_err(corrupt)?
+            else {
+                cursor = cursor.max(chunk.end_offset);
+                continue;
+            };
+            let to_the_end = range.end == chunk.batches.len();
+            let records = batch::decode(chunk.batches.slice(range)).map_err(corrupt)?;
             for record in records {
                 if record.offset < cursor || count >= max_records {
                     continue;
@@ -192,7 +202,7 @@ pub(crate) async fn read_records(
                 count += 1;
                 cursor = record.offset + 1;
             }
-            if count >= max_records {
+            if count >= max_records || !to_the_end {
                 break;
             }
             cursor = cursor.max(chunk.end_offset);
