@@ -12,7 +12,6 @@ pub mod cache;
 pub mod counting;
 pub mod error;
 pub mod metrics;
-mod partial;
 pub mod peer;
 pub mod reader;
 

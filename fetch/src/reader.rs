@@ -11,6 +11,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use sluice_metadata::model::IndexEntry;
 use sluice_metadata::view::PartitionSnapshot;
 use sluice_segment::format::verify_range;
+use sluice_segment::served::{self, Served, Spans};
 use sluice_segment::{batch, SegmentId};
 use tokio::sync::Semaphore;
 
@@ -18,7 +19,6 @@ use crate::archive;
 use crate::cache::BlockCache;
 use crate::error::{FetchError, FetchResult};
 use crate::metrics;
-use crate::partial::{self, Spans};
 use sluice_metadata::view::ClusterView;
 use tracing::warn;
 
@@ -324,7 +324,7 @@ impl Reader {
     /// The batches of one index entry from the one holding `offset` on,
     /// within `max_bytes` (at least one when `at_least_one`), checked and
     /// with their offsets set: only what is returned is copied and checked
-    /// (see [`crate::partial`]). With a cache, bytes that fail are read
+    /// (see [`sluice_segment::served`]). With a cache, bytes that fail are read
     /// again from the object store once, as in [`Reader::read_entry`].
     pub(crate) async fn read_part(
         &self,
@@ -335,20 +335,28 @@ impl Reader {
         max_bytes: usize,
         at_least_one: bool,
     ) -> FetchResult<ReadChunk> {
-        let segment =
-            entry.segment.id().map(SegmentId).ok_or_else(|| {
-                FetchError::corrupt(entry.segment, "index entry names no segment")
-            })?;
-        let range = entry.start..entry.start + u64::from(entry.len);
+        let (segment, range) = stored_at(entry)?;
         // the entry's blocks, and the part of it copied out
         let _held = self
             .hold(entry.len as usize + max_bytes.min(entry.len as usize))
             .await;
         let serve = |parts: Vec<Bytes>| {
-            partial::serve(entry, &Spans::new(parts), offset, max_bytes, at_least_one)
+            let spans = Spans::new(parts);
+            if spans.len() != entry.len as usize {
+                return Err(FetchError::corrupt(
+                    entry.segment,
+                    "segment object shorter than its index entry",
+                ));
+            }
+            let offsets = entry.base_offset..entry.end_offset();
+            served::serve(&spans, offsets, offset, max_bytes, at_least_one)
                 .map_err(|reason| FetchError::corrupt(entry.segment, reason))
         };
-        let (batches, base_offset, end_offset) = match &self.cache {
+        let Served {
+            batches,
+            first_offset,
+            end_offset,
+        } = match &self.cache {
             Some(cache) if entry.object_bytes > 0 => {
                 let parts = cache
                     .read_parts(segment, range.clone(), entry.object_bytes)
@@ -358,9 +366,9 @@ impl Reader {
                         warn!(%segment, topic_id, partition, reason, "cached range failed verification; refetching");
                         metrics::CACHE_REFETCHES.inc();
                         let again = cache
-                            .refetch(segment, range.clone(), entry.object_bytes)
+                            .refetch_parts(segment, range.clone(), entry.object_bytes)
                             .await?;
-                        serve(vec![again]).inspect_err(|_| {
+                        serve(again).inspect_err(|_| {
                             cache.evict(segment, range);
                             metrics::CORRUPT_RANGES.inc();
                         })?
@@ -377,7 +385,7 @@ impl Reader {
         };
         metrics::FETCH_BYTES.inc_by(batches.len() as u64);
         Ok(ReadChunk {
-            base_offset,
+            base_offset: first_offset,
             end_offset,
             batches,
         })
@@ -394,11 +402,7 @@ impl Reader {
         partition: i32,
         entry: &IndexEntry,
     ) -> FetchResult<Bytes> {
-        let segment =
-            entry.segment.id().map(SegmentId).ok_or_else(|| {
-                FetchError::corrupt(entry.segment, "index entry names no segment")
-            })?;
-        let range = entry.start..entry.start + u64::from(entry.len);
+        let (segment, range) = stored_at(entry)?;
         // the entry as read and its patched copy
         let _held = self.hold(2 * entry.len as usize).await;
         let bytes = match &self.cache {
@@ -481,6 +485,16 @@ impl Reader {
             _ => self.view.snapshot(topic_id, partition).high_watermark,
         }
     }
+}
+
+/// The segment and byte range an index entry's run is stored at.
+fn stored_at(entry: &IndexEntry) -> FetchResult<(SegmentId, std::ops::Range<u64>)> {
+    let segment = entry
+        .segment
+        .id()
+        .map(SegmentId)
+        .ok_or_else(|| FetchError::corrupt(entry.segment, "index entry names no segment"))?;
+    Ok((segment, entry.start..entry.start + u64::from(entry.len)))
 }
 
 /// `bytes` if they are the entry's range: right length, right crc32c.

@@ -1,6 +1,9 @@
 //! A segment object read back from object storage: footer and chunk
 //! verification, then the batches of every chunk validated, offsets
-//! patched and records decoded. Must return errors, never panic or abort.
+//! patched and records decoded; and every chunk served in part the way a
+//! Fetch reads it (`served::serve`, its batch headers walked across
+//! blocks), which must give the same answer however the chunk is cut into
+//! blocks. Must return errors, never panic or abort.
 //!
 //! Random bytes rarely get past the magic and the footer's crc32c, so the
 //! input is read twice: as a whole object, and framed as one (a valid
@@ -15,6 +18,7 @@ use sluice_segment::batch;
 use sluice_segment::format::{
     decode_segment, FORMAT_VERSION, HEADER_BYTES, HEADER_MAGIC, TRAILER_MAGIC,
 };
+use sluice_segment::served::{self, Spans};
 
 /// The node's allocator (see sluice-alloc).
 #[global_allocator]
@@ -40,10 +44,32 @@ fn framed(data: &[u8]) -> Vec<u8> {
     object
 }
 
+/// Serve `bytes` (a run of `offset_count` offsets from 0) in part, whole
+/// and cut into blocks of a few sizes: the answers must agree.
+fn serve_in_part(bytes: &[u8], offset_count: i64, seed: u8) {
+    let whole = Bytes::copy_from_slice(bytes);
+    let offset = i64::from(seed) % offset_count.max(1);
+    let max_bytes = usize::from(seed) * 97;
+    let at_least_one = seed % 2 == 0;
+    let answer = served::serve(
+        &Spans::new(vec![whole.clone()]),
+        0..offset_count,
+        offset,
+        max_bytes,
+        at_least_one,
+    );
+    for block in [1, 7, 61, 4096] {
+        let parts = whole.chunks(block).map(|c| whole.slice_ref(c)).collect();
+        let cut = served::serve(&Spans::new(parts), 0..offset_count, offset, max_bytes, at_least_one);
+        assert_eq!(cut, answer, "blocks of {block} bytes");
+    }
+}
+
 fn read_object(data: &[u8]) {
     if let Ok(footer) = decode_segment(data) {
         for chunk in footer.chunks {
             let bytes = &data[chunk.start as usize..(chunk.start + u64::from(chunk.len)) as usize];
+            serve_in_part(bytes, i64::from(chunk.offset_count), data.len() as u8);
             if batch::validate(bytes).is_ok() {
                 let mut patched = BytesMut::from(bytes);
                 if batch::patch_base_offsets(&mut patched, 0).is_ok() {
@@ -58,7 +84,12 @@ fuzz_target!(|data: &[u8]| {
     read_object(data);
     read_object(&framed(data));
     // the same bytes as a produced record set
-    if batch::validate(data).is_ok() {
+    if let Ok(summary) = batch::validate(data) {
         let _ = batch::decode(Bytes::copy_from_slice(data));
+        serve_in_part(data, i64::from(summary.offset_count), data.len() as u8);
+    }
+    // and as a stored run that may not add up
+    if data.len() <= 1 << 16 {
+        serve_in_part(data, data.first().map_or(1, |b| i64::from(*b)), data.len() as u8);
     }
 });

@@ -12,6 +12,7 @@ pub mod archive;
 pub mod batch;
 pub mod format;
 pub mod paths;
+pub mod served;
 pub mod store;
 
 pub use batch::{BatchError, BatchSummary, NewRecord};

@@ -6,26 +6,6 @@
 use super::*;
 
 impl Inner {
-    /// Cut `range` out of the fetched `blocks`, as one buffer.
-    pub(super) fn assemble(
-        &self,
-        segment: SegmentId,
-        range: &Range<u64>,
-        object_bytes: u64,
-        blocks: std::ops::RangeInclusive<u64>,
-        fetched: Vec<Bytes>,
-    ) -> FetchResult<Bytes> {
-        let mut parts = self.cut(segment, range, object_bytes, blocks, fetched)?;
-        if parts.len() == 1 {
-            return Ok(parts.swap_remove(0));
-        }
-        let mut joined = BytesMut::with_capacity((range.end - range.start) as usize);
-        for part in parts {
-            joined.extend_from_slice(&part);
-        }
-        Ok(joined.freeze())
-    }
-
     /// Cut `range` out of the fetched `blocks`: a slice of each, in order.
     pub(super) fn cut(
         &self,
@@ -246,4 +226,16 @@ pub(super) fn check_range(
         ));
     }
     Ok(range.is_empty())
+}
+
+/// `parts` as one buffer (the part itself when there is one).
+pub(super) fn join(mut parts: Vec<Bytes>) -> Bytes {
+    if parts.len() == 1 {
+        return parts.swap_remove(0);
+    }
+    let mut joined = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+    for part in &parts {
+        joined.extend_from_slice(part);
+    }
+    joined.freeze()
 }

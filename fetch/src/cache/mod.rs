@@ -51,7 +51,7 @@ use crate::peer::Peers;
 
 mod fill;
 
-use fill::{check_range, count_lookup, store_failure};
+use fill::{check_range, count_lookup, join, store_failure};
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
@@ -434,23 +434,7 @@ impl BlockCache {
         range: Range<u64>,
         object_bytes: u64,
     ) -> FetchResult<Bytes> {
-        if check_range(segment, &range, object_bytes)? {
-            return Ok(Bytes::new());
-        }
-        let blocks = self.inner.blocks_of(&range);
-        let fetched = self.fetch_blocks(segment, &blocks, object_bytes).await?;
-        match self
-            .inner
-            .assemble(segment, &range, object_bytes, blocks, fetched)
-        {
-            Err(FetchError::Corrupt { reason, .. }) => {
-                // a damaged entry foyer's checksum did not catch
-                warn!(%segment, reason, "cached block failed its length check; refetching");
-                metrics::CACHE_REFETCHES.inc();
-                self.refetch(segment, range, object_bytes).await
-            }
-            other => other,
-        }
+        Ok(join(self.read_parts(segment, range, object_bytes).await?))
     }
 
     /// Read `range` like [`BlockCache::read`], as the blocks' own slices
@@ -472,9 +456,10 @@ impl BlockCache {
             .cut(segment, &range, object_bytes, blocks, fetched)
         {
             Err(FetchError::Corrupt { reason, .. }) => {
+                // a damaged entry foyer's checksum did not catch
                 warn!(%segment, reason, "cached block failed its length check; refetching");
                 metrics::CACHE_REFETCHES.inc();
-                Ok(vec![self.refetch(segment, range, object_bytes).await?])
+                self.refetch_parts(segment, range, object_bytes).await
             }
             other => other,
         }
@@ -504,8 +489,20 @@ impl BlockCache {
         range: Range<u64>,
         object_bytes: u64,
     ) -> FetchResult<Bytes> {
+        Ok(join(
+            self.refetch_parts(segment, range, object_bytes).await?,
+        ))
+    }
+
+    /// [`BlockCache::refetch`], as the blocks' own slices of the range.
+    pub async fn refetch_parts(
+        &self,
+        segment: SegmentId,
+        range: Range<u64>,
+        object_bytes: u64,
+    ) -> FetchResult<Vec<Bytes>> {
         if check_range(segment, &range, object_bytes)? {
-            return Ok(Bytes::new());
+            return Ok(Vec::new());
         }
         let blocks = self.inner.blocks_of(&range);
         let fetched = futures::future::try_join_all(blocks.clone().map(|block| async move {
@@ -523,7 +520,7 @@ impl BlockCache {
         }))
         .await?;
         self.inner
-            .assemble(segment, &range, object_bytes, blocks, fetched)
+            .cut(segment, &range, object_bytes, blocks, fetched)
     }
 
     /// A derived value cached under (`object`, `slot`): from memory or disk,

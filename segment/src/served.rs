@@ -1,18 +1,19 @@
-//! Serving part of an index entry: its batches are found by walking their
-//! headers across the blocks that hold the entry (no copy of the entry),
-//! and only the batches a read returns are copied out, checked against
-//! their own CRCs and given their offsets. A consumer reading a run of
-//! many megabytes a megabyte at a time so costs a megabyte per read, not
-//! the run.
+//! Serving part of a stored run of batches: its batches are found by
+//! walking their headers across the pieces (cache blocks) that hold the
+//! run, without joining them, and only the batches a read returns are
+//! copied out, checked against their own CRCs and given their offsets. A
+//! consumer reading a run of many megabytes a megabyte at a time so costs
+//! a megabyte per read, not the run.
 
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
-use sluice_metadata::model::IndexEntry;
-use sluice_segment::batch::{self, BATCH_HEADER_BYTES};
 
-/// An entry's bytes as slices of the blocks that hold them, in order.
-pub(crate) struct Spans {
+use crate::batch::{self, BATCH_HEADER_BYTES};
+
+/// A run's bytes as slices of the pieces that hold them, in order.
+#[derive(Debug, Clone)]
+pub struct Spans {
     parts: Vec<Bytes>,
     /// Where each part starts in the entry.
     starts: Vec<usize>,
@@ -20,7 +21,8 @@ pub(crate) struct Spans {
 }
 
 impl Spans {
-    pub(crate) fn new(parts: Vec<Bytes>) -> Self {
+    /// The run made of `parts`, in order.
+    pub fn new(parts: Vec<Bytes>) -> Self {
         let mut starts = Vec::with_capacity(parts.len());
         let mut len = 0;
         for part in &parts {
@@ -30,8 +32,14 @@ impl Spans {
         Self { parts, starts, len }
     }
 
-    pub(crate) fn len(&self) -> usize {
+    /// Bytes of the run.
+    pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Whether the run holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// The bytes `range`, piece by piece, in order.
@@ -65,29 +73,34 @@ impl Spans {
     }
 }
 
-/// Why part of an entry cannot be served.
-pub(crate) type Unservable = String;
+/// What [`serve`] returns: the served batches and their offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// Whole batches, CRCs checked, base offsets set.
+    pub batches: Bytes,
+    /// First offset of the first batch.
+    pub first_offset: i64,
+    /// One past the last offset of the last batch.
+    pub end_offset: i64,
+}
 
-/// The batches of `entry` (held in `spans`) from the one holding `offset`
-/// on, whole batches within `max_bytes` (at least one when `at_least_one`),
-/// copied out with their CRCs checked and base offsets set: the served
-/// bytes and their offsets `[first, end)`. Every batch header of the entry
-/// is read, so an entry whose batches do not add up to its length and
-/// offsets is refused even where no batch of it is served.
-pub(crate) fn serve(
-    entry: &IndexEntry,
+/// The batches of the run in `spans`, whose offsets are `offsets`, from
+/// the one holding `offset` on: whole batches within `max_bytes` (at least
+/// one when `at_least_one`), copied out with their CRCs checked and base
+/// offsets set. Every batch header of the run is read, so a run whose
+/// batches do not add up to its bytes and offsets is refused even where no
+/// batch of it is served. The error is why the run cannot be served.
+pub fn serve(
     spans: &Spans,
+    offsets: Range<i64>,
     offset: i64,
     max_bytes: usize,
     at_least_one: bool,
-) -> Result<(Bytes, i64, i64), Unservable> {
-    if spans.len() != entry.len as usize {
-        return Err("segment object shorter than its index entry".into());
-    }
+) -> Result<Served, String> {
     // every batch: where it starts, its length, and its offsets
     let mut batches: Vec<(Range<usize>, Range<i64>)> = Vec::new();
     let mut at = 0usize;
-    let mut next = entry.base_offset;
+    let mut next = offsets.start;
     while at < spans.len() {
         let header = batch::read_header(&spans.header(at), at, spans.len() - at)
             .map_err(|error| error.to_string())?;
@@ -96,11 +109,16 @@ pub(crate) fn serve(
         next = end;
         at += header.len;
     }
-    if next != entry.end_offset() {
+    if next != offsets.end {
         return Err("batches do not match their index entry".into());
     }
-    let Some(first) = batches.iter().position(|(_, offsets)| offsets.end > offset) else {
-        return Ok((Bytes::new(), next, next));
+    let nothing = |at: i64| Served {
+        batches: Bytes::new(),
+        first_offset: at,
+        end_offset: at,
+    };
+    let Some(first) = batches.iter().position(|(_, run)| run.end > offset) else {
+        return Ok(nothing(next));
     };
     let start = batches[first].0.start;
     let mut end = start;
@@ -112,26 +130,29 @@ pub(crate) fn serve(
     }
     let first_offset = batches[first].1.start;
     if end == start {
-        return Ok((Bytes::new(), first_offset, first_offset));
+        return Ok(nothing(first_offset));
     }
     let mut out = BytesMut::with_capacity(end - start);
     spans.each_piece(start..end, |piece| out.extend_from_slice(piece));
     batch::check_crcs(&out).map_err(|error| error.to_string())?;
     let end_offset =
         batch::patch_base_offsets(&mut out, first_offset).map_err(|error| error.to_string())?;
-    Ok((out.freeze(), first_offset, end_offset))
+    Ok(Served {
+        batches: out.freeze(),
+        first_offset,
+        end_offset,
+    })
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use sluice_segment::NewRecord;
-
     use super::*;
+    use crate::NewRecord;
 
-    /// An entry of `batches` batches of `per_batch` records each, stored as
-    /// a producer sent them (base offset 0), at offset 100.
-    fn entry_of(batches: usize, per_batch: usize) -> (IndexEntry, Bytes) {
+    /// A run of `batches` batches of `per_batch` records each, stored as
+    /// a producer sent them (base offset 0), at offsets from 100.
+    fn entry_of(batches: usize, per_batch: usize) -> (Range<i64>, Bytes) {
         let mut bytes = BytesMut::new();
         for b in 0..batches {
             let records: Vec<NewRecord> = (0..per_batch)
@@ -144,19 +165,7 @@ mod tests {
                 .collect();
             bytes.extend_from_slice(&batch::encode(&records).unwrap());
         }
-        let entry = IndexEntry {
-            base_offset: 100,
-            offset_count: (batches * per_batch) as u32,
-            batch_count: batches as u32,
-            segment: Default::default(),
-            start: 0,
-            len: bytes.len() as u32,
-            crc: 0,
-            max_timestamp: 1_700_000_000_000,
-            object_bytes: bytes.len() as u64,
-            committed_ms: 0,
-            archive: None,
-        };
+        let entry = 100..100 + (batches * per_batch) as i64;
         (entry, bytes.freeze())
     }
 
@@ -166,9 +175,9 @@ mod tests {
     }
 
     /// What serving the whole entry, patched, then selecting gives.
-    fn expected(entry: &IndexEntry, bytes: &Bytes, offset: i64, max_bytes: usize) -> Bytes {
+    fn expected(entry: &Range<i64>, bytes: &Bytes, offset: i64, max_bytes: usize) -> Bytes {
         let mut patched = BytesMut::from(bytes.as_ref());
-        batch::patch_base_offsets(&mut patched, entry.base_offset).unwrap();
+        batch::patch_base_offsets(&mut patched, entry.start).unwrap();
         batch::batches_from(&patched.freeze(), offset, max_bytes).unwrap()
     }
 
@@ -180,8 +189,11 @@ mod tests {
             let spans = cut(&bytes, every);
             for offset in [100, 105, 110, 131, 159] {
                 for max_bytes in [1, batch_len, 2 * batch_len + 1, bytes.len()] {
-                    let (served, first, end) =
-                        serve(&entry, &spans, offset, max_bytes, true).unwrap();
+                    let Served {
+                        batches: served,
+                        first_offset: first,
+                        end_offset: end,
+                    } = serve(&spans, entry.clone(), offset, max_bytes, true).unwrap();
                     assert_eq!(served, expected(&entry, &bytes, offset, max_bytes));
                     let batches = served.len().div_ceil(batch_len) as i64;
                     assert_eq!(first, 100 + (offset - 100) / 10 * 10);
@@ -195,9 +207,9 @@ mod tests {
     #[test]
     fn without_at_least_one_an_oversized_first_batch_is_not_served() {
         let (entry, bytes) = entry_of(3, 10);
-        let (served, first, end) = serve(&entry, &cut(&bytes, 50), 100, 10, false).unwrap();
-        assert!(served.is_empty());
-        assert_eq!((first, end), (100, 100));
+        let served = serve(&cut(&bytes, 50), entry, 100, 10, false).unwrap();
+        assert!(served.batches.is_empty());
+        assert_eq!((served.first_offset, served.end_offset), (100, 100));
     }
 
     #[test]
@@ -209,27 +221,22 @@ mod tests {
         damaged[3 * batch_len + 70] ^= 0x40;
         let damaged = Bytes::from(damaged);
         let spans = cut(&damaged, 64);
-        assert!(serve(&entry, &spans, 100, batch_len, true).is_ok());
-        let error = serve(&entry, &spans, 130, batch_len, true).unwrap_err();
+        assert!(serve(&spans, entry.clone(), 100, batch_len, true).is_ok());
+        let error = serve(&spans, entry.clone(), 130, batch_len, true).unwrap_err();
         assert!(error.contains("crc"), "{error}");
         // a damaged length in a header nobody is served from
         let mut damaged = bytes.to_vec();
         damaged[2 * batch_len + 11] ^= 0x01;
-        let error = serve(&entry, &cut(&Bytes::from(damaged), 64), 100, 1, true).unwrap_err();
+        let error = serve(&cut(&Bytes::from(damaged), 64), entry, 100, 1, true).unwrap_err();
         assert!(!error.is_empty());
     }
 
     #[test]
-    fn an_entry_that_does_not_add_up_is_refused() {
+    fn a_run_that_does_not_add_up_is_refused() {
         let (entry, bytes) = entry_of(2, 10);
-        let mut longer = entry.clone();
-        longer.len += 1;
-        assert!(serve(&longer, &cut(&bytes, 100), 100, 1, true)
-            .unwrap_err()
-            .contains("shorter"));
-        let mut more = entry.clone();
-        more.offset_count += 1;
-        assert!(serve(&more, &cut(&bytes, 100), 100, 1, true)
+        let shorter = bytes.slice(..bytes.len() - 1);
+        assert!(serve(&cut(&shorter, 100), entry.clone(), 100, 1, true).is_err());
+        assert!(serve(&cut(&bytes, 100), 100..121, 100, 1, true)
             .unwrap_err()
             .contains("do not match"));
     }
