@@ -60,6 +60,11 @@ def run_tool(tool: str, args: list[str]) -> None:
     failed = re.search(r"(\d+) messages? (?:failed|in error)", done.stdout + done.stderr)
     if failed and int(failed.group(1)) > 0:
         raise SystemExit(f"{tool}: {failed.group(0)}")
+    # the tool's own count, timed from its first message to its last (the
+    # table's rate also counts its start, connection and final flush)
+    for line in (done.stdout + done.stderr).splitlines():
+        if "msgs/s" in line:
+            print(f"  {Path(tool).name}: {line.strip().lstrip('%').strip()}")
 
 
 def produce(tool: str | None, bootstrap: str, topic: str, records: int, record_bytes: int) -> None:
