@@ -76,9 +76,10 @@ impl Reader {
         }
     }
 
-    /// This reader, holding at most `bytes` of index entries being read
-    /// (assembled from blocks, verified and patched: twice an entry's
-    /// size) at once, with every clone of it; a read waits for room.
+    /// This reader, holding at most `bytes` of index entries being read at
+    /// once, with every clone of it (a whole entry read and patched counts
+    /// twice its size; a Fetch's part of an entry, the entry's blocks plus
+    /// the part copied out); a read waits for room.
     pub fn with_read_budget(mut self, bytes: usize) -> Self {
         let bytes = bytes.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
         self.budget = Some((Arc::new(Semaphore::new(bytes)), bytes));
