@@ -15,7 +15,7 @@ pub mod metrics;
 pub mod peer;
 pub mod reader;
 
-pub use cache::{BlockCache, CacheConfig, CacheError};
+pub use cache::{join_parts, BlockCache, CacheConfig, CacheError};
 pub use counting::CountingStore;
 pub use error::{FetchError, FetchResult};
 pub use peer::{PeerConfig, Peers};

@@ -16,7 +16,7 @@ use sluice_segment::{batch, SegmentId};
 use tokio::sync::Semaphore;
 
 use crate::archive;
-use crate::cache::BlockCache;
+use crate::cache::{join_parts, BlockCache};
 use crate::error::{FetchError, FetchResult};
 use crate::metrics;
 use sluice_metadata::view::ClusterView;
@@ -325,8 +325,8 @@ impl Reader {
     /// The batches of one index entry from the one holding `offset` on,
     /// within `max_bytes` (at least one when `at_least_one`), checked and
     /// with their offsets set: only what is returned is copied and checked
-    /// (see [`sluice_segment::served`]). With a cache, bytes that fail are read
-    /// again from the object store once, as in [`Reader::read_entry`].
+    /// (see [`sluice_segment::served`]); bad bytes as in
+    /// [`Reader::read_checked`].
     pub(crate) async fn read_part(
         &self,
         topic_id: &str,
@@ -336,54 +336,28 @@ impl Reader {
         max_bytes: usize,
         at_least_one: bool,
     ) -> FetchResult<ReadChunk> {
-        let (segment, range) = stored_at(entry)?;
         // the entry's blocks, and the part of it copied out
         let _held = self
             .hold(entry.len as usize + max_bytes.min(entry.len as usize))
             .await;
-        let serve = |parts: Vec<Bytes>| {
-            let spans = Spans::new(parts);
-            if spans.len() != entry.len as usize {
-                return Err(FetchError::corrupt(
-                    entry.segment,
-                    "segment object shorter than its index entry",
-                ));
-            }
-            let offsets = entry.base_offset..entry.end_offset();
-            served::serve(&spans, offsets, offset, max_bytes, at_least_one)
-                .map_err(|reason| FetchError::corrupt(entry.segment, reason))
-        };
         let Served {
             batches,
             first_offset,
             end_offset,
-        } = match &self.cache {
-            Some(cache) if entry.object_bytes > 0 => {
-                let parts = cache
-                    .read_parts(segment, range.clone(), entry.object_bytes)
-                    .await?;
-                match serve(parts) {
-                    Err(FetchError::Corrupt { reason, .. }) => {
-                        warn!(%segment, topic_id, partition, reason, "cached range failed verification; refetching");
-                        metrics::CACHE_REFETCHES.inc();
-                        let again = cache
-                            .refetch_parts(segment, range.clone(), entry.object_bytes)
-                            .await?;
-                        serve(again).inspect_err(|_| {
-                            cache.evict(segment, range);
-                            metrics::CORRUPT_RANGES.inc();
-                        })?
-                    }
-                    other => other?,
+        } = self
+            .read_checked(topic_id, partition, entry, |parts| {
+                let spans = Spans::new(parts);
+                if spans.len() != entry.len as usize {
+                    return Err(FetchError::corrupt(
+                        entry.segment,
+                        "segment object shorter than its index entry",
+                    ));
                 }
-            }
-            _ => {
-                let bytes = self.get_range(segment, entry, range).await?;
-                serve(vec![bytes]).inspect_err(|_| {
-                    metrics::CORRUPT_RANGES.inc();
-                })?
-            }
-        };
+                let offsets = entry.base_offset..entry.end_offset();
+                served::serve(&spans, offsets, offset, max_bytes, at_least_one)
+                    .map_err(|reason| FetchError::corrupt(entry.segment, reason))
+            })
+            .await?;
         metrics::FETCH_BYTES.inc_by(batches.len() as u64);
         Ok(ReadChunk {
             base_offset: first_offset,
@@ -392,48 +366,22 @@ impl Reader {
         })
     }
 
-    /// Fetch one index entry's bytes, verify them and patch base offsets.
-    ///
-    /// With a cache, bytes that fail verification may be a damaged cache
-    /// entry: their blocks are read again from the object store once
-    /// (replacing the cached copies) before the range is reported corrupt.
+    /// Fetch one index entry's bytes, verify them (length and the entry's
+    /// crc32c; bad bytes as in [`Reader::read_checked`]) and patch base
+    /// offsets.
     pub async fn read_entry(
         &self,
         topic_id: &str,
         partition: i32,
         entry: &IndexEntry,
     ) -> FetchResult<Bytes> {
-        let (segment, range) = stored_at(entry)?;
         // the entry as read and its patched copy
         let _held = self.hold(2 * entry.len as usize).await;
-        let bytes = match &self.cache {
-            // entries written before `object_bytes` was recorded cannot be
-            // split into blocks
-            Some(cache) if entry.object_bytes > 0 => {
-                let cached = cache
-                    .read(segment, range.clone(), entry.object_bytes)
-                    .await?;
-                match verified(topic_id, partition, entry, cached) {
-                    Err(FetchError::Corrupt { reason, .. }) => {
-                        warn!(%segment, topic_id, partition, reason, "cached range failed verification; refetching");
-                        metrics::CACHE_REFETCHES.inc();
-                        let again = cache.refetch(segment, range, entry.object_bytes).await?;
-                        verified(topic_id, partition, entry, again).inspect_err(|_| {
-                            // never leave bytes known to be bad in the cache
-                            cache.evict(segment, entry.start..entry.start + u64::from(entry.len));
-                            metrics::CORRUPT_RANGES.inc();
-                        })?
-                    }
-                    other => other?,
-                }
-            }
-            _ => {
-                let bytes = self.get_range(segment, entry, range).await?;
-                verified(topic_id, partition, entry, bytes).inspect_err(|_| {
-                    metrics::CORRUPT_RANGES.inc();
-                })?
-            }
-        };
+        let bytes = self
+            .read_checked(topic_id, partition, entry, |parts| {
+                verified(topic_id, partition, entry, join_parts(parts))
+            })
+            .await?;
         let mut patched = BytesMut::from(bytes.as_ref());
         let end = batch::patch_base_offsets(&mut patched, entry.base_offset)
             .map_err(|error| FetchError::corrupt(entry.segment, error))?;
@@ -446,6 +394,52 @@ impl Reader {
         }
         metrics::FETCH_BYTES.inc_by(patched.len() as u64);
         Ok(patched.freeze())
+    }
+
+    /// The entry's stored bytes (as the cache's blocks hold them, or one
+    /// range GET without a cache), passed to `check`. With a cache, bytes
+    /// that `check` finds corrupt may be a damaged cache entry: their
+    /// blocks are read again from the object store once (replacing the
+    /// cached copies) and checked again; bytes that fail twice are
+    /// evicted, never left in the cache, and the range reported corrupt.
+    async fn read_checked<T>(
+        &self,
+        topic_id: &str,
+        partition: i32,
+        entry: &IndexEntry,
+        check: impl Fn(Vec<Bytes>) -> FetchResult<T>,
+    ) -> FetchResult<T> {
+        let (segment, range) = stored_at(entry)?;
+        match &self.cache {
+            // entries written before `object_bytes` was recorded cannot be
+            // split into blocks
+            Some(cache) if entry.object_bytes > 0 => {
+                let parts = cache
+                    .read_parts(segment, range.clone(), entry.object_bytes)
+                    .await?;
+                match check(parts) {
+                    Err(FetchError::Corrupt { reason, .. }) => {
+                        warn!(%segment, topic_id, partition, reason, "cached range failed verification; refetching");
+                        metrics::CACHE_REFETCHES.inc();
+                        let again = cache
+                            .refetch_parts(segment, range.clone(), entry.object_bytes)
+                            .await?;
+                        check(again).inspect_err(|_| {
+                            // never leave bytes known to be bad in the cache
+                            cache.evict(segment, range);
+                            metrics::CORRUPT_RANGES.inc();
+                        })
+                    }
+                    other => other,
+                }
+            }
+            _ => {
+                let bytes = self.get_range(segment, entry, range).await?;
+                check(vec![bytes]).inspect_err(|_| {
+                    metrics::CORRUPT_RANGES.inc();
+                })
+            }
+        }
     }
 
     /// One range GET of exactly the entry's bytes (no cache).

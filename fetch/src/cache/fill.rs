@@ -228,8 +228,8 @@ pub(super) fn check_range(
     Ok(range.is_empty())
 }
 
-/// `parts` as one buffer (the part itself when there is one).
-pub(super) fn join(mut parts: Vec<Bytes>) -> Bytes {
+/// `parts` as one buffer (the part itself when there is one, no copy).
+pub fn join_parts(mut parts: Vec<Bytes>) -> Bytes {
     if parts.len() == 1 {
         return parts.swap_remove(0);
     }

@@ -51,7 +51,8 @@ use crate::peer::Peers;
 
 mod fill;
 
-use fill::{check_range, count_lookup, join, store_failure};
+pub use fill::join_parts;
+use fill::{check_range, count_lookup, store_failure};
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
@@ -434,7 +435,9 @@ impl BlockCache {
         range: Range<u64>,
         object_bytes: u64,
     ) -> FetchResult<Bytes> {
-        Ok(join(self.read_parts(segment, range, object_bytes).await?))
+        Ok(join_parts(
+            self.read_parts(segment, range, object_bytes).await?,
+        ))
     }
 
     /// Read `range` like [`BlockCache::read`], as the blocks' own slices
@@ -489,7 +492,7 @@ impl BlockCache {
         range: Range<u64>,
         object_bytes: u64,
     ) -> FetchResult<Bytes> {
-        Ok(join(
+        Ok(join_parts(
             self.refetch_parts(segment, range, object_bytes).await?,
         ))
     }

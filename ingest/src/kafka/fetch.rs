@@ -12,7 +12,7 @@ use crate::access;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::future::select_all;
 use futures::FutureExt;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -386,17 +386,7 @@ fn select(
             break;
         }
     }
-    Ok(match parts.len() {
-        0 => Bytes::new(),
-        1 => parts.swap_remove(0),
-        _ => {
-            let mut joined = BytesMut::with_capacity(taken);
-            for part in &parts {
-                joined.extend_from_slice(part);
-            }
-            joined.freeze()
-        }
-    })
+    Ok(sluice_fetch::join_parts(parts))
 }
 
 #[cfg(test)]
