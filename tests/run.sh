@@ -57,9 +57,23 @@ summary() {
         printf '  FAIL  %5ss  %s (exit %s)\n' "$((SECONDS - STEP_START))" "$CURRENT_STEP" "$rc"
     fi
     printf '  total %5ss  %s\n' "$((SECONDS - SUITE_START))" "$([[ $rc == 0 ]] && echo PASSED || echo FAILED)"
+    # a full disk fails a build or a link far from its cause: say how full
+    printf '  disk: %s free of %s here at the end (the suite needs about %s GB)\n' \
+        "$(df -h --output=avail . | tail -n 1 | tr -d ' ')" \
+        "$(df -h --output=size . | tail -n 1 | tr -d ' ')" "$DISK_GB_NEEDED"
     exit "$rc"
 }
 trap summary EXIT
+
+# What a run from a fresh clone writes: the debug build and its test
+# binaries, the fuzz builds, the infra checkers' virtualenv, the container
+# image and the tests' scratch data (measured, see README "Testing").
+DISK_GB_NEEDED=16
+free_gb=$(($(df -k --output=avail . | tail -n 1) / 1024 / 1024))
+echo "disk: ${free_gb} GB free here; a run from a fresh clone needs about ${DISK_GB_NEEDED} GB"
+if ((free_gb < DISK_GB_NEEDED)); then
+    echo "warning: less than ${DISK_GB_NEEDED} GB free; a build or link may fail with 'No space left on device'"
+fi
 
 externally_managed() {  # PEP 668: Debian's system python refuses `pip install`
     "$PYTHON" -c 'import os, sys, sysconfig
@@ -185,7 +199,18 @@ for target in kafka_request segment_object produced_batches http_records consume
         -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=4096) >"$log" 2>&1 || status=$?
     grep -E "^Done [0-9]+ runs" "$log" | sed "s/^/$target: /" || true
     if [[ $status != 0 ]]; then
-        tail -n 60 "$log"
+        # What the target said (the panic or libFuzzer's report), not
+        # cargo-fuzz's own backtrace, and the input itself: a CI clone is
+        # gone after the run, so the input must be in the log to be replayed.
+        grep -n -m1 -A40 -E "panicked at|ERROR: libFuzzer|deadly signal" "$log" || tail -n 60 "$log"
+        # last, so that a short excerpt of the log still holds them
+        grep -m1 -A1 "panicked at" "$log" || true
+        for input in fuzz/artifacts/"$target"/*; do
+            [[ -f $input ]] || continue
+            echo "crashing input $input, base64 (replay: base64 -d > x; cargo fuzz run $target x):"
+            base64 -w 0 "$input" | head -c 8000
+            echo
+        done
         echo "fuzz target $target failed (exit $status); the crashing input is in fuzz/artifacts/$target/"
         exit 1
     fi
