@@ -1,6 +1,7 @@
 //! sluice's front doors and write path.
 //!
 //! - [`access`]: a request's principal and what the ACLs let it do.
+//! - [`budget`]: the byte budgets both front doors take requests and responses from.
 //! - [`writer`]: the node's segment buffer, upload and commit pipeline.
 //! - [`produce`]: value records (HTTP) into RecordBatch v2, partitioning.
 //! - [`kafka`]: the Kafka wire-protocol listener (one module per API).
@@ -10,6 +11,7 @@
 //! offsets are committed in the metadata store.
 
 pub mod access;
+pub mod budget;
 pub mod error;
 pub mod group;
 pub mod http;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, Request};
 use lambda_http::request::RequestContext;
 use sluice_fetch::Reader;
+use sluice_ingest::budget::ByteBudget;
 use sluice_ingest::http::tls::Peer;
 use sluice_ingest::http::{self, HttpState};
 use sluice_ingest::produce::Producer;
@@ -38,6 +39,9 @@ pub async fn serve(config: &Config, parts: Parts) -> Result<(), lambda_http::Err
         authorizer: Arc::new(config.security.authorizer()),
         node_secret: parts.node_secret.clone(),
         quotas: Quotas::new(parts.view.clone()),
+        // one request at a time: the largest body, and no reads
+        requests: ByteBudget::new(http::REQUEST_BYTES_MAX),
+        responses: ByteBudget::new(1),
     };
     tracing::info!(
         cluster_id = parts.cluster_id,

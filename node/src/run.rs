@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
+use sluice_ingest::budget::ByteBudget;
 use sluice_ingest::group::GroupCoordinator;
 use sluice_ingest::http::tls::{Peer, TlsListener};
 use sluice_ingest::http::{self, HttpState};
@@ -362,17 +363,6 @@ pub async fn run(
     );
     let authorizer = Arc::new(config.security.authorizer());
     let quotas = sluice_ingest::quota::Quotas::new(view.clone());
-    let state = HttpState {
-        producer: producer.clone(),
-        reader: reader.clone(),
-        catalog: catalog.clone(),
-        cluster_id: cluster_id.clone(),
-        ready: ready.clone(),
-        groups: Some(groups.clone()),
-        authorizer: authorizer.clone(),
-        node_secret: node_secret.clone(),
-        quotas: quotas.clone(),
-    };
     let kafka_context = Arc::new(
         KafkaContext::new(
             node_id,
@@ -386,6 +376,27 @@ pub async fn run(
         .with_authorizer(authorizer.clone())
         .with_quotas(quotas),
     );
+    let state = HttpState {
+        producer: kafka_context.producer.clone(),
+        reader: kafka_context.reader.clone(),
+        catalog: catalog.clone(),
+        cluster_id: cluster_id.clone(),
+        ready: ready.clone(),
+        groups: Some(kafka_context.groups.clone()),
+        authorizer: authorizer.clone(),
+        node_secret: node_secret.clone(),
+        quotas: kafka_context.quotas.clone(),
+        // one budget of request bytes and one of response bytes for both
+        // front doors
+        requests: ByteBudget::over(
+            kafka_context.request_budget.clone(),
+            config.kafka.in_flight_bytes_max,
+        ),
+        responses: ByteBudget::over(
+            kafka_context.fetch_budget.clone(),
+            config.kafka.fetch_bytes_max,
+        ),
+    };
     crate::memory::report(
         &config,
         crate::memory::Holders {

@@ -255,7 +255,7 @@ pub(crate) async fn reset_offsets(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     check_cluster(&state, &cluster_id)?;
-    let body = read_body(body).await?;
+    let body = read_body(body, &state.requests).await?;
     let request: ResetRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("malformed reset request: {e}")))?;
     let overview = checked(&state, &group, coordinator(&state)?.overview(&group).await).await?;

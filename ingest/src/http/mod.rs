@@ -25,6 +25,7 @@ use serde_json::json;
 use sluice_fetch::Reader;
 use sluice_metadata::model::Catalog;
 
+use crate::budget::ByteBudget;
 use crate::error::IngestError;
 use crate::produce::Producer;
 
@@ -53,6 +54,12 @@ pub struct HttpState {
     pub node_secret: Arc<str>,
     /// The node's quota meters (shared with the Kafka listener).
     pub quotas: Arc<crate::quota::Quotas>,
+    /// Request bodies being read and handled take their bytes from here
+    /// (a node's is the Kafka listener's `in_flight_bytes_max`).
+    pub requests: ByteBudget,
+    /// Read responses being built take their bytes from here (a node's is
+    /// the Kafka listener's `fetch_bytes_max`).
+    pub responses: ByteBudget,
 }
 
 /// An error answered as JSON with its HTTP status.
@@ -300,20 +307,237 @@ pub(crate) fn base_url(headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
-/// Read a request body of at most [`REQUEST_BYTES_MAX`] bytes; larger is a 413.
-pub(crate) async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, REQUEST_BYTES_MAX)
+/// A request body, holding its bytes of the request budget until dropped
+/// (the handler's end: parsing it is part of what it costs).
+pub(crate) struct Body {
+    bytes: axum::body::Bytes,
+    _budget: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Time a request body has to arrive once its budget is taken (a client
+/// that stalls mid-body must not hold the budget for longer).
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Budget a body of unknown length (chunked) takes at first, and takes
+/// more of in steps of as it arrives.
+const UNKNOWN_LENGTH_STEP_BYTES: usize = 1024 * 1024;
+
+/// Read a request body of at most [`REQUEST_BYTES_MAX`] bytes, or the whole
+/// request budget if that is smaller (larger is a 413), taking its bytes of
+/// the budget first: a declared length is taken whole before the body is
+/// read, waiting while the budget is spent (the body waits unread:
+/// back-pressure on the client's connection). A body of unknown length
+/// (chunked) waits for its first step and takes the rest as it arrives
+/// without waiting (a 503 to retry when the budget has no room: a body
+/// holding budget never waits for more, so bodies cannot wait on each
+/// other). A body that does not arrive within [`BODY_READ_TIMEOUT`] is a
+/// 408.
+pub(crate) async fn read_body(
+    body: axum::body::Body,
+    budget: &ByteBudget,
+) -> Result<Body, ApiError> {
+    use axum::body::HttpBody as _;
+    let limit = REQUEST_BYTES_MAX.min(budget.bytes_max());
+    let declared = body
+        .size_hint()
+        .exact()
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    if declared.is_some_and(|n| n > limit) {
+        return Err(body_too_large(limit));
+    }
+    let first = declared.unwrap_or(UNKNOWN_LENGTH_STEP_BYTES.min(limit));
+    let mut permit = budget
+        .take(first)
         .await
-        .map_err(|error| {
-            let too_large = std::error::Error::source(&error)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            if too_large {
+        .ok_or_else(|| ApiError::new(503, "the node is shutting down"))?;
+    let read = collect_body(body, &mut permit, budget, limit);
+    let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, read)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                408,
+                format!(
+                    "request body did not arrive within {} s",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            )
+        })??;
+    let unused = permit.num_permits().saturating_sub(bytes.len().max(1));
+    drop(permit.split(unused));
+    Ok(Body {
+        bytes,
+        _budget: permit,
+    })
+}
+
+fn body_too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        413,
+        format!(
+            "request body exceeds {limit} bytes (the smaller of {REQUEST_BYTES_MAX}, the largest \
+             body, and the node's budget of request bytes in flight, kafka.in_flight_bytes_max)"
+        ),
+    )
+}
+
+/// The body's bytes, taking more budget in steps without waiting when
+/// they outgrow what `permit` holds.
+async fn collect_body(
+    mut body: axum::body::Body,
+    permit: &mut tokio::sync::OwnedSemaphorePermit,
+    budget: &ByteBudget,
+    limit: usize,
+) -> Result<axum::body::Bytes, ApiError> {
+    use http_body_util::BodyExt as _;
+    let mut out = bytes::BytesMut::with_capacity(permit.num_permits().min(limit));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            ApiError::bad_request(format!("could not read request body: {error}"))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let len = out.len() + data.len();
+        if len > limit {
+            return Err(body_too_large(limit));
+        }
+        if len > permit.num_permits() {
+            let more = (len - permit.num_permits())
+                .max(UNKNOWN_LENGTH_STEP_BYTES)
+                .min(limit - permit.num_permits());
+            let taken = budget.try_take(more).ok_or_else(|| {
                 ApiError::new(
-                    413,
-                    format!("request body exceeds {REQUEST_BYTES_MAX} bytes"),
+                    503,
+                    "the node's budget of request bytes in flight is spent: retry, or send a \
+                     Content-Length so that the body waits for room",
                 )
-            } else {
-                ApiError::bad_request(format!("could not read request body: {error}"))
-            }
-        })
+            })?;
+            permit.merge(taken);
+        }
+        out.extend_from_slice(&data);
+    }
+    Ok(out.freeze())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Bytes;
+
+    use super::*;
+
+    fn chunked(parts: &[&'static [u8]]) -> axum::body::Body {
+        let parts: Vec<Result<Bytes, std::io::Error>> =
+            parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        axum::body::Body::from_stream(futures::stream::iter(parts))
+    }
+
+    #[tokio::test]
+    async fn a_body_holds_its_bytes_of_the_budget_until_dropped() {
+        let budget = ByteBudget::new(1000);
+        let body = read_body(axum::body::Body::from(vec![7u8; 300]), &budget)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], &[7u8; 300][..]);
+        assert_eq!(budget.held(), 300);
+        drop(body);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_of_unknown_length_gives_back_what_it_did_not_use() {
+        let budget = ByteBudget::new(1000);
+        let body = read_body(chunked(&[b"abc", b"defg"]), &budget)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"abcdefg");
+        assert_eq!(budget.held(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_body_larger_than_the_budget_is_a_413() {
+        let budget = ByteBudget::new(10);
+        let declared = read_body(axum::body::Body::from(vec![0u8; 11]), &budget)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(declared.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(
+            declared.message.contains("in_flight_bytes_max"),
+            "{}",
+            declared.message
+        );
+        let streamed = read_body(chunked(&[b"123456", b"78901"]), &budget)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(streamed.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(budget.held(), 0, "a refused body holds nothing");
+    }
+
+    #[tokio::test]
+    async fn a_body_of_unknown_length_takes_more_without_waiting() {
+        const MIB: usize = 1024 * 1024;
+        static CHUNK: [u8; MIB] = [3u8; MIB];
+        let budget = ByteBudget::new(4 * MIB);
+        let other = budget.take(2 * MIB).await.unwrap();
+        // two steps fit beside the other holder; the third has no room
+        let refused = read_body(chunked(&[&CHUNK, &CHUNK, &CHUNK]), &budget)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            budget.held(),
+            2 * MIB,
+            "the refused body gave back its steps"
+        );
+        drop(other);
+        let body = read_body(chunked(&[&CHUNK, &CHUNK, &CHUNK]), &budget)
+            .await
+            .unwrap();
+        assert_eq!(body.len(), 3 * MIB);
+        assert_eq!(budget.held(), 3 * MIB);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_is_a_408_and_gives_its_budget_back() {
+        let budget = ByteBudget::new(1000);
+        let stalled = axum::body::Body::from_stream(futures::stream::pending::<
+            Result<Bytes, std::io::Error>,
+        >());
+        let error = read_body(stalled, &budget).await.err().unwrap();
+        assert_eq!(error.status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_waits_while_the_budget_is_spent() {
+        let budget = ByteBudget::new(1000);
+        let first = read_body(axum::body::Body::from(vec![1u8; 800]), &budget)
+            .await
+            .unwrap();
+        let second = read_body(axum::body::Body::from(vec![2u8; 300]), &budget);
+        tokio::pin!(second);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut second)
+                .await
+                .is_err(),
+            "a body was read past the budget"
+        );
+        drop(first);
+        let second = second.await.unwrap();
+        assert_eq!(second.len(), 300);
+        assert_eq!(budget.held(), 300);
+    }
 }

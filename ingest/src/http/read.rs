@@ -24,6 +24,11 @@ pub const MAX_RECORDS_DEFAULT: usize = 500;
 pub const MAX_RECORDS_LIMIT: usize = 10_000;
 /// Longest long-poll.
 pub const TIMEOUT_MS_LIMIT: u64 = 60_000;
+/// Bytes of NDJSON one read returns by default (at least one record).
+pub const MAX_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
+/// Most bytes one read may ask for (a node also caps it at its response
+/// budget, `kafka.fetch_bytes_max`).
+pub const MAX_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 /// Bytes of batches fetched per round of a read.
 const READ_BYTES_PER_ROUND: usize = 4 * 1024 * 1024;
 
@@ -91,7 +96,7 @@ fn format_param(params: &HashMap<String, String>, name: &str) -> Result<Option<F
     }
 }
 
-/// `GET /v1/topics/{topic}/partitions/{p}/records?offset=&max_records=&timeout_ms=&format=&key_format=`
+/// `GET /v1/topics/{topic}/partitions/{p}/records?offset=&max_records=&max_bytes=&timeout_ms=&format=&key_format=`
 pub(crate) async fn read_records(
     State(state): State<HttpState>,
     Path((name, partition)): Path<(String, String)>,
@@ -110,6 +115,13 @@ pub(crate) async fn read_records(
             "max_records must be between 1 and {MAX_RECORDS_LIMIT}"
         )));
     }
+    let max_bytes: usize = param(&params, "max_bytes")?.unwrap_or(MAX_BYTES_DEFAULT);
+    if !(1..=MAX_BYTES_LIMIT).contains(&max_bytes) {
+        return Err(ApiError::bad_request(format!(
+            "max_bytes must be between 1 and {MAX_BYTES_LIMIT}"
+        )));
+    }
+    let max_bytes = max_bytes.min(state.responses.bytes_max());
     let timeout_ms: u64 = param(&params, "timeout_ms")?.unwrap_or(0);
     if timeout_ms > TIMEOUT_MS_LIMIT {
         return Err(ApiError::bad_request(format!(
@@ -149,10 +161,18 @@ pub(crate) async fn read_records(
             )
             .await;
     }
+    // the response's bytes, taken after any long-poll: a waiting reader
+    // holds none
+    let _budget = state
+        .responses
+        .take(max_bytes)
+        .await
+        .ok_or_else(|| ApiError::new(503, "the node is shutting down"))?;
     let mut out = String::new();
     let mut count = 0usize;
     let mut cursor = offset;
-    while count < max_records && cursor < high_watermark {
+    let mut full = false;
+    while count < max_records && cursor < high_watermark && !full {
         let chunks = reader
             .read(topic_id, partition, cursor, READ_BYTES_PER_ROUND)
             .await
@@ -197,12 +217,19 @@ pub(crate) async fn read_records(
                     "value": encode(format, record.offset, &record.value)?,
                     "headers": headers,
                 });
-                out.push_str(&line.to_string());
+                let line = line.to_string();
+                // always one record, as Kafka's fetch returns one batch
+                // larger than its limit
+                if count > 0 && out.len() + line.len() + 1 > max_bytes {
+                    full = true;
+                    break;
+                }
+                out.push_str(&line);
                 out.push('\n');
                 count += 1;
                 cursor = record.offset + 1;
             }
-            if count >= max_records || !to_the_end {
+            if full || count >= max_records || !to_the_end {
                 break;
             }
             cursor = cursor.max(chunk.end_offset);

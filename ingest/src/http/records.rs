@@ -279,10 +279,10 @@ async fn topic_and_body(
     cluster_id: &str,
     name: &str,
     body: Body,
-) -> Result<(Topic, Bytes), ApiError> {
+) -> Result<(Topic, super::Body), ApiError> {
     check_cluster(state, cluster_id)?;
     let topic = state.producer.topic(name).map_err(ApiError::from)?;
-    Ok((topic, read_body(body).await?))
+    Ok((topic, read_body(body, &state.requests).await?))
 }
 
 /// `POST /v3/clusters/{cluster_id}/topics/{topic}/records`

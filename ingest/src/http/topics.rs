@@ -153,7 +153,7 @@ pub(crate) async fn create_topic(
     body: Body,
 ) -> Result<Response, ApiError> {
     check_cluster(&state, &cluster_id)?;
-    let (name, partitions, configs) = parse_create(&read_body(body).await?)?;
+    let (name, partitions, configs) = parse_create(&read_body(body, &state.requests).await?)?;
     if !access::may_create_topic(&name) {
         access::topic(Operation::Create, &name)?;
     }

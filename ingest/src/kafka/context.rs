@@ -14,6 +14,7 @@ use tracing::info;
 use sluice_auth::{Authorizer, Mechanism, Principal};
 
 use crate::access::{self, Access};
+use crate::budget::permits;
 
 use super::listener::SecurityProtocol;
 use super::session::Session;
@@ -60,12 +61,6 @@ pub struct KafkaContext {
     pub authorizer: Arc<Authorizer>,
     /// The node's quota meters (shared with the HTTP listener).
     pub quotas: Arc<crate::quota::Quotas>,
-}
-
-/// A byte budget as semaphore permits (at least one; a semaphore holds
-/// fewer than `usize::MAX >> 3`).
-pub(crate) fn permits(bytes: usize) -> usize {
-    bytes.clamp(1, tokio::sync::Semaphore::MAX_PERMITS)
 }
 
 /// Client host reported for group members (the listener does not pass

@@ -37,6 +37,10 @@ pub enum ConnectionError {
     Unauthenticated(String),
 }
 
+/// Time a request frame has to arrive once its size is read and its
+/// budget taken (as an HTTP body has, `http::BODY_READ_TIMEOUT`).
+pub const FRAME_BODY_TIMEOUT: std::time::Duration = crate::http::BODY_READ_TIMEOUT;
+
 /// Read a frame's 4-byte size prefix; `None` at a clean end of stream.
 async fn read_frame_size<R: AsyncRead + Unpin>(
     reader: &mut R,
@@ -107,7 +111,19 @@ pub(super) async fn read_budgeted_frame<R: AsyncRead + Unpin>(
         .await
         .map_err(|_| ConnectionError::BadRequest("node is shutting down".to_string()))?;
     let waited = waiting.elapsed();
-    Ok(Some((read_frame_body(reader, size).await?, permit, waited)))
+    // a client stalling mid-frame must not hold the budget for longer
+    let frame = tokio::time::timeout(FRAME_BODY_TIMEOUT, read_frame_body(reader, size))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "a request frame of {size} bytes did not arrive within {} s",
+                    FRAME_BODY_TIMEOUT.as_secs()
+                ),
+            )
+        })??;
+    Ok(Some((frame, permit, waited)))
 }
 
 /// Encode `body` with its response header as one size-prefixed frame.
@@ -231,6 +247,25 @@ mod tests {
         body.extend_from_slice(&correlation_id.to_be_bytes());
         body.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
         body
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_stalled_mid_body_times_out_and_gives_its_budget_back() {
+        use tokio::io::AsyncWriteExt;
+        let budget = Arc::new(tokio::sync::Semaphore::new(1000));
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        client.write_all(&100i32.to_be_bytes()).await.unwrap();
+        client.write_all(&[0u8; 40]).await.unwrap(); // 60 bytes never come
+        let error = read_budgeted_frame(&mut server, || 1000, &budget)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&error, ConnectionError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut),
+            "{error}"
+        );
+        assert_eq!(budget.available_permits(), 1000);
+        drop(client);
     }
 
     #[tokio::test]

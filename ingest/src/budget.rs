@@ -1,0 +1,108 @@
+//! A byte budget shared by the two front doors: the Kafka listener and the
+//! HTTP API take request bytes from one budget (the memory budget's
+//! `requests` share, `kafka.in_flight_bytes_max`) and response bytes from
+//! another (half the `fetch` share, `kafka.fetch_bytes_max`), so a node
+//! holds at most that much whichever door the load comes through. A taker
+//! waits for bytes when the budget is spent: back-pressure, not growth.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Bytes as semaphore permits: at least one, at most what a semaphore holds.
+pub(crate) fn permits(bytes: usize) -> usize {
+    bytes.clamp(1, Semaphore::MAX_PERMITS)
+}
+
+/// A budget of bytes: a semaphore of one permit per byte, and its size.
+#[derive(Debug, Clone)]
+pub struct ByteBudget {
+    permits: Arc<Semaphore>,
+    bytes_max: usize,
+}
+
+impl ByteBudget {
+    /// A budget of `bytes_max` bytes of its own.
+    pub fn new(bytes_max: usize) -> Self {
+        Self::over(Arc::new(Semaphore::new(permits(bytes_max))), bytes_max)
+    }
+
+    /// The budget `permits` holds (`bytes_max` of them when none is taken),
+    /// shared with whoever else holds the semaphore.
+    pub fn over(permits: Arc<Semaphore>, bytes_max: usize) -> Self {
+        Self {
+            permits,
+            bytes_max: bytes_max.max(1),
+        }
+    }
+
+    /// Its size: no one taker gets more.
+    pub fn bytes_max(&self) -> usize {
+        self.bytes_max
+    }
+
+    /// Bytes of it held now.
+    pub fn held(&self) -> usize {
+        permits(self.bytes_max).saturating_sub(self.permits.available_permits())
+    }
+
+    /// Take `bytes` (at most the budget's size), waiting until they are
+    /// free; they are given back when the permit is dropped. `None` once
+    /// the semaphore is closed.
+    pub async fn take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let bytes = permits(bytes.min(self.bytes_max));
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        self.permits.clone().acquire_many_owned(bytes).await.ok()
+    }
+
+    /// [`ByteBudget::take`] without waiting: `None` when the bytes are
+    /// not free now.
+    pub fn try_take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let bytes = permits(bytes.min(self.bytes_max));
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        self.permits.clone().try_acquire_many_owned(bytes).ok()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn takers_wait_for_bytes_given_back() {
+        let budget = ByteBudget::new(1000);
+        let first = budget.take(700).await.unwrap();
+        assert_eq!(budget.held(), 700);
+        // a second taker of 400 waits: only 300 are free
+        let waiting = tokio::time::timeout(Duration::from_millis(50), budget.take(400)).await;
+        assert!(waiting.is_err(), "400 bytes were taken with 300 free");
+        drop(first);
+        let second = budget.take(400).await.unwrap();
+        assert_eq!(budget.held(), 400);
+        drop(second);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn no_taker_gets_more_than_the_budget() {
+        let budget = ByteBudget::new(1000);
+        let all = budget.take(5000).await.unwrap();
+        assert_eq!(all.num_permits(), 1000);
+        assert_eq!(budget.held(), 1000);
+    }
+
+    #[tokio::test]
+    async fn a_shared_semaphore_is_one_budget() {
+        let semaphore = Arc::new(Semaphore::new(1000));
+        let http = ByteBudget::over(semaphore.clone(), 1000);
+        let kafka_frame = semaphore.clone().acquire_many_owned(600).await.unwrap();
+        assert_eq!(http.held(), 600);
+        let waiting = tokio::time::timeout(Duration::from_millis(50), http.take(500)).await;
+        assert!(waiting.is_err(), "HTTP took bytes a Kafka frame holds");
+        drop(kafka_frame);
+        assert!(http.take(500).await.is_some());
+    }
+}
