@@ -22,16 +22,10 @@ pub struct ByteBudget {
 }
 
 impl ByteBudget {
-    /// A budget of `bytes_max` bytes of its own.
+    /// A budget of `bytes_max` bytes; its clones share it.
     pub fn new(bytes_max: usize) -> Self {
-        Self::over(Arc::new(Semaphore::new(permits(bytes_max))), bytes_max)
-    }
-
-    /// The budget `permits` holds (`bytes_max` of them when none is taken),
-    /// shared with whoever else holds the semaphore.
-    pub fn over(permits: Arc<Semaphore>, bytes_max: usize) -> Self {
         Self {
-            permits,
+            permits: Arc::new(Semaphore::new(permits(bytes_max))),
             bytes_max: bytes_max.max(1),
         }
     }
@@ -50,17 +44,20 @@ impl ByteBudget {
     /// free; they are given back when the permit is dropped. `None` once
     /// the semaphore is closed.
     pub async fn take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        let bytes = permits(bytes.min(self.bytes_max));
-        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
-        self.permits.clone().acquire_many_owned(bytes).await.ok()
+        let count = self.count(bytes);
+        self.permits.clone().acquire_many_owned(count).await.ok()
     }
 
     /// [`ByteBudget::take`] without waiting: `None` when the bytes are
     /// not free now.
     pub fn try_take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        let bytes = permits(bytes.min(self.bytes_max));
-        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
-        self.permits.clone().try_acquire_many_owned(bytes).ok()
+        let count = self.count(bytes);
+        self.permits.clone().try_acquire_many_owned(count).ok()
+    }
+
+    /// Permits for `bytes`: at least one, at most the budget's size.
+    fn count(&self, bytes: usize) -> u32 {
+        u32::try_from(permits(bytes.min(self.bytes_max))).unwrap_or(u32::MAX)
     }
 }
 
@@ -95,10 +92,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_shared_semaphore_is_one_budget() {
-        let semaphore = Arc::new(Semaphore::new(1000));
-        let http = ByteBudget::over(semaphore.clone(), 1000);
-        let kafka_frame = semaphore.clone().acquire_many_owned(600).await.unwrap();
+    async fn clones_are_one_budget() {
+        let kafka = ByteBudget::new(1000);
+        let http = kafka.clone();
+        let kafka_frame = kafka.take(600).await.unwrap();
         assert_eq!(http.held(), 600);
         let waiting = tokio::time::timeout(Duration::from_millis(50), http.take(500)).await;
         assert!(waiting.is_err(), "HTTP took bytes a Kafka frame holds");

@@ -3,12 +3,12 @@
 //! second; and the heap's free memory given back when the process nears
 //! its budget.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus::{register_int_gauge, register_int_gauge_vec, IntGauge, IntGaugeVec};
 use sluice_fetch::BlockCache;
-use tokio::sync::Semaphore;
+use sluice_ingest::budget::ByteBudget;
 
 use crate::config::Config;
 
@@ -70,10 +70,10 @@ const TRIM_ABOVE: f64 = 0.75;
 pub struct Holders {
     /// The read cache (its memory tier).
     pub cache: BlockCache,
-    /// Kafka request bytes in flight.
-    pub requests: Arc<Semaphore>,
-    /// Fetch response bytes being read.
-    pub fetch: Arc<Semaphore>,
+    /// Request bytes in flight (Kafka frames, HTTP bodies).
+    pub requests: ByteBudget,
+    /// Response bytes being read (Kafka Fetches, HTTP reads).
+    pub fetch: ByteBudget,
     /// The node's reader (its index entries being read).
     pub reader: sluice_fetch::Reader,
 }
@@ -89,8 +89,6 @@ pub fn report(config: &Config, holders: Holders) {
             .set(memory.bytes(fraction) as i64);
     }
     let trim_above = (memory.max as f64 * TRIM_ABOVE) as u64;
-    let requests_max = config.kafka.in_flight_bytes_max;
-    let fetch_max = config.kafka.fetch_bytes_max;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         loop {
@@ -102,14 +100,10 @@ pub fn report(config: &Config, holders: Holders) {
                     usize::try_from(sluice_ingest::metrics::WRITER_BUFFERED_BYTES.get())
                         .unwrap_or(0),
                 ),
-                (
-                    "requests",
-                    requests_max.saturating_sub(holders.requests.available_permits()),
-                ),
+                ("requests", holders.requests.held()),
                 (
                     "fetch",
-                    fetch_max.saturating_sub(holders.fetch.available_permits())
-                        + holders.reader.read_bytes_held(),
+                    holders.fetch.held() + holders.reader.read_bytes_held(),
                 ),
                 (
                     "compaction",

@@ -25,7 +25,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
 
-use sluice_ingest::budget::ByteBudget;
 use sluice_ingest::group::GroupCoordinator;
 use sluice_ingest::http::tls::{Peer, TlsListener};
 use sluice_ingest::http::{self, HttpState};
@@ -388,14 +387,8 @@ pub async fn run(
         quotas: kafka_context.quotas.clone(),
         // one budget of request bytes and one of response bytes for both
         // front doors
-        requests: ByteBudget::over(
-            kafka_context.request_budget.clone(),
-            config.kafka.in_flight_bytes_max,
-        ),
-        responses: ByteBudget::over(
-            kafka_context.fetch_budget.clone(),
-            config.kafka.fetch_bytes_max,
-        ),
+        requests: kafka_context.request_budget.clone(),
+        responses: kafka_context.fetch_budget.clone(),
     };
     crate::memory::report(
         &config,

@@ -14,7 +14,7 @@ use tracing::info;
 use sluice_auth::{Authorizer, Mechanism, Principal};
 
 use crate::access::{self, Access};
-use crate::budget::permits;
+use crate::budget::ByteBudget;
 
 use super::listener::SecurityProtocol;
 use super::session::Session;
@@ -46,10 +46,12 @@ pub struct KafkaContext {
     pub config: KafkaConfig,
     /// Consumer group coordinator.
     pub groups: Arc<crate::group::GroupCoordinator>,
-    /// Budget of request bytes in flight (see `KafkaConfig::in_flight_bytes_max`).
-    pub request_budget: Arc<tokio::sync::Semaphore>,
-    /// Budget of Fetch response bytes being read (see `KafkaConfig::fetch_bytes_max`).
-    pub fetch_budget: Arc<tokio::sync::Semaphore>,
+    /// Budget of request bytes in flight (see `KafkaConfig::in_flight_bytes_max`),
+    /// shared with the HTTP front door's request bodies.
+    pub request_budget: ByteBudget,
+    /// Budget of Fetch response bytes being read (see `KafkaConfig::fetch_bytes_max`),
+    /// shared with the HTTP front door's reads.
+    pub fetch_budget: ByteBudget,
     /// Fetch sessions (KIP-227) of the clients fetching from this node.
     pub fetch_sessions: Arc<super::fetch_session::FetchSessions>,
     /// The listener this context serves: Metadata, FindCoordinator and
@@ -93,10 +95,8 @@ impl KafkaContext {
             producer,
             reader,
             catalog,
-            request_budget: Arc::new(tokio::sync::Semaphore::new(permits(
-                config.in_flight_bytes_max,
-            ))),
-            fetch_budget: Arc::new(tokio::sync::Semaphore::new(permits(config.fetch_bytes_max))),
+            request_budget: ByteBudget::new(config.in_flight_bytes_max),
+            fetch_budget: ByteBudget::new(config.fetch_bytes_max),
             sasl_mechanisms: config.mechanisms().unwrap_or_default(),
             config,
             groups,

@@ -207,13 +207,8 @@ async fn serve(
         .fold(0usize, |sum, w| sum.saturating_add(w.max_bytes));
     let share = (context.config.fetch_bytes_max / 2).max(1);
     let max_bytes = max_bytes.min(wanted).min(share).max(1);
-    let permits = u32::try_from(max_bytes).unwrap_or(u32::MAX);
     loop {
-        let budget = context
-            .fetch_budget
-            .clone()
-            .acquire_many_owned(permits)
-            .await;
+        let budget = context.fetch_budget.take(max_bytes).await;
         let (response, total, any_error) = read_all(context, layout, max_bytes).await;
         drop(budget);
         let now = Instant::now();

@@ -1,13 +1,13 @@
 //! Framing: size-prefixed frames in, request headers decoded and checked
 //! against the served versions, responses encoded with their headers.
 
-use std::sync::Arc;
-
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::OwnedSemaphorePermit;
+
+use crate::budget::ByteBudget;
 use tracing::debug;
 
 use super::{api_versions, dispatch, unsupported};
@@ -99,17 +99,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 pub(super) async fn read_budgeted_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max_bytes: impl FnOnce() -> usize,
-    budget: &Arc<tokio::sync::Semaphore>,
+    budget: &ByteBudget,
 ) -> Result<Option<(Bytes, OwnedSemaphorePermit, std::time::Duration)>, ConnectionError> {
     let Some(size) = read_frame_size(reader, max_bytes).await? else {
         return Ok(None);
     };
     let waiting = std::time::Instant::now();
     let permit = budget
-        .clone()
-        .acquire_many_owned((size as u32).max(1))
+        .take(size)
         .await
-        .map_err(|_| ConnectionError::BadRequest("node is shutting down".to_string()))?;
+        .ok_or_else(|| ConnectionError::BadRequest("node is shutting down".to_string()))?;
     let waited = waiting.elapsed();
     // a client stalling mid-frame must not hold the budget for longer
     let frame = tokio::time::timeout(FRAME_BODY_TIMEOUT, read_frame_body(reader, size))
@@ -252,7 +251,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_frame_stalled_mid_body_times_out_and_gives_its_budget_back() {
         use tokio::io::AsyncWriteExt;
-        let budget = Arc::new(tokio::sync::Semaphore::new(1000));
+        let budget = ByteBudget::new(1000);
         let (mut client, mut server) = tokio::io::duplex(1024);
         client.write_all(&100i32.to_be_bytes()).await.unwrap();
         client.write_all(&[0u8; 40]).await.unwrap(); // 60 bytes never come
@@ -264,7 +263,7 @@ mod tests {
             matches!(&error, ConnectionError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut),
             "{error}"
         );
-        assert_eq!(budget.available_permits(), 1000);
+        assert_eq!(budget.held(), 0);
         drop(client);
     }
 
