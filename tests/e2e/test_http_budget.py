@@ -143,6 +143,8 @@ def test_http_reads_are_bounded_by_max_bytes_and_the_budget(sluice):
                      format="binary")
         assert r.status_code == 200, r.text[:300]
         assert len(r.content) <= 40_000, len(r.content)
+        # said, not guessed: without a charset requests once read a body as UTF-16
+        assert r.headers["content-type"] == "application/x-ndjson; charset=utf-8"
         lines = [json.loads(line) for line in r.text.splitlines()]
         assert lines and [line["offset"] for line in lines] == \
             list(range(len(read), len(read) + len(lines)))

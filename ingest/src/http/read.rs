@@ -32,6 +32,10 @@ pub const MAX_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 /// Bytes of batches fetched per round of a read.
 const READ_BYTES_PER_ROUND: usize = 4 * 1024 * 1024;
 
+/// A read's content type. NDJSON is UTF-8, and saying so keeps clients from
+/// guessing: Python's `requests` guessed UTF-16 for one read of base64 lines.
+const NDJSON: &str = "application/x-ndjson; charset=utf-8";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
     Binary,
@@ -237,7 +241,7 @@ pub(crate) async fn read_records(
     }
     Ok((
         [
-            (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
+            (header::CONTENT_TYPE, NDJSON.to_string()),
             (
                 header::HeaderName::from_static("x-sluice-next-offset"),
                 cursor.to_string(),
