@@ -35,6 +35,13 @@ impl ByteBudget {
         self.bytes_max
     }
 
+    /// The most one reader may take: half the budget, so two readers can
+    /// always run and one large read cannot hold every other reader back.
+    /// A Kafka Fetch and an HTTP read are capped alike.
+    pub fn one_read_max(&self) -> usize {
+        (self.bytes_max / 2).max(1)
+    }
+
     /// Bytes of it held now.
     pub fn held(&self) -> usize {
         permits(self.bytes_max).saturating_sub(self.permits.available_permits())
@@ -89,6 +96,17 @@ mod tests {
         let all = budget.take(5000).await.unwrap();
         assert_eq!(all.num_permits(), 1000);
         assert_eq!(budget.held(), 1000);
+    }
+
+    #[test]
+    fn one_reader_takes_at_most_half() {
+        let budget = ByteBudget::new(1000);
+        assert_eq!(budget.one_read_max(), 500);
+        let first = budget.try_take(budget.one_read_max()).unwrap();
+        // a second reader of the largest size still fits beside the first
+        assert!(budget.try_take(budget.one_read_max()).is_some());
+        drop(first);
+        assert_eq!(ByteBudget::new(1).one_read_max(), 1);
     }
 
     #[tokio::test]

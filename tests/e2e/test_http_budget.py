@@ -13,8 +13,8 @@ each:
   the first is answered (back-pressure, not growth), and both are
   acknowledged and read back;
 - a read returns at most `max_bytes` of NDJSON (always one record, never
-  more than the node's budget) and its next offset leads on to every record
-  once.
+  more than half the node's budget, as a Kafka Fetch) and its next offset
+  leads on to every record once.
 """
 
 from __future__ import annotations
@@ -152,8 +152,9 @@ def test_http_reads_are_bounded_by_max_bytes_and_the_budget(sluice):
         assert r.headers["x-sluice-next-offset"] == str(len(read))
     assert read == values
 
-    # a read asking for more than the node's response budget gets at most that
+    # a read asking for more than the node's response budget gets at most half
+    # of it, as a Kafka Fetch does, so two readers can always run
     r = api.read(topic, 0, offset=0, max_bytes=64 << 20, max_records=10_000, format="binary")
     assert r.status_code == 200, r.text[:300]
-    assert 0 < len(r.content) <= BUDGET, len(r.content)
+    assert BUDGET // 4 < len(r.content) <= BUDGET // 2, len(r.content)
     assert len(r.text.splitlines()) < len(values)

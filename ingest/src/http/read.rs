@@ -26,8 +26,8 @@ pub const MAX_RECORDS_LIMIT: usize = 10_000;
 pub const TIMEOUT_MS_LIMIT: u64 = 60_000;
 /// Bytes of NDJSON one read returns by default (at least one record).
 pub const MAX_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
-/// Most bytes one read may ask for (a node also caps it at its response
-/// budget, `kafka.fetch_bytes_max`).
+/// Most bytes one read may ask for (a node also caps it at half its
+/// response budget, `kafka.fetch_bytes_max`, as it caps a Kafka Fetch).
 pub const MAX_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 /// Bytes of batches fetched per round of a read.
 const READ_BYTES_PER_ROUND: usize = 4 * 1024 * 1024;
@@ -125,7 +125,7 @@ pub(crate) async fn read_records(
             "max_bytes must be between 1 and {MAX_BYTES_LIMIT}"
         )));
     }
-    let max_bytes = max_bytes.min(state.responses.bytes_max());
+    let max_bytes = max_bytes.min(state.responses.one_read_max());
     let timeout_ms: u64 = param(&params, "timeout_ms")?.unwrap_or(0);
     if timeout_ms > TIMEOUT_MS_LIMIT {
         return Err(ApiError::bad_request(format!(

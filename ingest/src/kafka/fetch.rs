@@ -205,7 +205,7 @@ async fn serve(
         .iter()
         .flat_map(|(_, wanted)| wanted.iter())
         .fold(0usize, |sum, w| sum.saturating_add(w.max_bytes));
-    let share = (context.config.fetch_bytes_max / 2).max(1);
+    let share = context.fetch_budget.one_read_max();
     let max_bytes = max_bytes.min(wanted).min(share).max(1);
     loop {
         let budget = context.fetch_budget.take(max_bytes).await;
