@@ -22,6 +22,22 @@ from processes import AWS_ENV, HOST, EtcdServer, MotoS3, free_port, kill_proc, s
 # sluice
 # --------------------------------------------------------------------------
 
+def partition_leader(node_ids: Iterable[int], topic: str, partition: int) -> int:
+    """The node a cluster of `node_ids` names leader of `(topic, partition)`,
+    as `partition_leader` (metadata/src/membership.rs) computes it: the
+    highest FNV-1a score, with its 64-bit finalizer, of node id and key.
+    Lets a test pick a topic name whose leaders spread as it needs."""
+    def score(node: int) -> int:
+        h = 0xcbf29ce484222325
+        for b in node.to_bytes(4, "big", signed=True) + topic.encode() \
+                + partition.to_bytes(4, "big", signed=True):
+            h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 33
+        h = (h * 0xff51afd7ed558ccd) & 0xFFFFFFFFFFFFFFFF
+        return h ^ (h >> 33)
+    return max(node_ids, key=lambda node: (score(node), node))
+
+
 class Sluice:
     """One ``sluice serve`` process.  ``restart()`` reuses args, port and data dir."""
 

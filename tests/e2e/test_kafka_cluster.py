@@ -15,24 +15,10 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from harness import wait_until
+from harness import partition_leader, wait_until
 
 PARTITIONS = 6
 LEASE_TTL = "3s"
-
-
-def rendezvous_leader(node_ids, topic: str, partition: int) -> int:
-    """The node `partition_leader` (metadata/src/membership.rs) names: the
-    highest FNV-1a score, with its 64-bit finalizer, of node id and key."""
-    def score(node: int) -> int:
-        h = 0xcbf29ce484222325
-        for b in node.to_bytes(4, "big", signed=True) + topic.encode() \
-                + partition.to_bytes(4, "big", signed=True):
-            h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 33
-        h = (h * 0xff51afd7ed558ccd) & 0xFFFFFFFFFFFFFFFF
-        return h ^ (h >> 33)
-    return max(node_ids, key=lambda node: (score(node), node))
 
 
 def spread_topic(node_ids, victim: int) -> tuple[str, dict[int, int]]:
@@ -41,7 +27,7 @@ def spread_topic(node_ids, victim: int) -> tuple[str, dict[int, int]]:
     puts every leader on one node."""
     while True:
         topic = f"ha-{uuid.uuid4().hex[:8]}"
-        leaders = {p: rendezvous_leader(node_ids, topic, p) for p in range(PARTITIONS)}
+        leaders = {p: partition_leader(node_ids, topic, p) for p in range(PARTITIONS)}
         if victim in leaders.values() and len(set(leaders.values())) >= 2:
             return topic, leaders
 

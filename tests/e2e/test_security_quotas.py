@@ -44,6 +44,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import kafka_wire as wire
+from harness import partition_leader
 from test_security_http import cli
 
 QUOTA = 100_000          # bytes per second, cluster-wide
@@ -98,8 +99,8 @@ def wait_for_brokers(nodes, conf: dict) -> None:
         time.sleep(0.2)
 
 
-def make_topic(nodes, partitions: int = 6) -> str:
-    name = f"quota-{uuid.uuid4().hex[:8]}"
+def make_topic(nodes, partitions: int = 6, name: str | None = None) -> str:
+    name = name or f"quota-{uuid.uuid4().hex[:8]}"
     admin = AdminClient(sasl(nodes, "admin"))
     admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
     return name
@@ -111,15 +112,19 @@ def make_even_topic(nodes, partitions: int = 6) -> str:
     nodes: a client whose traffic falls on fewer of them gets that fraction
     of its quota (the documented bound), which is not what these tests
     measure."""
+    ids = [node.node_id for node in nodes]
+    while True:
+        name = f"quota-{uuid.uuid4().hex[:8]}"
+        expected = {p: partition_leader(ids, name, p) for p in range(partitions)}
+        leaders = list(expected.values())
+        if sorted(leaders.count(n) for n in ids) == [partitions // len(nodes)] * len(nodes):
+            break
+    make_topic(nodes, partitions, name)
     admin = AdminClient(sasl(nodes, "admin"))
-    for _ in range(100):
-        name = make_topic(nodes, partitions)
-        leaders = [p.leader for p in admin.list_topics(name, timeout=10).topics[name]
-                   .partitions.values()]
-        if sorted(leaders.count(n) for n in set(leaders)) == \
-                [partitions // len(nodes)] * len(nodes):
-            return name
-    raise AssertionError("no topic of 100 had its leaders spread evenly")
+    placed = {p.id: p.leader for p in admin.list_topics(name, timeout=10).topics[name]
+              .partitions.values()}
+    assert placed == expected, (placed, expected)
+    return name
 
 
 class Throttles:
