@@ -6,11 +6,10 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::OwnedSemaphorePermit;
-
-use crate::budget::ByteBudget;
 use tracing::debug;
 
 use super::{api_versions, dispatch, unsupported};
+use crate::budget::ByteBudget;
 
 /// Why a connection was closed.
 #[derive(Debug, thiserror::Error)]
